@@ -1,0 +1,625 @@
+// The membership algorithm: Raft (leader election, log replication, single-server membership
+// changes) applied to one replicated log whose entries are member additions and removals.
+// Pure and deterministic: messages and ticks go in through step() and tick(); messages to send
+// and the current view come out. No sockets, clocks, timers or Math.random: the shell injects
+// `random` and turns milliseconds into ticks.
+import type { Change, Entry, MemberInfo, RaftMessage } from './messages'
+import { addressOf, nodeId } from './messages'
+
+export interface MembershipOptions {
+  self: MemberInfo
+  /** Seed addresses to ask for a join, in order. */
+  seeds: string[]
+  /** Found a new cluster when no seed answers for bootstrapTicks (only the first seed should). */
+  bootstrap: boolean
+  heartbeatTicks: number
+  electionTicksMin: number
+  electionTicksMax: number
+  unreachableTicks: number
+  downTicks: number
+  bootstrapTicks: number
+  joinRetryTicks: number
+  /** Uniform in [0, 1). */
+  random: () => number
+}
+
+export type Role = 'follower' | 'precandidate' | 'candidate' | 'leader'
+export type MemberStatus = 'Joining' | 'Up' | 'Leaving' | 'Down' | 'Removed'
+
+export interface MemberView extends MemberInfo {
+  id: string
+  status: MemberStatus
+  reachable: boolean
+  leader: boolean
+}
+
+export interface MembershipView {
+  selfId: string
+  role: Role
+  term: number
+  leaderId: string | null
+  commitIndex: number
+  /** Status of this node itself: Joining until its addition is in the log, Removed at the end. */
+  status: MemberStatus
+  members: MemberView[]
+}
+
+export interface Outbound {
+  to: string
+  message: RaftMessage
+}
+
+type RaftOf<T extends RaftMessage['type']> = Extract<RaftMessage, { type: T }>
+
+interface Progress {
+  next: number
+  match: number
+  lastHeard: number
+  /** Heard from since the last check-quorum round. */
+  active: boolean
+}
+
+const MAX_ENTRIES_PER_APPEND = 64
+
+export function validateOptions(o: MembershipOptions): string[] {
+  const errors: string[] = []
+  if (o.heartbeatTicks < 1) errors.push('heartbeat must be at least one tick')
+  if (o.electionTicksMin <= o.heartbeatTicks * 2) errors.push('election timeout must exceed twice the heartbeat interval')
+  if (o.electionTicksMax <= o.electionTicksMin) errors.push('election timeout range must not be empty')
+  if (o.unreachableTicks <= o.heartbeatTicks) errors.push('unreachable-after must exceed the heartbeat interval')
+  if (o.downTicks <= o.unreachableTicks) errors.push('down-after must exceed unreachable-after')
+  if (o.downTicks <= o.electionTicksMax) errors.push('down-after must exceed the election timeout')
+  return errors
+}
+
+export class Membership {
+  readonly selfId: string
+  role: Role = 'follower'
+  term = 0
+  votedFor: string | null = null
+  leaderId: string | null = null
+  readonly log: Entry[] = []
+  commitIndex = 0
+  /** Set once this incarnation's removal is known; it never takes part again. */
+  removed = false
+
+  private outbox: Outbound[] = []
+  private now = 0
+  private electionElapsed = 0
+  private electionTimeout: number
+  private heartbeatElapsed = 0
+  private retryElapsed = 0
+  private silenceElapsed = 0
+  private seedCursor = 0
+  private leaving = false
+  private votes = new Map<string, boolean>()
+  private progress = new Map<string, Progress>()
+  private termStart = 0
+  private unreachable: string[] = []
+  private configCache: { length: number; lastTerm: number; upTo: number; members: Map<string, MemberInfo> }[] = []
+
+  constructor(private readonly o: MembershipOptions) {
+    const errors = validateOptions(o)
+    if (errors.length) throw new Error(`invalid membership options: ${errors.join('; ')}`)
+    this.selfId = nodeId(o.self.address, o.self.incarnation)
+    this.electionTimeout = this.randomElectionTimeout()
+  }
+
+  /** Messages produced since the last call; the caller sends them. */
+  takeMessages(): Outbound[] {
+    const out = this.outbox
+    this.outbox = []
+    return out
+  }
+
+  /** Asks to leave the cluster gracefully; done when `removed` becomes true. */
+  leave(): void {
+    this.leaving = true
+    this.retryElapsed = this.o.joinRetryTicks
+  }
+
+  tick(): void {
+    if (this.removed) return
+    this.now++
+    if (this.role === 'leader') this.tickLeader()
+    else if (this.isVoter()) this.tickVoter()
+    // Not (or no longer) in the member list: keep asking. A member whose removal is committed
+    // answers not_member, which is how a node removed behind its back finds out.
+    else this.tickJoiner()
+    if (this.leaving && ++this.retryElapsed >= this.o.joinRetryTicks) {
+      this.retryElapsed = 0
+      this.requestLeave()
+    }
+  }
+
+  step(m: RaftMessage): void {
+    if (this.removed) return
+    // A message for an earlier incarnation at this address is not ours.
+    if (m.to !== this.selfId && m.to !== this.o.self.address) return
+    if (m.from === this.selfId) return
+    if (this.isRemovedId(m.from)) {
+      if (m.type !== 'not_member') this.send(m.from, { type: 'not_member' })
+      return
+    }
+    if ('term' in m && !this.checkTerm(m)) return
+    switch (m.type) {
+      case 'join_request':
+        return this.onJoinRequest(m)
+      case 'leave_request':
+        return this.onLeaveRequest(m)
+      case 'leader_hint':
+        this.silenceElapsed = 0
+        if (m.leader && m.leader !== addressOf(m.from) && !this.isVoter() && !this.leaving) {
+          this.send(m.leader, { type: 'join_request', member: this.o.self })
+        }
+        return
+      case 'not_member':
+        // Only sent once the sender's committed log removed this id, and ids are never re-added.
+        this.removed = true
+        return
+      case 'append_entries':
+        return this.onAppendEntries(m)
+      case 'append_response':
+        return this.onAppendResponse(m)
+      case 'vote_request':
+        return this.onVoteRequest(m)
+      case 'vote_response':
+        return this.onVoteResponse(m)
+      case 'timeout_now':
+        if (this.isVoter()) this.campaign(false, true)
+        return
+      default:
+        return assertNever(m)
+    }
+  }
+
+  view(): MembershipView {
+    const members: MemberView[] = []
+    const effective = this.membersAt(this.log.length)
+    const committed = this.membersAt(this.commitIndex)
+    const status = new Map<string, MemberStatus>()
+    for (let i = this.commitIndex; i < this.log.length; i++) {
+      const c = this.log[i]!.change
+      if (c.type === 'add') status.set(nodeId(c.member.address, c.member.incarnation), 'Joining')
+      if (c.type === 'remove') status.set(c.id, c.reason === 'down' ? 'Down' : 'Leaving')
+    }
+    const listed = new Map([...committed, ...effective])
+    for (const [id, info] of listed) {
+      members.push({
+        ...info,
+        id,
+        status: status.get(id) ?? 'Up',
+        reachable: !this.unreachable.includes(id),
+        leader: id === this.leaderId,
+      })
+    }
+    members.sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0))
+    const selfStatus: MemberStatus = this.removed
+      ? 'Removed'
+      : effective.has(this.selfId) || committed.has(this.selfId)
+        ? (status.get(this.selfId) ?? 'Up')
+        : 'Joining'
+    return {
+      selfId: this.selfId,
+      role: this.role,
+      term: this.term,
+      leaderId: this.leaderId,
+      commitIndex: this.commitIndex,
+      status: selfStatus,
+      members,
+    }
+  }
+
+  /** The member list committed at `index`: the same on every node that has committed it. */
+  membersAt(index: number): Map<string, MemberInfo> {
+    const lastTerm = this.log[this.log.length - 1]?.term ?? 0
+    const hit = this.configCache.find((c) => c.upTo === index && c.length === this.log.length && c.lastTerm === lastTerm)
+    if (hit) return hit.members
+    const members = new Map<string, MemberInfo>()
+    for (let i = 0; i < index; i++) applyChange(members, this.log[i]!.change)
+    this.configCache = [{ length: this.log.length, lastTerm, upTo: index, members }, ...this.configCache].slice(0, 2)
+    return members
+  }
+
+  // ---- time ----
+
+  private tickLeader(): void {
+    if (++this.heartbeatElapsed >= this.o.heartbeatTicks) {
+      this.heartbeatElapsed = 0
+      this.broadcastAppend()
+    }
+    // Check-quorum: a leader that has not heard from a majority within an election timeout
+    // steps down, so a partitioned leader cannot keep serving a stale view.
+    if (++this.electionElapsed >= this.o.electionTicksMin) {
+      this.electionElapsed = 0
+      const voters = this.voters()
+      const active = voters.filter((id) => id === this.selfId || this.progress.get(id)?.active).length
+      for (const p of this.progress.values()) p.active = false
+      if (active * 2 <= voters.length) {
+        this.becomeFollower(this.term, null)
+        return
+      }
+    }
+    this.detectFailures()
+    this.maybeAppendChange()
+  }
+
+  private tickVoter(): void {
+    if (++this.electionElapsed >= this.electionTimeout) this.campaign(true, false)
+  }
+
+  private tickJoiner(): void {
+    if (this.leaving) return
+    this.silenceElapsed++
+    if (this.o.bootstrap && this.log.length === 0 && this.silenceElapsed >= this.o.bootstrapTicks) {
+      this.bootstrap()
+      return
+    }
+    if (++this.retryElapsed >= this.o.joinRetryTicks) {
+      this.retryElapsed = 0
+      this.send(this.nextJoinTarget(), { type: 'join_request', member: this.o.self })
+    }
+  }
+
+  private nextJoinTarget(): string {
+    const seeds = this.o.seeds.filter((s) => s !== this.o.self.address)
+    if (seeds.length === 0) return this.o.self.address
+    return seeds[this.seedCursor++ % seeds.length]!
+  }
+
+  private bootstrap(): void {
+    this.term = 1
+    this.votedFor = this.selfId
+    this.log.push({ term: 1, change: { type: 'add', member: this.o.self } })
+    this.commitIndex = 1
+    this.becomeLeader()
+  }
+
+  // ---- elections (Raft §5.2, with pre-vote and check-quorum from the dissertation §9.6) ----
+
+  private campaign(preVote: boolean, transfer: boolean): void {
+    this.role = preVote ? 'precandidate' : 'candidate'
+    this.leaderId = null
+    this.electionElapsed = 0
+    this.electionTimeout = this.randomElectionTimeout()
+    if (!preVote) {
+      this.term++
+      this.votedFor = this.selfId
+    }
+    this.votes = new Map([[this.selfId, true]])
+    const last = this.lastIndex()
+    for (const id of this.voters()) {
+      if (id === this.selfId) continue
+      this.send(id, {
+        type: 'vote_request',
+        term: preVote ? this.term + 1 : this.term,
+        lastIndex: last,
+        lastTerm: this.termAt(last),
+        preVote,
+        transfer,
+      })
+    }
+    this.tallyVotes()
+  }
+
+  private onVoteRequest(m: RaftOf<'vote_request'>): void {
+    const last = this.lastIndex()
+    const upToDate = m.lastTerm > this.termAt(last) || (m.lastTerm === this.termAt(last) && m.lastIndex >= last)
+    const canVote =
+      this.votedFor === m.from || (this.votedFor === null && this.leaderId === null) || (m.preVote && m.term > this.term)
+    if (canVote && upToDate) {
+      if (!m.preVote) {
+        this.votedFor = m.from
+        this.electionElapsed = 0
+      }
+      this.send(m.from, { type: 'vote_response', term: m.term, granted: true, preVote: m.preVote })
+    } else {
+      this.send(m.from, { type: 'vote_response', term: this.term, granted: false, preVote: m.preVote })
+    }
+  }
+
+  private onVoteResponse(m: RaftOf<'vote_response'>): void {
+    const expected = this.role === 'precandidate' ? m.preVote : this.role === 'candidate' && !m.preVote
+    if (!expected) return
+    this.votes.set(m.from, m.granted)
+    this.tallyVotes()
+  }
+
+  private tallyVotes(): void {
+    const voters = this.voters()
+    const granted = voters.filter((id) => this.votes.get(id) === true).length
+    const rejected = voters.filter((id) => this.votes.get(id) === false).length
+    if (granted * 2 > voters.length) {
+      if (this.role === 'precandidate') this.campaign(false, false)
+      else this.becomeLeader()
+    } else if (rejected * 2 >= voters.length) {
+      this.becomeFollower(this.term, null)
+    }
+  }
+
+  /** Applies the term rules shared by every message; false means drop the message. */
+  private checkTerm(m: RaftOf<'append_entries' | 'append_response' | 'vote_request' | 'vote_response' | 'timeout_now'>): boolean {
+    if (m.term > this.term) {
+      if (m.type === 'vote_request') {
+        // Leader lease: while a live leader is heard, disruptive candidates are ignored.
+        const inLease = this.leaderId !== null && this.electionElapsed < this.o.electionTicksMin
+        if (inLease && !m.transfer) return false
+        if (m.preVote) return true
+      }
+      if (m.type === 'vote_response' && m.preVote && m.granted) return true
+      const leader = m.type === 'append_entries' || m.type === 'timeout_now' ? m.from : null
+      this.becomeFollower(m.term, leader)
+      return true
+    }
+    if (m.term < this.term) {
+      // A stale leader (e.g. back from a partition) learns of the newer term and steps down.
+      if (m.type === 'append_entries') this.send(m.from, { type: 'append_response', term: this.term, success: false, matchIndex: 0 })
+      if (m.type === 'vote_request' && m.preVote) this.send(m.from, { type: 'vote_response', term: this.term, granted: false, preVote: true })
+      return false
+    }
+    return true
+  }
+
+  private becomeFollower(term: number, leaderId: string | null): void {
+    if (term > this.term) {
+      this.term = term
+      this.votedFor = null
+    }
+    this.role = 'follower'
+    this.leaderId = leaderId
+    this.electionElapsed = 0
+    this.electionTimeout = this.randomElectionTimeout()
+    this.progress.clear()
+    this.unreachable = []
+  }
+
+  private becomeLeader(): void {
+    this.role = 'leader'
+    this.leaderId = this.selfId
+    this.electionElapsed = 0
+    this.heartbeatElapsed = 0
+    this.progress.clear()
+    for (const id of this.voters()) if (id !== this.selfId) this.progress.set(id, this.freshProgress())
+    // A new leader commits an entry of its own term before it accepts member changes (§4.1 fix).
+    this.log.push({ term: this.term, change: { type: 'noop' } })
+    this.termStart = this.lastIndex()
+    this.maybeCommit()
+    this.broadcastAppend()
+  }
+
+  // ---- replication (Raft §5.3) ----
+
+  private broadcastAppend(): void {
+    for (const id of this.voters()) if (id !== this.selfId) this.sendAppend(id)
+  }
+
+  private sendAppend(id: string): void {
+    const p = this.progressOf(id)
+    const prevIndex = p.next - 1
+    this.send(id, {
+      type: 'append_entries',
+      term: this.term,
+      prevIndex,
+      prevTerm: this.termAt(prevIndex),
+      entries: this.log.slice(prevIndex, prevIndex + MAX_ENTRIES_PER_APPEND),
+      commit: this.commitIndex,
+      unreachable: this.unreachable,
+    })
+  }
+
+  private onAppendEntries(m: RaftOf<'append_entries'>): void {
+    if (this.role !== 'follower') this.becomeFollower(this.term, m.from)
+    this.leaderId = m.from
+    this.electionElapsed = 0
+    this.silenceElapsed = 0
+    this.unreachable = m.unreachable
+    if (m.prevIndex > this.lastIndex() || this.termAt(m.prevIndex) !== m.prevTerm) {
+      const hint = Math.min(m.prevIndex - 1, this.lastIndex())
+      this.send(m.from, { type: 'append_response', term: this.term, success: false, matchIndex: Math.max(hint, 0) })
+      return
+    }
+    m.entries.forEach((entry, i) => {
+      const index = m.prevIndex + 1 + i
+      if (index <= this.lastIndex() && this.termAt(index) !== entry.term) {
+        if (index <= this.commitIndex) throw new Error(`leader ${m.from} conflicts with committed entry ${index}`)
+        this.log.length = index - 1
+      }
+      if (index > this.lastIndex()) this.log.push(entry)
+    })
+    const matchIndex = m.prevIndex + m.entries.length
+    this.advanceCommit(Math.min(m.commit, matchIndex))
+    this.send(m.from, { type: 'append_response', term: this.term, success: true, matchIndex })
+  }
+
+  private onAppendResponse(m: RaftOf<'append_response'>): void {
+    if (this.role !== 'leader' || !this.isMemberId(m.from)) return
+    const p = this.progressOf(m.from)
+    p.lastHeard = this.now
+    p.active = true
+    if (m.success) {
+      if (m.matchIndex > p.match) p.match = m.matchIndex
+      p.next = Math.max(p.next, p.match + 1)
+      this.maybeCommit()
+      if (this.role === 'leader' && p.next <= this.lastIndex()) this.sendAppend(m.from)
+    } else {
+      p.next = Math.max(1, Math.min(p.next - 1, m.matchIndex + 1))
+      this.sendAppend(m.from)
+    }
+  }
+
+  private maybeCommit(): void {
+    const voters = this.voters()
+    for (let n = this.lastIndex(); n > this.commitIndex; n--) {
+      // Only entries of the current term are committed by counting (Raft §5.4.2).
+      if (this.termAt(n) !== this.term) break
+      const replicas = voters.filter((id) => (id === this.selfId ? true : this.progressOf(id).match >= n)).length
+      if (replicas * 2 > voters.length) {
+        this.advanceCommit(n)
+        break
+      }
+    }
+  }
+
+  private advanceCommit(index: number): void {
+    if (index <= this.commitIndex) return
+    this.commitIndex = index
+    if (!this.membersAt(index).has(this.selfId) && this.everAdded(this.selfId, index)) {
+      // Our own removal is committed. A leaving leader hands over to its best follower first.
+      if (this.role === 'leader') {
+        const successor = [...this.progress.entries()]
+          .filter(([id]) => this.isMemberId(id))
+          .sort((a, b) => b[1].match - a[1].match)[0]
+        if (successor && successor[1].match >= index) {
+          this.sendAppend(successor[0])
+          this.send(successor[0], { type: 'timeout_now', term: this.term })
+        }
+      }
+      this.removed = true
+    }
+  }
+
+  // ---- membership changes, one at a time (Raft dissertation §4.1) ----
+
+  private onJoinRequest(m: RaftOf<'join_request'>): void {
+    if (this.log.length === 0) return // not in a cluster: stay silent so bootstrap logic works
+    if (this.role !== 'leader') {
+      this.send(m.from, { type: 'leader_hint', leader: this.leaderId ? addressOf(this.leaderId) : null })
+      return
+    }
+    this.send(m.from, { type: 'leader_hint', leader: this.o.self.address })
+    const id = nodeId(m.member.address, m.member.incarnation)
+    if (id !== m.from || this.membersAt(this.lastIndex()).has(id) || this.everAdded(id)) return
+    if (!this.canChange()) return // the joiner retries
+    const previous = [...this.membersAt(this.lastIndex()).keys()].find((other) => addressOf(other) === m.member.address)
+    // A restart at the same address: drop the old incarnation first, then admit the new one.
+    this.append(previous ? { type: 'remove', id: previous, reason: 'replaced' } : { type: 'add', member: m.member })
+  }
+
+  private onLeaveRequest(m: RaftOf<'leave_request'>): void {
+    if (this.role !== 'leader') {
+      this.send(m.from, { type: 'leader_hint', leader: this.leaderId ? addressOf(this.leaderId) : null })
+      return
+    }
+    if (this.membersAt(this.lastIndex()).has(m.from) && this.canChange()) {
+      this.append({ type: 'remove', id: m.from, reason: 'leave' })
+    }
+  }
+
+  private requestLeave(): void {
+    if (this.role === 'leader') {
+      if (this.membersAt(this.lastIndex()).has(this.selfId) && this.canChange()) {
+        this.append({ type: 'remove', id: this.selfId, reason: 'leave' })
+      }
+      return
+    }
+    if (!this.everAdded(this.selfId)) {
+      this.removed = true // never got in: nothing to undo
+      return
+    }
+    const target = this.leaderId ?? [...this.membersAt(this.lastIndex()).keys()].find((id) => id !== this.selfId)
+    if (target) this.send(target, { type: 'leave_request' })
+  }
+
+  private canChange(): boolean {
+    if (this.role !== 'leader' || this.commitIndex < this.termStart) return false
+    for (let i = this.commitIndex; i < this.log.length; i++) if (this.log[i]!.change.type !== 'noop') return false
+    return true
+  }
+
+  private append(change: Change): void {
+    this.log.push({ term: this.term, change })
+    // The new configuration takes effect as soon as it is in the log.
+    for (const id of this.voters()) if (id !== this.selfId && !this.progress.has(id)) this.progress.set(id, this.freshProgress())
+    for (const id of [...this.progress.keys()]) if (!this.isMemberId(id)) this.progress.delete(id)
+    this.maybeCommit()
+    if (this.role === 'leader') this.broadcastAppend()
+  }
+
+  private maybeAppendChange(): void {
+    if (this.leaving && this.canChange() && this.membersAt(this.lastIndex()).has(this.selfId)) {
+      this.append({ type: 'remove', id: this.selfId, reason: 'leave' })
+    }
+  }
+
+  // ---- failure detection (leader only) ----
+
+  private detectFailures(): void {
+    const silent = (id: string, ticks: number) => this.now - this.progressOf(id).lastHeard > ticks
+    const others = this.voters().filter((id) => id !== this.selfId)
+    this.unreachable = others.filter((id) => silent(id, this.o.unreachableTicks))
+    // Only a leader that hears from a majority right now may declare anyone down.
+    const hearing = others.filter((id) => !silent(id, this.o.electionTicksMin)).length + (this.isVoter() ? 1 : 0)
+    if (hearing * 2 <= this.voters().length || !this.canChange()) return
+    const down = others.find((id) => silent(id, this.o.downTicks))
+    if (down) this.append({ type: 'remove', id: down, reason: 'down' })
+  }
+
+  // ---- helpers ----
+
+  private send(to: string, body: DistributiveOmit<RaftMessage, 'from' | 'to'>): void {
+    this.outbox.push({ to, message: { ...body, from: this.selfId, to } as RaftMessage })
+  }
+
+  private voters(): string[] {
+    return [...this.membersAt(this.lastIndex()).keys()]
+  }
+
+  private isVoter(): boolean {
+    return this.membersAt(this.lastIndex()).has(this.selfId)
+  }
+
+  private isMemberId(id: string): boolean {
+    return this.membersAt(this.lastIndex()).has(id)
+  }
+
+  /** True when the committed log removed `id`: that incarnation is finished for good. */
+  private isRemovedId(id: string): boolean {
+    for (let i = 0; i < this.commitIndex; i++) {
+      const c = this.log[i]!.change
+      if (c.type === 'remove' && c.id === id) return true
+    }
+    return false
+  }
+
+  private everAdded(id: string, upTo = this.log.length): boolean {
+    for (let i = 0; i < upTo; i++) {
+      const c = this.log[i]!.change
+      if (c.type === 'add' && nodeId(c.member.address, c.member.incarnation) === id) return true
+    }
+    return false
+  }
+
+  private progressOf(id: string): Progress {
+    let p = this.progress.get(id)
+    if (!p) this.progress.set(id, (p = this.freshProgress()))
+    return p
+  }
+
+  private freshProgress(): Progress {
+    return { next: this.lastIndex() + 1, match: 0, lastHeard: this.now, active: true }
+  }
+
+  private lastIndex(): number {
+    return this.log.length
+  }
+
+  private termAt(index: number): number {
+    return index === 0 ? 0 : (this.log[index - 1]?.term ?? -1)
+  }
+
+  private randomElectionTimeout(): number {
+    const { electionTicksMin: min, electionTicksMax: max } = this.o
+    return min + Math.floor(this.o.random() * (max - min))
+  }
+}
+
+function applyChange(members: Map<string, MemberInfo>, change: Change): void {
+  if (change.type === 'add') members.set(nodeId(change.member.address, change.member.incarnation), change.member)
+  else if (change.type === 'remove') members.delete(change.id)
+}
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never
+
+function assertNever(x: never): never {
+  throw new Error(`unexpected message ${JSON.stringify(x)}`)
+}
