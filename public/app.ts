@@ -4,74 +4,74 @@
 // wire contract only (JSON text frames on /ws/chat, JSON from /api/cluster-info).
 // Every piece of user or server text is rendered with textContent, never innerHTML.
 
-const MESSAGE_CHARS_MAX = 2000;
-const USERNAME_CHARS_MAX = 32;
-const USERNAME_PATTERN = /^[\p{L}\p{M}\p{N} _.\-]+$/u;
-const MESSAGES_KEPT_MAX = 500;
-const RECONNECT_DELAY_MS_MIN = 500;
-const RECONNECT_DELAY_MS_MAX = 10_000;
-const CLUSTER_POLL_MS = 2000;
-const CLUSTER_FETCH_TIMEOUT_MS = 1500;
-const STICK_TO_BOTTOM_PX = 80;
-const STORAGE_KEY = 'cluster-chat.username';
+const MESSAGE_CHARS_MAX = 2000
+const USERNAME_CHARS_MAX = 32
+const USERNAME_PATTERN = /^[\p{L}\p{M}\p{N} _.\-]+$/u
+const MESSAGES_KEPT_MAX = 500
+const RECONNECT_DELAY_MS_MIN = 500
+const RECONNECT_DELAY_MS_MAX = 10_000
+const CLUSTER_POLL_MS = 2000
+const CLUSTER_FETCH_TIMEOUT_MS = 1500
+const STICK_TO_BOTTOM_PX = 80
+const STORAGE_KEY = 'cluster-chat.username'
 
 // Close codes the server uses to refuse a connection: no reconnect after these.
-const CLOSE_INVALID_USERNAME = 4400;
-const CLOSE_USERNAME_TAKEN = 4409;
-const CLOSE_UNSUPPORTED_DATA = 1003;
-const CLOSE_MESSAGE_TOO_BIG = 1009;
+const CLOSE_INVALID_USERNAME = 4400
+const CLOSE_USERNAME_TAKEN = 4409
+const CLOSE_UNSUPPORTED_DATA = 1003
+const CLOSE_MESSAGE_TOO_BIG = 1009
 
-type ConnectionState = 'connecting' | 'online' | 'offline';
+type ConnectionState = 'connecting' | 'online' | 'offline'
 
 interface ChatFrame {
-  type: 'chat';
-  username: string;
-  message: string;
-  nodeAddress: string;
-  timestamp: number;
+  type: 'chat'
+  username: string
+  message: string
+  nodeAddress: string
+  timestamp: number
 }
 interface SystemFrame {
-  type: 'system';
-  message: string;
-  timestamp: number;
-  event?: string;
-  username?: string;
+  type: 'system'
+  message: string
+  timestamp: number
+  event?: string
+  username?: string
 }
 interface UserEntry {
-  username: string;
-  nodeAddress: string;
-  connectedAt?: number;
+  username: string
+  nodeAddress: string
+  connectedAt?: number
 }
 interface UsersFrame {
-  type: 'users';
-  users: UserEntry[];
+  type: 'users'
+  users: UserEntry[]
 }
 interface WelcomeFrame {
-  type: 'welcome';
-  username: string;
-  nodeAddress: string;
+  type: 'welcome'
+  username: string
+  nodeAddress: string
 }
-type ServerFrame = ChatFrame | SystemFrame | UsersFrame | WelcomeFrame;
+type ServerFrame = ChatFrame | SystemFrame | UsersFrame | WelcomeFrame
 
 interface ClusterMember {
-  address: string;
-  status: string;
-  reachable: boolean;
-  httpUrl?: string;
-  leader?: boolean;
+  address: string
+  status: string
+  reachable: boolean
+  httpUrl?: string
+  leader?: boolean
 }
 interface ClusterInfo {
-  selfAddress: string;
-  leader: string | null;
-  term?: number;
-  status?: string;
-  members: ClusterMember[];
+  selfAddress: string
+  leader: string | null
+  term?: number
+  status?: string
+  members: ClusterMember[]
 }
 
 function byId<T extends HTMLElement>(id: string): T {
-  const el = document.getElementById(id);
-  if (!el) throw new Error(`missing element #${id}`);
-  return el as T;
+  const el = document.getElementById(id)
+  if (!el) throw new Error(`missing element #${id}`)
+  return el as T
 }
 
 const ui = {
@@ -94,7 +94,7 @@ const ui = {
   error: byId<HTMLElement>('error'),
   me: byId<HTMLElement>('me'),
   leaveButton: byId<HTMLButtonElement>('leave-button'),
-};
+}
 
 const state = {
   username: '',
@@ -105,7 +105,7 @@ const state = {
   reconnectTimer: 0 as ReturnType<typeof setTimeout> | 0,
   clusterTimer: 0 as ReturnType<typeof setTimeout> | 0,
   clusterController: null as AbortController | null,
-};
+}
 
 // ---------------------------------------------------------------- helpers
 
@@ -113,64 +113,64 @@ function el<K extends keyof HTMLElementTagNameMap>(
   tag: K,
   opts: { className?: string; testid?: string; text?: string; title?: string } = {},
 ): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  if (opts.className) node.className = opts.className;
-  if (opts.testid) node.dataset.testid = opts.testid;
-  if (opts.text !== undefined) node.textContent = opts.text;
-  if (opts.title) node.title = opts.title;
-  return node;
+  const node = document.createElement(tag)
+  if (opts.className) node.className = opts.className
+  if (opts.testid) node.dataset.testid = opts.testid
+  if (opts.text !== undefined) node.textContent = opts.text
+  if (opts.title) node.title = opts.title
+  return node
 }
 
 /** `bun://System@127.0.0.1:2551` -> `127.0.0.1:2551` (the part after the last `@`). */
 function nodeLabel(address: string | undefined | null): string {
-  if (!address) return '?';
-  const at = address.lastIndexOf('@');
-  if (at >= 0) return address.slice(at + 1);
-  return address.replace(/^[a-z]+:\/\//i, '');
+  if (!address) return '?'
+  const at = address.lastIndexOf('@')
+  if (at >= 0) return address.slice(at + 1)
+  return address.replace(/^[a-z]+:\/\//i, '')
 }
 
 function pad2(n: number): string {
-  return String(n).padStart(2, '0');
+  return String(n).padStart(2, '0')
 }
 
 function formatTime(timestamp: number): { short: string; full: string } {
-  const date = new Date(Number.isFinite(timestamp) ? timestamp : Date.now());
+  const date = new Date(Number.isFinite(timestamp) ? timestamp : Date.now())
   return {
     short: `${pad2(date.getHours())}:${pad2(date.getMinutes())}`,
     full: date.toLocaleString(),
-  };
+  }
 }
 
 function validateUsername(raw: string): string | null {
-  const name = raw.trim();
-  if (name.length === 0) return 'Please enter a name.';
-  if ([...name].length > USERNAME_CHARS_MAX) return `A name has at most ${USERNAME_CHARS_MAX} characters.`;
-  if (!USERNAME_PATTERN.test(name)) return 'Use letters, digits, space, "_", "-" or "." only.';
-  return null;
+  const name = raw.trim()
+  if (name.length === 0) return 'Please enter a name.'
+  if ([...name].length > USERNAME_CHARS_MAX) return `A name has at most ${USERNAME_CHARS_MAX} characters.`
+  if (!USERNAME_PATTERN.test(name)) return 'Use letters, digits, space, "_", "-" or "." only.'
+  return null
 }
 
 function showError(text: string): void {
-  ui.error.textContent = text;
-  ui.error.hidden = text.length === 0;
+  ui.error.textContent = text
+  ui.error.hidden = text.length === 0
 }
 
 function setConnection(next: ConnectionState, detail?: string): void {
-  state.connection = next;
-  ui.status.dataset.state = next;
-  ui.status.textContent = detail ? `${next} (${detail})` : next;
-  updateSendButton();
+  state.connection = next
+  ui.status.dataset.state = next
+  ui.status.textContent = detail ? `${next} (${detail})` : next
+  updateSendButton()
 }
 
 function updateSendButton(): void {
-  const length = ui.messageInput.value.length;
-  ui.counter.textContent = `${length}/${MESSAGE_CHARS_MAX}`;
-  ui.counter.classList.toggle('near-limit', length > MESSAGE_CHARS_MAX * 0.9);
-  ui.sendButton.disabled = state.connection !== 'online' || ui.messageInput.value.trim().length === 0;
+  const length = ui.messageInput.value.length
+  ui.counter.textContent = `${length}/${MESSAGE_CHARS_MAX}`
+  ui.counter.classList.toggle('near-limit', length > MESSAGE_CHARS_MAX * 0.9)
+  ui.sendButton.disabled = state.connection !== 'online' || ui.messageInput.value.trim().length === 0
 }
 
 function rememberName(name: string): void {
   try {
-    localStorage.setItem(STORAGE_KEY, name);
+    localStorage.setItem(STORAGE_KEY, name)
   } catch {
     // Storage may be unavailable (private mode, disabled): remembering is only a convenience.
   }
@@ -178,56 +178,56 @@ function rememberName(name: string): void {
 
 function recalledName(): string {
   try {
-    return localStorage.getItem(STORAGE_KEY) ?? '';
+    return localStorage.getItem(STORAGE_KEY) ?? ''
   } catch {
-    return '';
+    return ''
   }
 }
 
 // ---------------------------------------------------------------- views
 
 function showJoin(): void {
-  ui.chatView.hidden = true;
-  ui.joinView.hidden = false;
-  ui.leaveButton.hidden = true;
-  ui.me.hidden = true;
-  ui.joinButton.disabled = false;
-  stopClusterPolling();
-  ui.nameInput.focus();
-  ui.nameInput.select();
+  ui.chatView.hidden = true
+  ui.joinView.hidden = false
+  ui.leaveButton.hidden = true
+  ui.me.hidden = true
+  ui.joinButton.disabled = false
+  stopClusterPolling()
+  ui.nameInput.focus()
+  ui.nameInput.select()
 }
 
 function showChat(): void {
-  ui.joinView.hidden = true;
-  ui.chatView.hidden = false;
-  ui.leaveButton.hidden = false;
-  ui.me.hidden = false;
-  ui.me.textContent = state.username;
-  startClusterPolling();
-  ui.messageInput.focus();
+  ui.joinView.hidden = true
+  ui.chatView.hidden = false
+  ui.leaveButton.hidden = false
+  ui.me.hidden = false
+  ui.me.textContent = state.username
+  startClusterPolling()
+  ui.messageInput.focus()
 }
 
 // ---------------------------------------------------------------- messages
 
 function isNearBottom(): boolean {
-  const list = ui.messages;
-  return list.scrollHeight - list.scrollTop - list.clientHeight < STICK_TO_BOTTOM_PX;
+  const list = ui.messages
+  return list.scrollHeight - list.scrollTop - list.clientHeight < STICK_TO_BOTTOM_PX
 }
 
 function appendRow(row: HTMLElement, forceScroll: boolean): void {
-  const stick = forceScroll || isNearBottom();
-  ui.messages.appendChild(row);
-  while (ui.messages.childElementCount > MESSAGES_KEPT_MAX) ui.messages.firstElementChild?.remove();
-  if (stick) ui.messages.scrollTop = ui.messages.scrollHeight;
+  const stick = forceScroll || isNearBottom()
+  ui.messages.appendChild(row)
+  while (ui.messages.childElementCount > MESSAGES_KEPT_MAX) ui.messages.firstElementChild?.remove()
+  if (stick) ui.messages.scrollTop = ui.messages.scrollHeight
 }
 
 function renderChat(frame: ChatFrame): void {
-  const own = frame.username === state.username;
-  const time = formatTime(frame.timestamp);
-  const row = el('li', { className: own ? 'message own' : 'message', testid: 'message' });
-  row.dataset.username = frame.username;
+  const own = frame.username === state.username
+  const time = formatTime(frame.timestamp)
+  const row = el('li', { className: own ? 'message own' : 'message', testid: 'message' })
+  row.dataset.username = frame.username
 
-  const meta = el('div', { className: 'message-meta' });
+  const meta = el('div', { className: 'message-meta' })
   meta.append(
     el('span', { className: 'message-user', testid: 'message-user', text: frame.username }),
     el('time', { className: 'message-time', testid: 'message-time', text: time.short, title: time.full }),
@@ -237,32 +237,32 @@ function renderChat(frame: ChatFrame): void {
       text: nodeLabel(frame.nodeAddress),
       title: frame.nodeAddress,
     }),
-  );
-  const body = el('div', { className: 'message-text', testid: 'message-text', text: frame.message });
-  row.append(meta, body);
-  appendRow(row, own);
+  )
+  const body = el('div', { className: 'message-text', testid: 'message-text', text: frame.message })
+  row.append(meta, body)
+  appendRow(row, own)
 }
 
 function renderSystem(text: string, timestamp: number, event?: string): void {
-  const time = formatTime(timestamp);
-  const row = el('li', { className: 'system-message', testid: 'system-message' });
-  if (event) row.dataset.event = event;
+  const time = formatTime(timestamp)
+  const row = el('li', { className: 'system-message', testid: 'system-message' })
+  if (event) row.dataset.event = event
   row.append(
     el('span', { className: 'system-text', text }),
     el('time', { className: 'message-time', text: time.short, title: time.full }),
-  );
-  appendRow(row, false);
+  )
+  appendRow(row, false)
 }
 
 function renderUsers(users: UserEntry[]): void {
-  const sorted = [...users].sort((a, b) => a.username.localeCompare(b.username));
+  const sorted = [...users].sort((a, b) => a.username.localeCompare(b.username))
   const items = sorted.map((user) => {
-    const item = el('li', { className: 'user', testid: 'user' });
-    item.dataset.username = user.username;
-    const name = el('span', { className: 'user-name', testid: 'user-name', text: user.username });
+    const item = el('li', { className: 'user', testid: 'user' })
+    item.dataset.username = user.username
+    const name = el('span', { className: 'user-name', testid: 'user-name', text: user.username })
     if (user.username === state.username) {
-      item.classList.add('self');
-      name.append(el('span', { className: 'badge', text: 'you' }));
+      item.classList.add('self')
+      name.append(el('span', { className: 'badge', text: 'you' }))
     }
     item.append(
       name,
@@ -272,158 +272,158 @@ function renderUsers(users: UserEntry[]): void {
         text: nodeLabel(user.nodeAddress),
         title: user.nodeAddress,
       }),
-    );
-    return item;
-  });
-  ui.users.replaceChildren(...items);
-  ui.usersCount.textContent = String(users.length);
+    )
+    return item
+  })
+  ui.users.replaceChildren(...items)
+  ui.usersCount.textContent = String(users.length)
 }
 
 // ---------------------------------------------------------------- socket
 
 function socketUrl(username: string): string {
-  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  return `${scheme}//${location.host}/ws/chat?username=${encodeURIComponent(username)}`;
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:'
+  return `${scheme}//${location.host}/ws/chat?username=${encodeURIComponent(username)}`
 }
 
 function parseFrame(data: unknown): ServerFrame | null {
-  if (typeof data !== 'string') return null;
+  if (typeof data !== 'string') return null
   try {
-    const value: unknown = JSON.parse(data);
+    const value: unknown = JSON.parse(data)
     if (value && typeof value === 'object' && typeof (value as { type?: unknown }).type === 'string') {
-      return value as ServerFrame;
+      return value as ServerFrame
     }
   } catch {
     // Not JSON: ignored like an unknown frame type.
   }
-  return null;
+  return null
 }
 
 function handleFrame(frame: ServerFrame): void {
   switch (frame.type) {
     case 'chat':
-      if (typeof frame.message === 'string' && typeof frame.username === 'string') renderChat(frame);
-      return;
+      if (typeof frame.message === 'string' && typeof frame.username === 'string') renderChat(frame)
+      return
     case 'system':
-      if (typeof frame.message === 'string') renderSystem(frame.message, frame.timestamp, frame.event);
-      return;
+      if (typeof frame.message === 'string') renderSystem(frame.message, frame.timestamp, frame.event)
+      return
     case 'users':
-      if (Array.isArray(frame.users)) renderUsers(frame.users);
-      return;
+      if (Array.isArray(frame.users)) renderUsers(frame.users)
+      return
     case 'welcome':
-      state.nodeAddress = frame.nodeAddress;
-      ui.me.textContent = `${state.username} @ ${nodeLabel(frame.nodeAddress)}`;
-      return;
+      state.nodeAddress = frame.nodeAddress
+      ui.me.textContent = `${state.username} @ ${nodeLabel(frame.nodeAddress)}`
+      return
     default:
       // Unknown frame types are ignored by contract.
-      return;
+      return
   }
 }
 
 function connect(): void {
-  clearReconnect();
-  setConnection('connecting');
-  let socket: WebSocket;
+  clearReconnect()
+  setConnection('connecting')
+  let socket: WebSocket
   try {
-    socket = new WebSocket(socketUrl(state.username));
+    socket = new WebSocket(socketUrl(state.username))
   } catch (error) {
-    showError(`Cannot connect: ${String(error)}`);
-    scheduleReconnect();
-    return;
+    showError(`Cannot connect: ${String(error)}`)
+    scheduleReconnect()
+    return
   }
-  state.socket = socket;
+  state.socket = socket
 
   socket.addEventListener('open', () => {
-    if (state.socket !== socket) return;
-    state.reconnectAttempt = 0;
-    showError('');
-    setConnection('online');
-  });
+    if (state.socket !== socket) return
+    state.reconnectAttempt = 0
+    showError('')
+    setConnection('online')
+  })
   socket.addEventListener('message', (event) => {
-    if (state.socket !== socket) return;
-    const frame = parseFrame(event.data);
-    if (frame) handleFrame(frame);
-  });
+    if (state.socket !== socket) return
+    const frame = parseFrame(event.data)
+    if (frame) handleFrame(frame)
+  })
   socket.addEventListener('close', (event) => {
-    if (state.socket !== socket) return;
-    state.socket = null;
-    handleClose(event.code, event.reason);
-  });
+    if (state.socket !== socket) return
+    state.socket = null
+    handleClose(event.code, event.reason)
+  })
 }
 
 function handleClose(code: number, reason: string): void {
   if (code === CLOSE_INVALID_USERNAME || code === CLOSE_USERNAME_TAKEN) {
-    setConnection('offline');
-    const fallback = code === CLOSE_USERNAME_TAKEN ? 'username taken' : 'invalid username';
-    showError(`Cannot join as "${state.username}": ${reason || fallback}.`);
-    showJoin();
-    return;
+    setConnection('offline')
+    const fallback = code === CLOSE_USERNAME_TAKEN ? 'username taken' : 'invalid username'
+    showError(`Cannot join as "${state.username}": ${reason || fallback}.`)
+    showJoin()
+    return
   }
-  if (code === CLOSE_MESSAGE_TOO_BIG) showError('The last message was too long for the server.');
-  else if (code === CLOSE_UNSUPPORTED_DATA) showError('The server refused data it does not support.');
-  scheduleReconnect();
+  if (code === CLOSE_MESSAGE_TOO_BIG) showError('The last message was too long for the server.')
+  else if (code === CLOSE_UNSUPPORTED_DATA) showError('The server refused data it does not support.')
+  scheduleReconnect()
 }
 
 function scheduleReconnect(): void {
-  clearReconnect();
-  const exponential = RECONNECT_DELAY_MS_MIN * 2 ** Math.min(state.reconnectAttempt, 10);
-  const capped = Math.min(RECONNECT_DELAY_MS_MAX, exponential);
-  const delay = Math.round(capped / 2 + Math.random() * (capped / 2));
-  state.reconnectAttempt += 1;
-  setConnection('offline', `retrying in ${Math.ceil(delay / 1000)} s`);
-  state.reconnectTimer = setTimeout(connect, delay);
+  clearReconnect()
+  const exponential = RECONNECT_DELAY_MS_MIN * 2 ** Math.min(state.reconnectAttempt, 10)
+  const capped = Math.min(RECONNECT_DELAY_MS_MAX, exponential)
+  const delay = Math.round(capped / 2 + Math.random() * (capped / 2))
+  state.reconnectAttempt += 1
+  setConnection('offline', `retrying in ${Math.ceil(delay / 1000)} s`)
+  state.reconnectTimer = setTimeout(connect, delay)
 }
 
 function clearReconnect(): void {
-  if (state.reconnectTimer) clearTimeout(state.reconnectTimer);
-  state.reconnectTimer = 0;
+  if (state.reconnectTimer) clearTimeout(state.reconnectTimer)
+  state.reconnectTimer = 0
 }
 
 function leave(): void {
-  clearReconnect();
-  const socket = state.socket;
-  state.socket = null;
-  socket?.close(1000, 'leaving');
-  setConnection('offline');
-  renderUsers([]);
-  showJoin();
+  clearReconnect()
+  const socket = state.socket
+  state.socket = null
+  socket?.close(1000, 'leaving')
+  setConnection('offline')
+  renderUsers([])
+  showJoin()
 }
 
 function join(rawName: string): void {
-  const problem = validateUsername(rawName);
+  const problem = validateUsername(rawName)
   if (problem) {
-    showError(problem);
-    ui.nameInput.focus();
-    return;
+    showError(problem)
+    ui.nameInput.focus()
+    return
   }
-  const name = rawName.trim();
-  showError('');
-  rememberName(name);
-  state.username = name;
-  state.nodeAddress = '';
-  state.reconnectAttempt = 0;
-  ui.messages.replaceChildren();
-  renderUsers([]);
-  showChat();
-  connect();
+  const name = rawName.trim()
+  showError('')
+  rememberName(name)
+  state.username = name
+  state.nodeAddress = ''
+  state.reconnectAttempt = 0
+  ui.messages.replaceChildren()
+  renderUsers([])
+  showChat()
+  connect()
 }
 
 function sendMessage(): void {
-  const text = ui.messageInput.value;
-  if (text.trim().length === 0) return;
+  const text = ui.messageInput.value
+  if (text.trim().length === 0) return
   if (text.length > MESSAGE_CHARS_MAX) {
-    showError(`A message has at most ${MESSAGE_CHARS_MAX} characters.`);
-    return;
+    showError(`A message has at most ${MESSAGE_CHARS_MAX} characters.`)
+    return
   }
-  const socket = state.socket;
+  const socket = state.socket
   if (!socket || socket.readyState !== WebSocket.OPEN) {
-    showError('Not connected: the message was not sent.');
-    return;
+    showError('Not connected: the message was not sent.')
+    return
   }
-  socket.send(JSON.stringify({ type: 'chat', message: text }));
-  ui.messageInput.value = '';
-  autoGrow();
-  updateSendButton();
+  socket.send(JSON.stringify({ type: 'chat', message: text }))
+  ui.messageInput.value = ''
+  autoGrow()
+  updateSendButton()
 }
 
 // ---------------------------------------------------------------- cluster panel
@@ -432,111 +432,111 @@ function renderCluster(info: ClusterInfo): void {
   const items = [...info.members]
     .sort((a, b) => a.address.localeCompare(b.address))
     .map((member) => {
-      const item = el('li', { className: 'member', testid: 'cluster-member' });
-      item.dataset.address = member.address;
-      item.dataset.status = member.status;
-      item.dataset.reachable = String(member.reachable);
-      const isLeader = member.leader === true || member.address === info.leader;
-      const isSelf = member.address === info.selfAddress;
-      if (!member.reachable) item.classList.add('unreachable');
+      const item = el('li', { className: 'member', testid: 'cluster-member' })
+      item.dataset.address = member.address
+      item.dataset.status = member.status
+      item.dataset.reachable = String(member.reachable)
+      const isLeader = member.leader === true || member.address === info.leader
+      const isSelf = member.address === info.selfAddress
+      if (!member.reachable) item.classList.add('unreachable')
 
-      const name = el('span', { className: 'member-name', text: nodeLabel(member.address), title: member.address });
+      const name = el('span', { className: 'member-name', text: nodeLabel(member.address), title: member.address })
       if (isLeader) {
-        item.classList.add('leader');
-        name.append(el('span', { className: 'badge leader-badge', testid: 'leader-badge', text: 'leader' }));
+        item.classList.add('leader')
+        name.append(el('span', { className: 'badge leader-badge', testid: 'leader-badge', text: 'leader' }))
       }
       if (isSelf) {
-        item.classList.add('self');
-        name.append(el('span', { className: 'badge self-badge', testid: 'self-badge', text: 'this node' }));
+        item.classList.add('self')
+        name.append(el('span', { className: 'badge self-badge', testid: 'self-badge', text: 'this node' }))
       }
       const status = el('span', {
         className: `member-status status-${member.status.toLowerCase()}`,
         text: member.reachable ? member.status : `${member.status} · unreachable`,
-      });
-      item.append(name, status);
-      return item;
-    });
-  ui.members.replaceChildren(...items);
-  ui.clusterTerm.textContent = typeof info.term === 'number' ? `term ${info.term}` : '';
-  ui.clusterNote.textContent = info.leader ? '' : 'No leader right now.';
+      })
+      item.append(name, status)
+      return item
+    })
+  ui.members.replaceChildren(...items)
+  ui.clusterTerm.textContent = typeof info.term === 'number' ? `term ${info.term}` : ''
+  ui.clusterNote.textContent = info.leader ? '' : 'No leader right now.'
 }
 
 async function pollCluster(): Promise<void> {
-  state.clusterController?.abort();
-  const controller = new AbortController();
-  state.clusterController = controller;
-  const timeout = setTimeout(() => controller.abort(), CLUSTER_FETCH_TIMEOUT_MS);
+  state.clusterController?.abort()
+  const controller = new AbortController()
+  state.clusterController = controller
+  const timeout = setTimeout(() => controller.abort(), CLUSTER_FETCH_TIMEOUT_MS)
   try {
-    const response = await fetch('/api/cluster-info', { signal: controller.signal, cache: 'no-store' });
-    if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    const info = (await response.json()) as ClusterInfo;
-    if (!Array.isArray(info.members)) throw new Error('malformed cluster info');
-    renderCluster(info);
+    const response = await fetch('/api/cluster-info', { signal: controller.signal, cache: 'no-store' })
+    if (!response.ok) throw new Error(`HTTP ${response.status}`)
+    const info = (await response.json()) as ClusterInfo
+    if (!Array.isArray(info.members)) throw new Error('malformed cluster info')
+    renderCluster(info)
   } catch (error) {
     if (state.clusterController === controller) {
-      ui.clusterNote.textContent = `Cluster info unavailable (${error instanceof Error ? error.message : String(error)}).`;
+      ui.clusterNote.textContent = `Cluster info unavailable (${error instanceof Error ? error.message : String(error)}).`
     }
   } finally {
-    clearTimeout(timeout);
+    clearTimeout(timeout)
   }
 }
 
 function startClusterPolling(): void {
-  stopClusterPolling();
+  stopClusterPolling()
   const loop = async (): Promise<void> => {
-    if (!document.hidden) await pollCluster();
-    if (ui.chatView.hidden) return;
-    state.clusterTimer = setTimeout(loop, CLUSTER_POLL_MS);
-  };
-  void loop();
+    if (!document.hidden) await pollCluster()
+    if (ui.chatView.hidden) return
+    state.clusterTimer = setTimeout(loop, CLUSTER_POLL_MS)
+  }
+  void loop()
 }
 
 function stopClusterPolling(): void {
-  if (state.clusterTimer) clearTimeout(state.clusterTimer);
-  state.clusterTimer = 0;
-  state.clusterController?.abort();
-  state.clusterController = null;
+  if (state.clusterTimer) clearTimeout(state.clusterTimer)
+  state.clusterTimer = 0
+  state.clusterController?.abort()
+  state.clusterController = null
 }
 
 // ---------------------------------------------------------------- wiring
 
 function autoGrow(): void {
-  const input = ui.messageInput;
-  input.style.height = 'auto';
-  input.style.height = `${Math.min(input.scrollHeight, 160)}px`;
+  const input = ui.messageInput
+  input.style.height = 'auto'
+  input.style.height = `${Math.min(input.scrollHeight, 160)}px`
 }
 
 ui.joinForm.addEventListener('submit', (event) => {
-  event.preventDefault();
-  join(ui.nameInput.value);
-});
+  event.preventDefault()
+  join(ui.nameInput.value)
+})
 
 ui.composer.addEventListener('submit', (event) => {
-  event.preventDefault();
-  sendMessage();
-});
+  event.preventDefault()
+  sendMessage()
+})
 
 ui.messageInput.addEventListener('keydown', (event) => {
   // Enter sends; Shift+Enter inserts a line break. Never send while an IME (Korean,
   // Japanese, ...) is composing: that Enter only commits the composed syllable.
-  if (event.key !== 'Enter' || event.shiftKey || event.isComposing || event.keyCode === 229) return;
-  event.preventDefault();
-  sendMessage();
-});
+  if (event.key !== 'Enter' || event.shiftKey || event.isComposing || event.keyCode === 229) return
+  event.preventDefault()
+  sendMessage()
+})
 
 ui.messageInput.addEventListener('input', () => {
-  autoGrow();
-  updateSendButton();
-});
+  autoGrow()
+  updateSendButton()
+})
 
-ui.leaveButton.addEventListener('click', leave);
+ui.leaveButton.addEventListener('click', leave)
 
 window.addEventListener('online', () => {
-  if (state.username && !state.socket && !ui.chatView.hidden) connect();
-});
+  if (state.username && !state.socket && !ui.chatView.hidden) connect()
+})
 
-ui.messageInput.maxLength = MESSAGE_CHARS_MAX;
-ui.nameInput.maxLength = USERNAME_CHARS_MAX;
-ui.nameInput.value = recalledName();
-setConnection('offline');
-showJoin();
+ui.messageInput.maxLength = MESSAGE_CHARS_MAX
+ui.nameInput.maxLength = USERNAME_CHARS_MAX
+ui.nameInput.value = recalledName()
+setConnection('offline')
+showJoin()

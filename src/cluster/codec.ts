@@ -64,7 +64,7 @@ export class FrameDecoder {
       try {
         values.push(unpackr.unpack(body))
       } catch (error) {
-        this.fail('bad_msgpack', `bad msgpack: ${error instanceof Error ? error.message : String(error)}`.slice(0, 200))
+        this.fail('bad_msgpack', `frame body is not one valid msgpack value: ${error instanceof Error ? error.message : String(error)}`.slice(0, 200))
       }
     }
     return values

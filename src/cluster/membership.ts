@@ -255,16 +255,11 @@ export class Membership {
       this.bootstrap()
       return
     }
-    if (++this.retryElapsed >= this.o.joinRetryTicks) {
-      this.retryElapsed = 0
-      this.send(this.nextJoinTarget(), { type: 'join_request', member: this.o.self })
-    }
-  }
-
-  private nextJoinTarget(): string {
     const seeds = this.o.seeds.filter((s) => s !== this.o.self.address)
-    if (seeds.length === 0) return this.o.self.address
-    return seeds[this.seedCursor++ % seeds.length]!
+    if (seeds.length > 0 && ++this.retryElapsed >= this.o.joinRetryTicks) {
+      this.retryElapsed = 0
+      this.send(seeds[this.seedCursor++ % seeds.length]!, { type: 'join_request', member: this.o.self })
+    }
   }
 
   private bootstrap(): void {
@@ -506,6 +501,11 @@ export class Membership {
   }
 
   private requestLeave(): void {
+    const members = this.membersAt(this.lastIndex())
+    if (members.size === 1 && members.has(this.selfId)) {
+      this.removed = true // the last member: nobody to tell
+      return
+    }
     if (this.role === 'leader') {
       if (this.membersAt(this.lastIndex()).has(this.selfId) && this.canChange()) {
         this.append({ type: 'remove', id: this.selfId, reason: 'leave' })

@@ -1,0 +1,69 @@
+// The WebSocket protocol between the browser and a node. Server messages are one discriminated
+// union; client input is validated here, at the boundary, before anything else sees it.
+import type { Lang } from '../config'
+
+export interface UserEntry {
+  username: string
+  nodeAddress: string
+  connectedAt: number
+}
+
+export type ServerMessage =
+  | { type: 'chat'; username: string; message: string; nodeAddress: string; timestamp: number }
+  | { type: 'system'; message: string; timestamp: number; event: 'join' | 'leave'; username: string }
+  | { type: 'users'; users: UserEntry[] }
+  | { type: 'welcome'; username: string; nodeAddress: string }
+  | { type: 'error'; code: 'message_too_long' | 'bad_message'; message: string }
+
+export type ClientMessage = { type: 'chat'; message: string }
+
+/** Close codes a client can act on; 4xxx mirror the HTTP status they stand for. */
+export const CloseCode = {
+  unsupportedData: 1003,
+  badUsername: 4400,
+  usernameTaken: 4409,
+  /** The node is shutting down; the page reconnects (to another node, if it knows one). */
+  goingAway: 1001,
+} as const
+
+const USERNAME_MAX = 32
+// Letters and digits of any script (with combining marks, so Korean and accented names work),
+// plus space, underscore, hyphen and dot.
+const USERNAME_PATTERN = /^[\p{L}\p{M}\p{N} _.-]+$/u
+
+export function validateUsername(raw: unknown): { ok: true; username: string } | { ok: false; reason: string } {
+  if (typeof raw !== 'string' || raw.trim() === '') return { ok: false, reason: 'username is required' }
+  const username = raw.trim().normalize('NFC')
+  const length = [...username].length
+  if (length > USERNAME_MAX) return { ok: false, reason: `username is longer than ${USERNAME_MAX} characters` }
+  if (!USERNAME_PATTERN.test(username)) {
+    return { ok: false, reason: 'username may contain only letters, digits, spaces, "_", "-" and "."' }
+  }
+  return { ok: true, username }
+}
+
+/**
+ * Turns what Elysia hands the message handler back into a client message. A plain text frame is
+ * a chat message; Elysia has already parsed frames that look like JSON, numbers or booleans,
+ * so those are turned back into their text (a number loses leading zeros). A JSON object with
+ * a `type` is a typed message.
+ */
+export function parseClientMessage(data: unknown): { ok: true; message: ClientMessage } | { ok: false; error: string } {
+  if (data instanceof Uint8Array || data instanceof ArrayBuffer) return { ok: false, error: 'binary frames are not supported' }
+  if (typeof data === 'string') return { ok: true, message: { type: 'chat', message: data } }
+  if (typeof data === 'object' && data !== null && !Array.isArray(data) && 'type' in data) {
+    const typed = data as { type: unknown; message?: unknown }
+    if (typed.type === 'chat' && typeof typed.message === 'string') return { ok: true, message: { type: 'chat', message: typed.message } }
+    return { ok: false, error: `unknown message type ${JSON.stringify(typed.type)?.slice(0, 40)}; send text or {"type":"chat","message":"..."}` }
+  }
+  return { ok: true, message: { type: 'chat', message: typeof data === 'object' ? JSON.stringify(data) : String(data) } }
+}
+
+const TEXTS: Record<Lang, Record<'join' | 'leave', (u: string) => string>> = {
+  en: { join: (u) => `${u} joined the chat`, leave: (u) => `${u} left the chat` },
+  ko: { join: (u) => `${u} 님이 채팅에 참여했습니다`, leave: (u) => `${u} 님이 채팅에서 나갔습니다` },
+}
+
+export function systemMessage(lang: Lang, event: 'join' | 'leave', username: string, timestamp: number): ServerMessage {
+  return { type: 'system', message: TEXTS[lang][event](username), timestamp, event, username }
+}

@@ -1,0 +1,125 @@
+// The chat room of one node: local users come and go through the WebSocket layer, remote
+// chat and presence arrive from the cluster, and everything local users must see goes out
+// through one `publish` of pre-encoded JSON (one encoding per node, not per user).
+import type { Lang } from '../config'
+import type { ChatMessage, ChatRelay, Hello } from '../cluster/messages'
+import { Presence, type PresenceChange } from './presence'
+import { CloseCode, systemMessage, type ServerMessage, type UserEntry } from './protocol'
+
+export interface RoomDeps {
+  selfAddress: string
+  lang: Lang
+  maxMessageLength: number
+  now: () => number
+  /** Sends one encoded frame to every local user. */
+  publish: (json: string) => void
+  /** Where cluster messages go: the current other members. */
+  peers: () => string[]
+  send: (addresses: string[], message: ChatMessage) => void
+  /** Disconnects a local user (used when a name turns out to be taken elsewhere). */
+  disconnect: (username: string, code: number, reason: string) => void
+  /** Coalesces user-list pushes; the default pushes at once (tests). */
+  schedule?: (fn: () => void) => void
+}
+
+export type SayResult = { ok: true } | { ok: false; code: 'message_too_long'; message: string } | { ok: true; ignored: true }
+
+export class ChatRoom {
+  private readonly presence: Presence
+  private members = new Set<string>()
+  private usersPushPending = false
+
+  constructor(private readonly d: RoomDeps) {
+    this.presence = new Presence(d.selfAddress)
+  }
+
+  users(): UserEntry[] {
+    return this.presence.users()
+  }
+
+  usersMessage(): ServerMessage {
+    return { type: 'users', users: this.users() }
+  }
+
+  /** Whether nobody in the cluster (as far as this node knows) holds the name. */
+  available(username: string): boolean {
+    return !this.presence.owner(username) && !this.presence.isLocal(username)
+  }
+
+  /** Admits a local user whose name was found `available`. */
+  join(username: string): void {
+    const user = { username, connectedAt: this.d.now() }
+    this.announce(this.presence.addLocal(user))
+    this.d.send(this.d.peers(), { type: 'presence_join', user })
+  }
+
+  leave(username: string): void {
+    if (!this.presence.isLocal(username)) return
+    this.announce(this.presence.removeLocal(username))
+    this.d.send(this.d.peers(), { type: 'presence_leave', username })
+  }
+
+  say(username: string, text: string): SayResult {
+    if (text.trim() === '') return { ok: true, ignored: true }
+    if (text.length > this.d.maxMessageLength && [...text].length > this.d.maxMessageLength) {
+      return { ok: false, code: 'message_too_long', message: `messages are limited to ${this.d.maxMessageLength} characters` }
+    }
+    const chat: ChatRelay = { type: 'chat', username, message: text, nodeAddress: this.d.selfAddress, timestamp: this.d.now() }
+    this.d.publish(JSON.stringify(chat))
+    this.d.send(this.d.peers(), chat)
+    return { ok: true }
+  }
+
+  onPeerMessage(peer: Hello, m: ChatMessage): void {
+    switch (m.type) {
+      case 'chat':
+        return this.d.publish(JSON.stringify(m))
+      case 'presence_snapshot':
+        return this.announce(this.presence.replaceRemote(peer.address, m.users))
+      case 'presence_join':
+        return this.announce(this.presence.addRemote(peer.address, m.user))
+      case 'presence_leave':
+        return this.announce(this.presence.removeRemote(peer.address, m.username))
+    }
+  }
+
+  /** A fresh connection (or a new member) gets the whole picture of our users first. */
+  sendSnapshot(address: string): void {
+    this.d.send([address], { type: 'presence_snapshot', users: this.presence.localUsers() })
+  }
+
+  setMembers(addresses: string[]): void {
+    const next = new Set(addresses.filter((a) => a !== this.d.selfAddress))
+    const added = [...next].filter((a) => !this.members.has(a))
+    this.members = next
+    this.announce(this.presence.setMembers(next))
+    for (const address of added) this.sendSnapshot(address)
+  }
+
+  private announce(changes: PresenceChange[]): void {
+    if (changes.length === 0) return
+    for (const { event, user } of changes) {
+      // A name we admitted locally is held by an earlier user elsewhere: ours gives way.
+      if (event === 'join' && user.nodeAddress !== this.d.selfAddress && this.presence.isLocal(user.username)) {
+        this.d.disconnect(user.username, CloseCode.usernameTaken, 'username taken')
+        this.presence.removeLocal(user.username)
+        this.d.send(this.d.peers(), { type: 'presence_leave', username: user.username })
+      }
+      const moved = changes.filter((c) => c.user.username === user.username).length > 1
+      if (moved) continue // the name passed from one node to another: it stayed online
+      this.d.publish(JSON.stringify(systemMessage(this.d.lang, event, user.username, this.d.now())))
+    }
+    this.scheduleUsersPush()
+  }
+
+  private scheduleUsersPush(): void {
+    if (this.usersPushPending) return
+    this.usersPushPending = true
+    const push = () => {
+      this.usersPushPending = false
+      this.d.publish(JSON.stringify(this.usersMessage()))
+    }
+    if (this.d.schedule) this.d.schedule(push)
+    else push()
+  }
+}

@@ -1,0 +1,179 @@
+// The imperative shell around the membership core: a timer turns milliseconds into ticks, the
+// transport carries the core's messages, and view changes come out as ClusterListener-style
+// events. A node removed behind its back (pause, partition) rejoins as a new incarnation.
+import type { Config } from '../config'
+import { nodeAddress } from '../config'
+import { diffViews, type MemberEvent } from './events'
+import { Membership, type MembershipView } from './membership'
+import { addressOf, type ChatMessage, type Hello, type MemberInfo, type PeerMessage, type RaftMessage } from './messages'
+import { createTcpTransport } from './tcp-transport'
+import type { Transport } from './transport'
+
+export const TICK_MS = 10
+
+export interface ClusterNodeHandlers {
+  onView?(view: MembershipView, events: MemberEvent[]): void
+  onChat?(peer: Hello, message: ChatMessage): void
+  /** A new outbound connection to `address`: whatever is sent now arrives first on it. */
+  onPeerConnected?(address: string): void
+}
+
+const RAFT_TYPES = new Set<string>([
+  'join_request', 'leave_request', 'leader_hint', 'not_member', 'append_entries', 'append_response',
+  'vote_request', 'vote_response', 'timeout_now',
+])
+const isRaft = (m: PeerMessage): m is RaftMessage => RAFT_TYPES.has(m.type)
+
+export const newIncarnation = () => crypto.randomUUID().slice(0, 8)
+
+export class ClusterNode {
+  readonly address: string
+  readonly httpUrl: string
+  private core!: Membership
+  private transport!: Transport
+  private timer: ReturnType<typeof setInterval> | undefined
+  private lastView: MembershipView | undefined
+  private leaving: { resolve: () => void } | undefined
+
+  constructor(
+    private readonly config: Config,
+    private readonly handlers: ClusterNodeHandlers,
+    private readonly log: (line: string) => void,
+  ) {
+    this.address = nodeAddress(config.systemName, config.host, config.clusterPort)
+    this.httpUrl = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${config.httpPort}`
+  }
+
+  async start(): Promise<void> {
+    const incarnation = newIncarnation()
+    this.transport = await createTcpTransport({
+      host: this.config.host,
+      port: this.config.clusterPort,
+      systemName: this.config.systemName,
+      address: this.address,
+      incarnation,
+      log: this.log,
+      handlers: {
+        onMessage: (peer, message) => this.onMessage(peer, message),
+        onConnected: (address) => this.handlers.onPeerConnected?.(address),
+      },
+    })
+    this.core = this.newCore(incarnation, this.config.seeds[0] === this.address)
+    this.log(`node ${this.address} starting as incarnation ${incarnation}, seeds ${this.config.seeds.join(', ')}`)
+    this.timer = setInterval(() => this.tick(), TICK_MS)
+    this.publishView()
+  }
+
+  view(): MembershipView {
+    return this.core.view()
+  }
+
+  /** Addresses of the other members: where chat and presence go. */
+  peerAddresses(): string[] {
+    return [...new Set(this.core.view().members.map((m) => m.address))].filter((a) => a !== this.address)
+  }
+
+  send(addresses: string[], message: ChatMessage): number {
+    return this.transport.send(addresses, message)
+  }
+
+  get transportStats() {
+    return this.transport.stats
+  }
+
+  /** Asks the leader to remove this node and waits (up to timeoutMs) until it is removed. */
+  async leave(timeoutMs: number): Promise<boolean> {
+    if (this.core.removed) return true
+    const done = new Promise<void>((resolve) => (this.leaving = { resolve }))
+    this.core.leave()
+    this.flush()
+    let timeout: ReturnType<typeof setTimeout> | undefined
+    const timedOut = new Promise<false>((resolve) => (timeout = setTimeout(() => resolve(false), timeoutMs)))
+    const left = await Promise.race([done.then(() => true as const), timedOut])
+    clearTimeout(timeout)
+    return left
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer)
+    this.timer = undefined
+    await this.transport.close()
+  }
+
+  private newCore(incarnation: string, bootstrap: boolean): Membership {
+    const { heartbeatMs, electionTimeoutMs, unreachableAfterMs, downAfterMs, bootstrapTimeoutMs } = this.config
+    const ticks = (ms: number) => Math.max(1, Math.round(ms / TICK_MS))
+    const self: MemberInfo = { address: this.address, incarnation, httpUrl: this.httpUrl }
+    return new Membership({
+      self,
+      seeds: this.config.seeds,
+      bootstrap,
+      heartbeatTicks: ticks(heartbeatMs),
+      electionTicksMin: ticks(electionTimeoutMs),
+      electionTicksMax: ticks(electionTimeoutMs * 2),
+      unreachableTicks: ticks(unreachableAfterMs),
+      downTicks: ticks(downAfterMs),
+      bootstrapTicks: ticks(bootstrapTimeoutMs),
+      joinRetryTicks: ticks(Math.min(200, electionTimeoutMs / 2)),
+      random: Math.random,
+    })
+  }
+
+  private tick(): void {
+    this.core.tick()
+    this.afterStep()
+  }
+
+  private onMessage(peer: Hello, message: PeerMessage): void {
+    if (!isRaft(message)) {
+      this.handlers.onChat?.(peer, message)
+      return
+    }
+    if (this.timer === undefined) return
+    if (addressOf(message.from) !== peer.address) {
+      this.log(`dropped ${message.type} from ${peer.address}: it claims to come from ${message.from}`)
+      return
+    }
+    this.core.step(message)
+    this.afterStep()
+  }
+
+  private afterStep(): void {
+    this.flush()
+    if (this.core.removed) this.onRemoved()
+    this.publishView()
+  }
+
+  private flush(): void {
+    for (const { to, message } of this.core.takeMessages()) this.transport.send([addressOf(to)], message)
+  }
+
+  private onRemoved(): void {
+    if (this.leaving) {
+      this.log(`node ${this.address} left the cluster`)
+      clearInterval(this.timer)
+      this.timer = undefined
+      this.leaving.resolve()
+      this.leaving = undefined
+      return
+    }
+    if (this.timer === undefined) return
+    // Removed while alive: the cluster moved on without us. Join again as a new incarnation;
+    // local WebSocket users stay connected throughout.
+    const incarnation = newIncarnation()
+    this.log(`node ${this.address} was removed from the cluster; rejoining as incarnation ${incarnation}`)
+    this.core = this.newCore(incarnation, false)
+  }
+
+  private publishView(): void {
+    const view = this.core.view()
+    const events = diffViews(this.lastView, view)
+    if (!this.lastView || events.length) {
+      this.lastView = view
+      for (const e of events) this.log(`cluster: ${e.text}`)
+      this.handlers.onView?.(view, events)
+    } else {
+      this.lastView = view
+    }
+  }
+}

@@ -1,0 +1,328 @@
+import { afterEach, describe, expect, test } from 'bun:test'
+import type { Socket } from 'bun'
+import { encodeFrame } from '../../src/cluster/codec'
+import { PROTOCOL_VERSION, type Hello, type PeerMessage } from '../../src/cluster/messages'
+import { createTcpTransport } from '../../src/cluster/tcp-transport'
+import { formatAddress, parseAddress, type Transport } from '../../src/cluster/transport'
+import { waitFor } from '../support/wait'
+
+const SYSTEM = 'WebSocketClusterSystem'
+const HOST = '127.0.0.1'
+
+interface TestNode {
+  transport: Transport
+  address: string
+  port: number
+  received: Array<{ peer: Hello; message: PeerMessage }>
+  connected: string[]
+  logs: string[]
+}
+
+const cleanups: Array<() => unknown> = []
+afterEach(async () => {
+  const pending = cleanups.splice(0)
+  await Promise.all(pending.map((cleanup) => cleanup()))
+})
+
+/** A port that was free a moment ago: the kernel picks it, nothing in the test hard-codes one. */
+function freePort(): number {
+  const probe = Bun.listen({ hostname: HOST, port: 0, socket: { data() {} } })
+  const port = probe.port
+  probe.stop(true)
+  return port
+}
+
+async function startNode(
+  options: {
+    port?: number
+    incarnation?: string
+    maxQueueBytes?: number
+    onConnected?: (node: TestNode, address: string) => void
+    onMessage?: (node: TestNode, message: PeerMessage) => void
+  } = {},
+): Promise<TestNode> {
+  const port = options.port ?? freePort()
+  const address = formatAddress({ systemName: SYSTEM, host: HOST, port })
+  const node = { address, port, received: [], connected: [], logs: [] } as unknown as TestNode
+  node.transport = await createTcpTransport({
+    host: HOST,
+    port,
+    systemName: SYSTEM,
+    address,
+    incarnation: options.incarnation ?? 'inc-1',
+    maxQueueBytes: options.maxQueueBytes,
+    log: (line) => node.logs.push(line),
+    handlers: {
+      onMessage: (peer, message) => {
+        node.received.push({ peer, message })
+        options.onMessage?.(node, message)
+      },
+      onConnected: (peerAddress) => {
+        node.connected.push(peerAddress)
+        options.onConnected?.(node, peerAddress)
+      },
+    },
+  })
+  cleanups.push(() => node.transport.close())
+  return node
+}
+
+const leave = (username: string): PeerMessage => ({ type: 'presence_leave', username })
+const usernames = (node: TestNode) => node.received.map(({ message }) => (message.type === 'presence_leave' ? message.username : message.type))
+
+/** A hand-made client on an inbound port, for bytes a real transport never sends. */
+async function rawClient(port: number) {
+  let closed = false
+  const socket = await Bun.connect({
+    hostname: HOST,
+    port,
+    socket: {
+      data() {},
+      close() {
+        closed = true
+      },
+    },
+  })
+  cleanups.push(() => socket.terminate())
+  return {
+    write: (bytes: Uint8Array) => socket.write(bytes),
+    get closed() {
+      return closed
+    },
+  }
+}
+
+const hello = (overrides: Partial<Hello> = {}): Hello => ({
+  type: 'hello',
+  version: PROTOCOL_VERSION,
+  systemName: SYSTEM,
+  address: 'bun://WebSocketClusterSystem@127.0.0.1:1',
+  incarnation: 'raw',
+  ...overrides,
+})
+
+describe('parseAddress', () => {
+  test('reads system name, host and port', () => {
+    expect(parseAddress('bun://WebSocketClusterSystem@127.0.0.1:2551')).toEqual({ systemName: SYSTEM, host: '127.0.0.1', port: 2551 })
+    expect(parseAddress('bun://S@[::1]:80')).toEqual({ systemName: 'S', host: '::1', port: 80 })
+    expect(formatAddress({ systemName: 'S', host: '::1', port: 80 })).toBe('bun://S@[::1]:80')
+  })
+
+  test('rejects anything else', () => {
+    for (const bad of ['', 'bun://S@host', 'bun://S@host:0', 'bun://S@host:65536', 'http://S@host:1', 'bun://@host:1', 'bun://S@host:1#inc', 'bun://S@ho st:1']) {
+      expect(parseAddress(bad)).toBeNull()
+    }
+  })
+})
+
+describe('tcp transport', () => {
+  test('messages arrive in order, with the hello of the sender', async () => {
+    const [a, b] = await Promise.all([startNode({ incarnation: 'a-1' }), startNode()])
+    const names = Array.from({ length: 2000 }, (_, i) => `user${i}`)
+    for (const name of names) expect(a.transport.send([b.address], leave(name))).toBe(1)
+    await waitFor(() => b.received.length === names.length, 5000, 'all messages at b')
+    expect(usernames(b)).toEqual(names)
+    expect(b.received[0]!.peer).toEqual({ type: 'hello', version: PROTOCOL_VERSION, systemName: SYSTEM, address: a.address, incarnation: 'a-1' })
+    expect(a.connected).toEqual([b.address])
+    expect(a.transport.stats.framesOut).toBe(names.length + 1) // and the hello
+    expect(b.transport.stats.framesIn).toBe(names.length + 1)
+    expect(b.transport.stats.bytesIn).toBe(a.transport.stats.bytesOut)
+    expect(b.transport.stats.invalid).toBe(0)
+  })
+
+  test('send encodes once for several addresses and counts the links that took it', async () => {
+    const [a, b, c] = await Promise.all([startNode(), startNode(), startNode()])
+    expect(a.transport.send([b.address, c.address], leave('both'))).toBe(2)
+    expect(a.transport.send([b.address, 'not an address'], leave('only-b'))).toBe(1)
+    expect(a.transport.send([], leave('nobody'))).toBe(0)
+    await waitFor(() => b.received.length === 2 && c.received.length === 1, 5000, 'deliveries')
+    expect(usernames(b)).toEqual(['both', 'only-b'])
+    expect(usernames(c)).toEqual(['both'])
+    expect(a.logs.some((line) => line.includes('"not an address"'))).toBe(true)
+  })
+
+  test('a peer that starts after messages were queued still gets them, in order', async () => {
+    const a = await startNode()
+    const port = freePort()
+    const address = formatAddress({ systemName: SYSTEM, host: HOST, port })
+    for (let i = 0; i < 5; i++) expect(a.transport.send([address], leave(`early${i}`))).toBe(1)
+    await waitFor(() => a.logs.some((line) => line.startsWith(`cannot connect to ${address}`)), 5000, 'a failed dial')
+    const b = await startNode({ port })
+    a.transport.send([address], leave('late'))
+    await waitFor(() => b.received.length === 6, 5000, 'queued messages at b')
+    expect(usernames(b)).toEqual(['early0', 'early1', 'early2', 'early3', 'early4', 'late'])
+    expect(a.connected).toEqual([address])
+    // one log line for the streak of failed dials, not one per attempt
+    expect(a.logs.filter((line) => line.startsWith('cannot connect')).length).toBe(1)
+  })
+
+  test('a peer that went away and came back gets new messages; onConnected sends go first', async () => {
+    const a = await startNode({
+      onConnected: (node, address) => node.transport.send([address], { type: 'presence_snapshot', users: [] }),
+    })
+    const port = freePort()
+    const first = await startNode({ port, incarnation: 'b-1' })
+    a.transport.send([first.address], leave('before'))
+    await waitFor(() => first.received.length === 2, 5000, 'first incarnation')
+    expect(usernames(first)).toEqual(['presence_snapshot', 'before'])
+
+    await first.transport.close()
+    await waitFor(() => a.logs.some((line) => line.startsWith(`lost connection to ${first.address}`)), 5000, 'a to notice')
+    a.transport.send([first.address], leave('while-down'))
+    const second = await startNode({ port, incarnation: 'b-2' })
+    a.transport.send([second.address], leave('after'))
+    await waitFor(() => second.received.length === 3, 5000, 'second incarnation')
+    expect(usernames(second)).toEqual(['presence_snapshot', 'while-down', 'after'])
+    expect(second.received.every(({ peer }) => peer.address === a.address)).toBe(true)
+    expect(a.connected).toEqual([first.address, first.address])
+  })
+
+  test('disconnect drops the link; a later send dials again', async () => {
+    const [a, b] = await Promise.all([startNode(), startNode()])
+    a.transport.send([b.address], leave('one'))
+    await waitFor(() => b.received.length === 1, 5000, 'first message')
+    a.transport.disconnect(b.address)
+    a.transport.disconnect('bun://Nobody@127.0.0.1:9') // unknown: a no-op
+    a.transport.send([b.address], leave('two'))
+    await waitFor(() => b.received.length === 2, 5000, 'second message')
+    expect(a.connected).toEqual([b.address, b.address])
+  })
+
+  test('a handler that throws does not stop the connection', async () => {
+    const a = await startNode()
+    const b = await startNode({
+      onMessage: (node, message) => {
+        if (message.type === 'presence_leave' && message.username === 'boom') throw new Error('handler bug')
+      },
+    })
+    a.transport.send([b.address], leave('boom'))
+    a.transport.send([b.address], leave('fine'))
+    await waitFor(() => b.received.length === 2, 5000, 'both messages')
+    expect(b.logs.some((line) => line.includes('handler bug'))).toBe(true)
+    expect(b.transport.stats.invalid).toBe(0)
+  })
+
+  test('createTcpTransport rejects clearly when the port is taken', async () => {
+    const a = await startNode()
+    await expect(startNode({ port: a.port })).rejects.toThrow(`cannot listen on ${HOST}:${a.port}`)
+  })
+
+  test('close is idempotent; a closed transport accepts nothing', async () => {
+    const a = await startNode()
+    a.transport.send([formatAddress({ systemName: SYSTEM, host: HOST, port: freePort() })], leave('x'))
+    await Promise.all([a.transport.close(), a.transport.close()])
+    expect(a.transport.send([a.address], leave('after close'))).toBe(0)
+  })
+})
+
+describe('tcp transport against bad peers', () => {
+  const cases: Array<[string, (port: number) => Uint8Array[], string]> = [
+    ['garbage bytes', () => [new Uint8Array([0, 0, 0, 3, 0xc4, 0xff, 0xff])], 'bad_msgpack'],
+    ['an oversize length', () => [new Uint8Array([0x7f, 0xff, 0xff, 0xff])], 'frame_too_large'],
+    ['a non-hello first frame', () => [encodeFrame(leave('sneaky'))], 'first frame is presence_leave, not hello'],
+    ['an invalid first frame', () => [encodeFrame({ type: 'hello' })], 'first frame is not a hello'],
+    ['a wrong system name', () => [encodeFrame(hello({ systemName: 'Other' }))], `system name "Other" != "${SYSTEM}"`],
+    ['a wrong protocol version', () => [encodeFrame(hello({ version: PROTOCOL_VERSION + 1 }))], 'protocol version'],
+    ['a second hello', () => [encodeFrame(hello()), encodeFrame(hello())], 'second hello'],
+    ['an invalid message after the hello', () => [encodeFrame(hello()), encodeFrame({ type: 'chat', username: 7 })], 'invalid chat'],
+    ['an oversize frame after the hello', () => [encodeFrame(hello()), new Uint8Array([0, 0x20, 0, 0])], 'frame_too_large'],
+  ]
+
+  for (const [what, frames, expected] of cases) {
+    test(`a client sending ${what} is disconnected; real links keep working`, async () => {
+      const [a, b] = await Promise.all([startNode(), startNode()])
+      a.transport.send([b.address], leave('before'))
+      await waitFor(() => b.received.length === 1, 5000, 'first real message')
+
+      const raw = await rawClient(b.port)
+      for (const frame of frames(b.port)) raw.write(frame)
+      await waitFor(() => raw.closed, 5000, 'the bad client to be disconnected')
+      expect(b.transport.stats.invalid).toBe(1)
+      const lines = b.logs.filter((line) => line.includes(expected))
+      expect(lines).toHaveLength(1)
+      expect(lines[0]).toMatch(/^(refused|closed) connection from /)
+
+      a.transport.send([b.address], leave('after'))
+      await waitFor(() => b.received.length === 2, 5000, 'later real message')
+      expect(usernames(b)).toEqual(['before', 'after'])
+    })
+  }
+
+  test('a refusal names the remote end', async () => {
+    const b = await startNode()
+    const raw = await rawClient(b.port)
+    raw.write(encodeFrame(hello({ systemName: 'Other' })))
+    await waitFor(() => raw.closed, 5000, 'refusal')
+    expect(b.logs.find((line) => line.includes('Other'))).toMatch(
+      new RegExp(`^refused connection from 127\\.0\\.0\\.1:\\d+: system name "Other" != "${SYSTEM}"$`),
+    )
+  })
+})
+
+describe('tcp transport send queue', () => {
+  test('an absent peer fills the queue up to the cap; the rest is dropped and logged once', async () => {
+    const a = await startNode({ maxQueueBytes: 10_000 })
+    const address = formatAddress({ systemName: SYSTEM, host: HOST, port: freePort() })
+    const message = leave('x'.repeat(100)) // ~120 bytes a frame
+    let accepted = 0
+    for (let i = 0; i < 200; i++) accepted += a.transport.send([address], message)
+    const frameBytes = encodeFrame(message).length
+    expect(accepted).toBe(Math.floor(10_000 / frameBytes))
+    expect(a.transport.stats.dropped).toBe(200 - accepted)
+    expect(a.logs.filter((line) => line.includes('send queue full'))).toHaveLength(1)
+  })
+
+  test('a message larger than the frame limit is dropped, not sent', async () => {
+    const [a, b] = await Promise.all([startNode(), startNode()])
+    expect(a.transport.send([b.address], leave('y'.repeat(128)))).toBe(1)
+    const users = Array.from({ length: 60_000 }, (_, i) => ({ username: `user-${i}`, connectedAt: i })) // ~1.4 MB
+    expect(a.transport.send([b.address], { type: 'presence_snapshot', users })).toBe(0)
+    expect(a.transport.stats.dropped).toBe(1)
+    expect(a.logs.some((line) => line.startsWith('dropping presence_snapshot of'))).toBe(true)
+    expect(a.transport.send([b.address], leave('after'))).toBe(1)
+    await waitFor(() => b.received.length === 2, 5000, 'the small messages')
+    expect(b.transport.stats.invalid).toBe(0)
+  })
+
+  test('a peer that stops reading makes the queue hit the cap; it drains when the peer reads again', async () => {
+    const a = await startNode({ maxQueueBytes: 256 * 1024 })
+    let receivedBytes = 0
+    let peer: Socket<undefined> | null = null
+    const slow = Bun.listen({
+      hostname: HOST,
+      port: 0,
+      socket: {
+        open(socket) {
+          socket.pause() // the kernel buffers a few MB, then the sender's writes stop
+          peer = socket
+        },
+        data(_, chunk) {
+          receivedBytes += chunk.length
+        },
+      },
+    })
+    cleanups.push(() => slow.stop(true))
+    const address = formatAddress({ systemName: SYSTEM, host: HOST, port: slow.port })
+    const message: PeerMessage = { type: 'chat', username: 'u', message: 'm'.repeat(64 * 1024), nodeAddress: a.address, timestamp: 0 }
+    let accepted = a.transport.send([address], message)
+    await waitFor(() => peer !== null, 5000, 'the slow peer to accept')
+    // Keep sending until the kernel buffers and then our queue are full.
+    await waitFor(
+      () => {
+        for (let i = 0; i < 16; i++) accepted += a.transport.send([address], message)
+        return a.transport.stats.dropped > 0
+      },
+      10_000,
+      'drops',
+    )
+    expect(a.logs.some((line) => line.includes(`dropping messages to ${address}: send queue full`))).toBe(true)
+    const { dropped } = a.transport.stats
+    peer!.resume()
+    // everything accepted goes out once the peer reads: the hello and every accepted message
+    await waitFor(() => a.transport.stats.framesOut === accepted + 1, 10_000, 'the queue to drain')
+    await waitFor(() => receivedBytes === a.transport.stats.bytesOut, 10_000, 'the peer to read it all')
+    expect(a.transport.stats.dropped).toBe(dropped)
+    // far more than the 4 messages the queue alone holds: the kernel buffered the rest before the cap applied
+    expect(accepted).toBeGreaterThan(8)
+  })
+})
