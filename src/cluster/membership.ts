@@ -241,7 +241,6 @@ export class Membership {
       }
     }
     this.detectFailures()
-    this.maybeAppendChange()
   }
 
   private tickVoter(): void {
@@ -533,12 +532,6 @@ export class Membership {
     for (const id of [...this.progress.keys()]) if (!this.isMemberId(id)) this.progress.delete(id)
     this.maybeCommit()
     if (this.role === 'leader') this.broadcastAppend()
-  }
-
-  private maybeAppendChange(): void {
-    if (this.leaving && this.canChange() && this.membersAt(this.lastIndex()).has(this.selfId)) {
-      this.append({ type: 'remove', id: this.selfId, reason: 'leave' })
-    }
   }
 
   // ---- failure detection (leader only) ----

@@ -29,6 +29,7 @@ const STABLE_CONNECTION_MS = 2000
 /** Small frames are copied into one write of up to this size: one syscall instead of one per frame. */
 const BATCH_BYTES = 64 * 1024
 const DROP_LOG_INTERVAL_MS = 1000
+const CLOSE_WAIT_MS = 250
 
 // Bun copies what `write` accepts before returning, so one scratch buffer serves every batch.
 const scratch = new Uint8Array(BATCH_BYTES)
@@ -310,7 +311,14 @@ export async function createTcpTransport(options: TcpTransportOptions): Promise<
           }
           for (const value of values) {
             stats.framesIn++
-            if (!receive(socket, value)) return
+            let open: boolean
+            try {
+              open = receive(socket, value)
+            } catch (error) {
+              // validation is not meant to throw, but whatever a peer sends must not escape
+              open = refuse(socket, `cannot check frame: ${describe(error)}`)
+            }
+            if (!open) return
           }
         },
         close(socket) {
@@ -404,7 +412,7 @@ export async function createTcpTransport(options: TcpTransportOptions): Promise<
         links.clear()
         // A dial in flight is terminated as soon as it opens. Loopback dials settle at once, but one
         // to a host that drops SYNs could take minutes, so do not wait for it forever.
-        await Promise.race([Promise.all(pendingDials), Bun.sleep(250)])
+        if (pendingDials.size > 0) await settledWithin(Promise.all(pendingDials), CLOSE_WAIT_MS)
       })()
       return closing
     },
@@ -420,6 +428,12 @@ function acceptHello(value: unknown, systemName: string): Hello | string {
   if (hello.version !== PROTOCOL_VERSION) return `protocol version ${hello.version} != ${PROTOCOL_VERSION}`
   if (hello.systemName !== systemName) return `system name ${JSON.stringify(hello.systemName)} != ${JSON.stringify(systemName)}`
   return hello
+}
+
+async function settledWithin(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  await Promise.race([promise, new Promise((resolve) => (timer = setTimeout(resolve, ms)))])
+  clearTimeout(timer)
 }
 
 function describe(error: unknown): string {

@@ -10,14 +10,22 @@ export interface TransportHandlers {
 }
 
 export interface TransportStats {
+  /** Frames decoded from inbound connections, hellos included. */
   framesIn: number
+  /** Frames completely written to outbound sockets, hellos included. */
   framesOut: number
   bytesIn: number
   bytesOut: number
+  /** Messages refused by `send` (queue full, or larger than a frame may be), one per address. */
   dropped: number
+  /** Inbound connections closed for what they sent. */
   invalid: number
 }
 
+/**
+ * At-most-once, FIFO per sender and receiver. Frames queued while a link is down are sent after it
+ * reconnects; frames the kernel had already taken when a connection died are lost, as in Artery.
+ */
 export interface Transport {
   /** Encodes once and queues the same frame for every address; never throws; returns how many links accepted it. */
   send(addresses: string[], message: PeerMessage): number

@@ -1,42 +1,42 @@
 // Browser end to end: two real nodes, two Chromium pages, one on each node.
 // Needs /usr/bin/chromium (`make deps`). Screenshots go to test/artifacts/.
 
-import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from 'bun:test';
-import { mkdirSync } from 'node:fs';
-import { resolve } from 'node:path';
-import type { Page } from 'playwright-core';
-import { launchBrowser, type TestBrowser } from '../support/chromium';
-import { REPO_ROOT, startCluster, stopAll, waitFor, type NodeHandle } from '../support/cluster';
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from 'bun:test'
+import { mkdirSync } from 'node:fs'
+import { resolve } from 'node:path'
+import type { Page } from 'playwright-core'
+import { launchBrowser, type TestBrowser } from '../support/chromium'
+import { REPO_ROOT, startCluster, startNode, stopAll, waitFor, type NodeHandle } from '../support/cluster'
 
-setDefaultTimeout(60_000);
+setDefaultTimeout(60_000)
 
-const ARTIFACTS = resolve(REPO_ROOT, 'test/artifacts');
-const UI_TIMEOUT_MS = 15_000;
+const ARTIFACTS = resolve(REPO_ROOT, 'test/artifacts')
+const UI_TIMEOUT_MS = 15_000
 
-let browser: TestBrowser | undefined;
-let node1: NodeHandle;
-let node2: NodeHandle;
-let pageA: Page;
-let pageB: Page;
+let browser: TestBrowser | undefined
+let node1: NodeHandle
+let node2: NodeHandle
+let pageA: Page
+let pageB: Page
 
-const ALICE = 'alice';
-const MINSU = '민수';
+const ALICE = 'alice'
+const MINSU = '민수'
 
 /** `bun://System@127.0.0.1:2551` -> `127.0.0.1:2551`, as the page shows it. */
 function hostPort(node: NodeHandle): string {
-  return node.address.slice(node.address.lastIndexOf('@') + 1);
+  return node.address.slice(node.address.lastIndexOf('@') + 1)
 }
 
 async function join(page: Page, node: NodeHandle, username: string): Promise<void> {
-  await page.goto(node.httpUrl);
-  await page.getByTestId('name-input').fill(username);
-  await page.getByTestId('join-button').click();
-  await page.locator('[data-testid="connection-status"][data-state="online"]').waitFor({ timeout: UI_TIMEOUT_MS });
+  await page.goto(node.httpUrl)
+  await page.getByTestId('name-input').fill(username)
+  await page.getByTestId('join-button').click()
+  await page.locator('[data-testid="connection-status"][data-state="online"]').waitFor({ timeout: UI_TIMEOUT_MS })
 }
 
 interface UserRow {
-  name: string;
-  node: string;
+  name: string
+  node: string
 }
 
 async function userRows(page: Page): Promise<UserRow[]> {
@@ -45,15 +45,15 @@ async function userRows(page: Page): Promise<UserRow[]> {
       name: item.getAttribute('data-username') ?? '',
       node: item.querySelector('[data-testid="user-node"]')?.textContent ?? '',
     })),
-  );
+  )
 }
 
 interface MessageRow {
-  user: string;
-  text: string;
-  node: string;
-  time: string;
-  own: boolean;
+  user: string
+  text: string
+  node: string
+  time: string
+  own: boolean
 }
 
 async function messageRows(page: Page): Promise<MessageRow[]> {
@@ -65,80 +65,86 @@ async function messageRows(page: Page): Promise<MessageRow[]> {
       time: row.querySelector('[data-testid="message-time"]')?.textContent ?? '',
       own: row.classList.contains('own'),
     })),
-  );
+  )
 }
 
 function waitForMessage(page: Page, text: string, label: string): Promise<MessageRow> {
   return waitFor(async () => (await messageRows(page)).find((row) => row.text === text), {
     timeoutMs: UI_TIMEOUT_MS,
     message: `${label} never showed the message ${JSON.stringify(text)}`,
-  });
+  })
 }
 
 describe('chat page on a 2-node cluster', () => {
   beforeAll(async () => {
-    mkdirSync(ARTIFACTS, { recursive: true });
-    browser = await launchBrowser();
-    [node1, node2] = (await startCluster(2)) as [NodeHandle, NodeHandle];
-    pageA = await browser.newPage();
-    pageB = await browser.newPage();
-  });
+    mkdirSync(ARTIFACTS, { recursive: true })
+    browser = await launchBrowser()
+    ;[node1, node2] = (await startCluster(2)) as [NodeHandle, NodeHandle]
+    pageA = await browser.newPage()
+    pageB = await browser.newPage()
+  })
 
   afterAll(async () => {
-    await browser?.close();
-    await stopAll();
-  });
+    await browser?.close()
+    await stopAll()
+  })
 
   test('users on different nodes see each other and each other’s messages', async () => {
-    await join(pageA, node1, ALICE);
-    await join(pageB, node2, MINSU);
+    await join(pageA, node1, ALICE)
+    await join(pageB, node2, MINSU)
 
     // Both users panels list both users with the node each is connected to.
     const expectedUsers = [
       { name: ALICE, node: hostPort(node1) },
       { name: MINSU, node: hostPort(node2) },
-    ];
-    for (const [label, page] of [['page A', pageA], ['page B', pageB]] as const) {
+    ]
+    for (const [label, page] of [
+      ['page A', pageA],
+      ['page B', pageB],
+    ] as const) {
       const rows = await waitFor(
         async () => {
-          const current = await userRows(page);
-          return current.length === 2 ? current : null;
+          const current = await userRows(page)
+          return current.length === 2 ? current : null
         },
         { timeoutMs: UI_TIMEOUT_MS, message: `${label}: users panel never listed 2 users` },
-      );
-      expect(rows.sort((a, b) => a.name.localeCompare(b.name))).toEqual(expectedUsers);
+      )
+      expect(rows.sort((a, b) => a.name.localeCompare(b.name))).toEqual(expectedUsers)
     }
 
     // Alice (who joined first) sees a system message that 민수 joined.
     await waitFor(
       async () => (await pageA.getByTestId('system-message').allTextContents()).some((t) => t.includes(MINSU)),
       { timeoutMs: UI_TIMEOUT_MS, message: 'page A never showed a system message about 민수 joining' },
-    );
+    )
 
     // Alice sends with Enter; 민수 sees it with her name and node 1's host:port.
-    const hello = 'hello from node 1, 안녕하세요';
-    await pageA.getByTestId('message-input').fill(hello);
-    await pageA.getByTestId('message-input').press('Enter');
-    const seenByB = await waitForMessage(pageB, hello, 'page B');
-    expect(seenByB.user).toBe(ALICE);
-    expect(seenByB.node).toBe(hostPort(node1));
-    expect(seenByB.time).toMatch(/^\d{2}:\d{2}$/);
-    expect(seenByB.own).toBe(false);
+    const hello = 'hello from node 1, 안녕하세요'
+    await pageA.getByTestId('message-input').fill(hello)
+    await pageA.getByTestId('message-input').press('Enter')
+    const seenByB = await waitForMessage(pageB, hello, 'page B')
+    expect(seenByB.user).toBe(ALICE)
+    expect(seenByB.node).toBe(hostPort(node1))
+    expect(seenByB.time).toMatch(/^\d{2}:\d{2}$/)
+    expect(seenByB.own).toBe(false)
 
-    const seenByA = await waitForMessage(pageA, hello, 'page A');
-    expect(seenByA.own).toBe(true);
-    expect(await pageA.getByTestId('message-input').inputValue()).toBe('');
+    const seenByA = await waitForMessage(pageA, hello, 'page A')
+    expect(seenByA.own).toBe(true)
+    expect(await pageA.getByTestId('message-input').inputValue()).toBe('')
 
     // 민수 answers with the Send button; Alice sees node 2.
-    const reply = '반가워요 from node 2';
-    await pageB.getByTestId('message-input').fill(reply);
-    await pageB.getByTestId('send-button').click();
-    const replyOnA = await waitForMessage(pageA, reply, 'page A');
-    expect(replyOnA.user).toBe(MINSU);
-    expect(replyOnA.node).toBe(hostPort(node2));
+    const reply = '반가워요 from node 2'
+    await pageB.getByTestId('message-input').fill(reply)
+    await pageB.getByTestId('send-button').click()
+    const replyOnA = await waitForMessage(pageA, reply, 'page A')
+    expect(replyOnA.user).toBe(MINSU)
+    expect(replyOnA.node).toBe(hostPort(node2))
 
     // Cluster panel: both members, one leader, this node marked (polled every ~2 s).
-    for (const [label, page, self] of [['page A', pageA, node1], ['page B', pageB, node2]] as const) {
+    for (const [label, page, self] of [
+      ['page A', pageA, node1],
+      ['page B', pageB, node2],
+    ] as const) {
       await waitFor(
         async () => {
           const members = await page.getByTestId('cluster-member').evaluateAll((items) =>
@@ -147,67 +153,98 @@ describe('chat page on a 2-node cluster', () => {
               leader: item.querySelector('[data-testid="leader-badge"]') !== null,
               self: item.querySelector('[data-testid="self-badge"]') !== null,
             })),
-          );
+          )
           return (
             members.length === 2 &&
             members.filter((m) => m.leader).length === 1 &&
-            members.filter((m) => m.self).map((m) => m.address).join() === self.address
-          );
+            members
+              .filter((m) => m.self)
+              .map((m) => m.address)
+              .join() === self.address
+          )
         },
         { timeoutMs: UI_TIMEOUT_MS, message: `${label}: cluster panel never showed 2 members, 1 leader, this node` },
-      );
+      )
     }
 
-    await pageA.screenshot({ path: resolve(ARTIFACTS, 'chat-node1.png') });
-    await pageB.screenshot({ path: resolve(ARTIFACTS, 'chat-node2.png') });
-  });
+    await pageA.screenshot({ path: resolve(ARTIFACTS, 'chat-node1.png') })
+    await pageB.screenshot({ path: resolve(ARTIFACTS, 'chat-node2.png') })
+  })
 
   test('HTML in a message is shown as text, never rendered', async () => {
-    const payload = '<b>x</b><img src=x onerror="window.__xss=1">';
-    await pageA.getByTestId('message-input').fill(payload);
-    await pageA.getByTestId('message-input').press('Enter');
+    const payload = '<b>x</b><img src=x onerror="window.__xss=1">'
+    await pageA.getByTestId('message-input').fill(payload)
+    await pageA.getByTestId('message-input').press('Enter')
 
-    for (const [label, page] of [['page A', pageA], ['page B', pageB]] as const) {
-      const row = await waitForMessage(page, payload, label);
-      expect(row.text).toBe(payload);
-      expect(await page.locator('[data-testid="messages"] img').count()).toBe(0);
-      expect(await page.locator('[data-testid="messages"] b').count()).toBe(0);
-      expect(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined();
+    for (const [label, page] of [
+      ['page A', pageA],
+      ['page B', pageB],
+    ] as const) {
+      const row = await waitForMessage(page, payload, label)
+      expect(row.text).toBe(payload)
+      expect(await page.locator('[data-testid="messages"] img').count()).toBe(0)
+      expect(await page.locator('[data-testid="messages"] b').count()).toBe(0)
+      expect(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined()
     }
-  });
+  })
 
   test('a taken name is refused: the reason is shown and the name prompt returns', async () => {
-    const browserC = browser!;
-    const pageC = await browserC.newPage();
+    const browserC = browser!
+    const pageC = await browserC.newPage()
     try {
-      await pageC.goto(node2.httpUrl);
-      await pageC.getByTestId('name-input').fill(ALICE);
-      await pageC.getByTestId('join-button').click();
-      await pageC.getByTestId('error').filter({ hasText: 'username taken' }).waitFor({ timeout: UI_TIMEOUT_MS });
-      await pageC.getByTestId('name-input').waitFor({ state: 'visible', timeout: UI_TIMEOUT_MS });
-      expect(await pageC.getByTestId('connection-status').getAttribute('data-state')).toBe('offline');
-      await pageC.screenshot({ path: resolve(ARTIFACTS, 'chat-refused.png') });
+      await pageC.goto(node2.httpUrl)
+      await pageC.getByTestId('name-input').fill(ALICE)
+      await pageC.getByTestId('join-button').click()
+      await pageC.getByTestId('error').filter({ hasText: 'username taken' }).waitFor({ timeout: UI_TIMEOUT_MS })
+      await pageC.getByTestId('name-input').waitFor({ state: 'visible', timeout: UI_TIMEOUT_MS })
+      expect(await pageC.getByTestId('connection-status').getAttribute('data-state')).toBe('offline')
+      await pageC.screenshot({ path: resolve(ARTIFACTS, 'chat-refused.png') })
     } finally {
-      await pageC.close();
+      await pageC.close()
     }
     // Alice (the real one) is unaffected.
-    expect(await pageA.getByTestId('connection-status').getAttribute('data-state')).toBe('online');
-  });
+    expect(await pageA.getByTestId('connection-status').getAttribute('data-state')).toBe('online')
+  })
+
+  test('the page reconnects by itself when its node restarts', async () => {
+    const { clusterPort, httpPort } = node2
+    await node2.stop()
+    await pageB.locator('[data-testid="connection-status"][data-state="offline"]').waitFor({ timeout: UI_TIMEOUT_MS })
+
+    node2 = await startNode({
+      clusterPort,
+      httpPort,
+      seeds: [node1, node2].map((node) => `127.0.0.1:${node.clusterPort}`),
+      name: 'node2-restarted',
+    })
+    await pageB.locator('[data-testid="connection-status"][data-state="online"]').waitFor({ timeout: 30_000 })
+    await waitFor(
+      async () => (await userRows(pageA)).some((row) => row.name === MINSU && row.node === hostPort(node2)),
+      {
+        timeoutMs: 30_000,
+        message: 'page A never listed 민수 again after node 2 restarted',
+      },
+    )
+    const back = 'back after a restart'
+    await pageB.getByTestId('message-input').fill(back)
+    await pageB.getByTestId('message-input').press('Enter')
+    expect((await waitForMessage(pageA, back, 'page A')).node).toBe(hostPort(node2))
+  })
 
   test('the page remembers the last name and fits a narrow window', async () => {
-    await pageB.setViewportSize({ width: 400, height: 760 });
-    await pageB.screenshot({ path: resolve(ARTIFACTS, 'chat-narrow.png'), fullPage: true });
+    await pageB.setViewportSize({ width: 400, height: 760 })
+    await pageB.screenshot({ path: resolve(ARTIFACTS, 'chat-narrow.png'), fullPage: true })
 
-    const pageD = await browser!.newPage();
+    const pageD = await browser!.newPage()
     try {
-      await pageD.goto(node1.httpUrl);
+      await pageD.goto(node1.httpUrl)
       // Same origin as page A (node 1), so localStorage holds Alice's name.
       await waitFor(async () => (await pageD.getByTestId('name-input').inputValue()) === ALICE, {
         timeoutMs: UI_TIMEOUT_MS,
         message: 'name input was not prefilled with the remembered name',
-      });
+      })
     } finally {
-      await pageD.close();
+      await pageD.close()
     }
-  });
-});
+  })
+})

@@ -6,13 +6,13 @@
 //   ...
 //   await browser.close();
 
-import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { existsSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { chromium, type BrowserContext, type Page } from 'playwright-core'
 
-export const CHROMIUM_PATH = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+export const CHROMIUM_PATH = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 
 export const CHROMIUM_ARGS = [
   '--headless',
@@ -23,22 +23,22 @@ export const CHROMIUM_ARGS = [
   '--disable-background-networking',
   '--disable-component-update',
   '--disable-sync',
-];
+]
 
 export interface TestBrowser {
   /** One persistent context on a fresh temporary profile (pages share cookies and storage per origin). */
-  context: BrowserContext;
-  userDataDir: string;
-  newPage(): Promise<Page>;
+  context: BrowserContext
+  userDataDir: string
+  newPage(): Promise<Page>
   /** Closes the browser and deletes the temporary profile. Safe to call twice. */
-  close(): Promise<void>;
+  close(): Promise<void>
 }
 
 export interface LaunchOptions {
-  viewport?: { width: number; height: number };
+  viewport?: { width: number; height: number }
   /** Passed to the browser, e.g. 'en-US' or 'ko-KR'. */
-  locale?: string;
-  timeoutMs?: number;
+  locale?: string
+  timeoutMs?: number
 }
 
 export async function launchBrowser(options: LaunchOptions = {}): Promise<TestBrowser> {
@@ -46,10 +46,10 @@ export async function launchBrowser(options: LaunchOptions = {}): Promise<TestBr
     throw new Error(
       `Chromium not found at ${CHROMIUM_PATH}: run \`make deps\` (it installs the Debian chromium package), ` +
         'or set CHROMIUM_PATH to a Chromium binary.',
-    );
+    )
   }
-  const userDataDir = await mkdtemp(join(tmpdir(), 'chat-chromium-'));
-  let context: BrowserContext;
+  const userDataDir = await mkdtemp(join(tmpdir(), 'chat-chromium-'))
+  let context: BrowserContext
   try {
     context = await chromium.launchPersistentContext(userDataDir, {
       executablePath: CHROMIUM_PATH,
@@ -58,24 +58,24 @@ export async function launchBrowser(options: LaunchOptions = {}): Promise<TestBr
       viewport: options.viewport ?? { width: 1100, height: 720 },
       locale: options.locale ?? 'en-US',
       timeout: options.timeoutMs ?? 30_000,
-    });
+    })
   } catch (error) {
-    await rm(userDataDir, { recursive: true, force: true });
-    throw error;
+    await rm(userDataDir, { recursive: true, force: true })
+    throw error
   }
-  let closed = false;
+  let closed = false
   return {
     context,
     userDataDir,
     newPage: () => context.newPage(),
     async close() {
-      if (closed) return;
-      closed = true;
+      if (closed) return
+      closed = true
       try {
-        await context.close();
+        await context.close()
       } finally {
-        await rm(userDataDir, { recursive: true, force: true });
+        await rm(userDataDir, { recursive: true, force: true })
       }
     },
-  };
+  }
 }
