@@ -6,6 +6,8 @@ import type { ChatMessage, ChatRelay, Hello } from '../cluster/messages'
 import { Presence, type PresenceChange } from './presence'
 import { CloseCode, systemMessage, type ServerMessage, type UserEntry } from './protocol'
 
+const SNAPSHOT_CHUNK = 5_000
+
 export interface RoomDeps {
   selfAddress: string
   lang: Lang
@@ -85,7 +87,10 @@ export class ChatRoom {
 
   /** A fresh connection (or a new member) gets the whole picture of our users first. */
   sendSnapshot(address: string): void {
-    this.d.send([address], { type: 'presence_snapshot', users: this.presence.localUsers() })
+    // Big rooms go in pieces so no frame nears the transport's frame size limit.
+    const users = this.presence.localUsers()
+    this.d.send([address], { type: 'presence_snapshot', users: users.slice(0, SNAPSHOT_CHUNK) })
+    for (let i = SNAPSHOT_CHUNK; i < users.length; i++) this.d.send([address], { type: 'presence_join', user: users[i]! })
   }
 
   setMembers(addresses: string[]): void {

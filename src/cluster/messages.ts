@@ -127,7 +127,7 @@ export function validateWireMessage(value: unknown): { ok: true; message: WireMe
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return { ok: false, error: 'not an object' }
   const type = (value as { type?: unknown }).type
   const checker = typeof type === 'string' ? checkers.get(type) : undefined
-  if (!checker) return { ok: false, error: `unknown message type ${JSON.stringify(type)?.slice(0, 40)}` }
+  if (!checker) return { ok: false, error: `unknown message type ${String(type).slice(0, 40)}` }
   if (!checker.Check(value)) {
     const first = checker.Errors(value).First()
     return { ok: false, error: `invalid ${type}: ${first ? `${first.path} ${first.message}` : 'schema mismatch'}` }

@@ -216,7 +216,7 @@ describe('tcp transport', () => {
 })
 
 describe('tcp transport against bad peers', () => {
-  const cases: Array<[string, (port: number) => Uint8Array[], string]> = [
+  const cases: Array<[string, () => Uint8Array[], string]> = [
     ['garbage bytes', () => [new Uint8Array([0, 0, 0, 3, 0xc4, 0xff, 0xff])], 'bad_msgpack'],
     ['an oversize length', () => [new Uint8Array([0x7f, 0xff, 0xff, 0xff])], 'frame_too_large'],
     ['a non-hello first frame', () => [encodeFrame(leave('sneaky'))], 'first frame is presence_leave, not hello'],
@@ -236,7 +236,7 @@ describe('tcp transport against bad peers', () => {
       await waitFor(() => b.received.length === 1, 5000, 'first real message')
 
       const raw = await rawClient(b.port)
-      for (const frame of frames(b.port)) raw.write(frame)
+      for (const frame of frames()) raw.write(frame)
       await waitFor(() => raw.closed, 5000, 'the bad client to be disconnected')
       expect(b.transport.stats.invalid).toBe(1)
       const lines = b.logs.filter((line) => line.includes(expected))

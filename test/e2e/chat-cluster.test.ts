@@ -14,7 +14,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all(clients.map((c) => c.close().catch(() => {})))
   await stopAll()
-})
+}, 30_000)
 
 async function user(node: NodeHandle, name: string) {
   const client = await connectUser(node.httpUrl, name)
