@@ -250,11 +250,12 @@ export class Membership {
   private tickJoiner(): void {
     if (this.leaving) return
     this.silenceElapsed++
-    if (this.o.bootstrap && this.log.length === 0 && this.silenceElapsed >= this.o.bootstrapTicks) {
+    const seeds = this.o.seeds.filter((s) => s !== this.o.self.address)
+    // With no other seed to ask there is nothing to wait for.
+    if (this.o.bootstrap && this.log.length === 0 && (seeds.length === 0 || this.silenceElapsed >= this.o.bootstrapTicks)) {
       this.bootstrap()
       return
     }
-    const seeds = this.o.seeds.filter((s) => s !== this.o.self.address)
     if (seeds.length > 0 && ++this.retryElapsed >= this.o.joinRetryTicks) {
       this.retryElapsed = 0
       this.send(seeds[this.seedCursor++ % seeds.length]!, { type: 'join_request', member: this.o.self })

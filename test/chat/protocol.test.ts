@@ -1,0 +1,51 @@
+import { describe, expect, test } from 'bun:test'
+import { parseClientMessage, systemMessage, validateUsername } from '../../src/chat/protocol'
+
+describe('validateUsername', () => {
+  test('accepts letters and digits of any script, spaces, _ - .', () => {
+    for (const name of ['alice', '민수', 'José_1', 'a.b-c d', 'Ωμέγα', '李雷', 'x'.repeat(32)]) {
+      expect(validateUsername(name)).toEqual({ ok: true, username: name })
+    }
+  })
+  test('trims and normalizes', () => {
+    expect(validateUsername('  bob  ')).toEqual({ ok: true, username: 'bob' })
+    expect(validateUsername('Jose\u0301')).toEqual({ ok: true, username: 'José' })
+  })
+  test('refuses missing, blank, long, control and symbol characters', () => {
+    for (const bad of [undefined, '', '   ', 'x'.repeat(33), 'a\tb', 'a\nb', 'a\u0000', '<script>', 'a/b', 'emoji😀', 'a"b']) {
+      expect(validateUsername(bad).ok).toBe(false)
+    }
+  })
+  test('counts characters, not UTF-16 units', () => {
+    expect(validateUsername('가'.repeat(32)).ok).toBe(true)
+  })
+})
+
+describe('parseClientMessage', () => {
+  test('plain text is a chat message', () => {
+    expect(parseClientMessage('hello')).toEqual({ ok: true, message: { type: 'chat', message: 'hello' } })
+  })
+  test('a typed chat message', () => {
+    expect(parseClientMessage({ type: 'chat', message: 'hi' })).toEqual({ ok: true, message: { type: 'chat', message: 'hi' } })
+  })
+  test('text that Elysia parsed as JSON goes back to text', () => {
+    expect(parseClientMessage(42)).toEqual({ ok: true, message: { type: 'chat', message: '42' } })
+    expect(parseClientMessage(true)).toEqual({ ok: true, message: { type: 'chat', message: 'true' } })
+    expect(parseClientMessage([1, 2])).toEqual({ ok: true, message: { type: 'chat', message: '[1,2]' } })
+    expect(parseClientMessage({ a: 1 })).toEqual({ ok: true, message: { type: 'chat', message: '{"a":1}' } })
+  })
+  test('unknown types and binary frames are refused', () => {
+    expect(parseClientMessage({ type: 'admin' }).ok).toBe(false)
+    expect(parseClientMessage({ type: 'chat', message: 5 }).ok).toBe(false)
+    expect(parseClientMessage(new Uint8Array([1]))).toEqual({ ok: false, error: 'binary frames are not supported' })
+  })
+})
+
+describe('systemMessage', () => {
+  test('English and Korean texts', () => {
+    expect(systemMessage('en', 'join', 'alice', 1)).toEqual({ type: 'system', message: 'alice joined the chat', timestamp: 1, event: 'join', username: 'alice' })
+    expect(systemMessage('en', 'leave', 'alice', 1).message).toBe('alice left the chat')
+    expect(systemMessage('ko', 'join', '민수', 1).message).toBe('민수 님이 채팅에 참여했습니다')
+    expect(systemMessage('ko', 'leave', '민수', 1).message).toBe('민수 님이 채팅에서 나갔습니다')
+  })
+})
