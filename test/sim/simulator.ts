@@ -1,0 +1,816 @@
+// A deterministic simulator for the membership core, after TigerBeetle's VOPR: N nodes run the
+// real Membership class on a simulated network and clock, every random choice comes from one
+// seeded PRNG, and invariants are checked across all nodes after every step (one message
+// delivery or one tick). One seed reproduces a whole run: `bun run sim --seed N --verbose`.
+//
+// Each seed picks (swarm testing: some faults are off in some seeds, so rare mixes happen):
+//   - 1..7 addresses; node 0 is the first seed, starts at tick 0 with `bootstrap: true`, the
+//     others start at random times; every node lists addresses 0..k as seeds.
+//   - message drop, duplication, delay (1..delayMax ticks, sometimes up to LONG_DELAY_TICKS_MAX,
+//     so messages overtake each other; messages due in one tick arrive in random order);
+//   - partitions: symmetric splits, an isolated node, one-way (asymmetric) cuts, single links.
+//     A message is lost if its link is cut when it arrives. Several may overlap;
+//   - pauses: a node freezes (no ticks, its messages wait) for up to PAUSE_TICKS_MAX, like a
+//     GC or VM stall;
+//   - clock drift: each incarnation ticks at its own rate in [0.7, 1.4] of real time, so some
+//     skip ticks and some tick twice in one real tick;
+//   - crashes: the node loses everything (there is no persistence). It may restart later at the
+//     same address as a new incarnation with `bootstrap: false`, or stay dead;
+//   - graceful leaves, and later rejoins of an address that left.
+//   A node that learns it was removed without asking to leave restarts as a new incarnation
+//   after a short delay, as the shell does.
+//
+// Limits that keep a run within what Raft tolerates (a run that breaks them proves nothing):
+//   - A crash or leave is refused unless every configuration that could still be in force keeps
+//     a live majority: the committed one and the latest one in each live log, each taken with
+//     the victim and every recently lost would-be joiner added (an in-flight join_request can
+//     still add them). With no persistence a lost majority is unrecoverable by design, and a
+//     member is a voter from the moment its addition is in the log. Leaving nodes count as lost.
+//   - Only the first incarnation of node 0 may bootstrap; it is not crashed or made to leave
+//     before something is committed.
+//   - Seed-based discovery needs a reachable member among the seeds. When the seeds name every
+//     address anything goes; when they name only some, node 0 is never crashed, paused,
+//     partitioned or made to leave (it still loses, duplicates and delays messages).
+//   - Drift is bounded so that a healthy heartbeat (10 ticks) always lands well inside the
+//     shortest election timeout (50 ticks).
+//
+// Phases: a fault phase of 1000..6000 ticks, then a liveness phase: every partition heals,
+// pauses end, and no message is dropped or duplicated (delay 1..3 ticks); no new crash, pause,
+// leave or partition, while pending restarts and rejoins still happen. Within
+// LIVENESS_TICKS_MAX all live nodes must agree on one leader and one committed member list that
+// is exactly the live incarnations, all `Up` in view(), with no change pending; and it must then
+// hold for STABLE_TICKS without a new term.
+import { Membership, type MembershipOptions, type Role } from '../../src/cluster/membership'
+import { addressOf, nodeId, type Change, type Entry, type RaftMessage } from '../../src/cluster/messages'
+
+/** The shell's settings, in ticks of 10 ms. */
+export const TIMING = {
+  heartbeatTicks: 10,
+  electionTicksMin: 50,
+  electionTicksMax: 100,
+  unreachableTicks: 100,
+  downTicks: 300,
+  bootstrapTicks: 100,
+  joinRetryTicks: 20,
+} as const
+
+export const NODES_MAX = 7
+export const FAULT_TICKS_MIN = 1000
+export const FAULT_TICKS_MAX = 6000
+export const LONG_DELAY_TICKS_MAX = 200
+export const PAUSE_TICKS_MAX = 200
+export const PARTITION_TICKS_MAX = 1500
+export const PARTITIONS_MAX = 2
+export const LIVENESS_TICKS_MAX = 3000
+export const STABLE_TICKS = 300
+const AUDIT_EVERY_TICKS = 256
+/** A lost would-be joiner may still be added while its join_request can be in flight. */
+const ZOMBIE_TICKS = LONG_DELAY_TICKS_MAX + 50
+
+export function membershipOptions(
+  address: string,
+  incarnation: string,
+  seeds: string[],
+  bootstrap: boolean,
+  random: () => number,
+): MembershipOptions {
+  return { self: { address, incarnation, httpUrl: `http://${address}:3000` }, seeds, bootstrap, ...TIMING, random }
+}
+
+/** mulberry32: one 32-bit state, fast, and plenty for scheduling faults. */
+export class Prng {
+  private state: number
+  constructor(seed: number) {
+    this.state = seed >>> 0
+  }
+  /** Uniform in [0, 1). */
+  next = (): number => {
+    let t = (this.state = (this.state + 0x6d2b79f5) >>> 0)
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+  /** Uniform integer in [min, max]. */
+  int(min: number, max: number): number {
+    return min + Math.floor(this.next() * (max - min + 1))
+  }
+  chance(p: number): boolean {
+    return this.next() < p
+  }
+  pick<T>(items: readonly T[]): T {
+    return items[Math.floor(this.next() * items.length)]!
+  }
+  shuffle<T>(items: T[]): T[] {
+    for (let i = items.length - 1; i > 0; i--) {
+      const j = Math.floor(this.next() * (i + 1))
+      const t = items[i]!
+      items[i] = items[j]!
+      items[j] = t
+    }
+    return items
+  }
+}
+
+// ---- checker: invariants across every node, after every step ----
+
+/** What the checker reads from a node: the public fields of Membership. */
+export interface Observed {
+  readonly selfId: string
+  readonly role: Role
+  readonly term: number
+  readonly votedFor: string | null
+  readonly log: readonly Entry[]
+  readonly commitIndex: number
+}
+
+export class InvariantViolation extends Error {
+  constructor(
+    readonly invariant: string,
+    readonly detail: string,
+  ) {
+    super(`${invariant}: ${detail}`)
+    this.name = 'InvariantViolation'
+  }
+}
+
+interface Shadow {
+  log: Entry[]
+  commitIndex: number
+  role: Role
+  term: number
+  votedFor: string | null
+}
+
+export class Checker {
+  /** Every entry known to be committed (index i + 1): the one history all nodes must agree with. */
+  readonly committed: Entry[] = []
+  /** The leader of each term, across all incarnations ever. */
+  readonly leaderOfTerm = new Map<number, string>()
+  /** Incarnations that sent a join_request or bootstrapped: the only ids a log may add. */
+  readonly mayJoin = new Set<string>()
+  onCommit: ((index: number, entry: Entry, by: string) => void) | null = null
+  private readonly atIndexTerm = new Map<string, { entry: Entry; prevTerm: number }>()
+  private readonly shadows = new Map<string, Shadow>()
+
+  /** Checks one node after it took a step (its state is compared with what it was before). */
+  observe(n: Observed): void {
+    let s = this.shadows.get(n.selfId)
+    if (!s) this.shadows.set(n.selfId, (s = { log: [], commitIndex: 0, role: 'follower', term: 0, votedFor: null }))
+    if (n.term < s.term) fail('Terms never decrease', `${n.selfId} went from term ${s.term} to ${n.term}`)
+    if (n.term === s.term && s.votedFor !== null && n.votedFor !== s.votedFor) {
+      fail('One vote per term', `${n.selfId} voted for ${s.votedFor} and then ${n.votedFor} in term ${n.term}`)
+    }
+    if (n.role === 'leader') {
+      const leader = this.leaderOfTerm.get(n.term)
+      if (leader === undefined) this.leaderOfTerm.set(n.term, n.selfId)
+      else if (leader !== n.selfId) fail('Election Safety', `two leaders in term ${n.term}: ${leader} and ${n.selfId}`)
+    }
+    const log = n.log
+    const changed =
+      log.length !== s.log.length ||
+      log[log.length - 1] !== s.log[s.log.length - 1] ||
+      n.commitIndex !== s.commitIndex ||
+      n.role !== s.role ||
+      n.term !== s.term
+    if (changed) this.checkLog(n, s)
+    s.role = n.role
+    s.term = n.term
+    s.votedFor = n.votedFor
+  }
+
+  /** Re-checks a node's whole committed prefix, not only what changed. */
+  audit(n: Observed): void {
+    for (let i = 0; i < n.commitIndex; i++) {
+      if (!sameEntry(this.committed[i]!, n.log[i]!)) {
+        fail('State Machine Safety', `${n.selfId} holds ${show(n.log[i]!)} at committed index ${i + 1}, committed is ${show(this.committed[i]!)}`)
+      }
+    }
+  }
+
+  private checkLog(n: Observed, s: Shadow): void {
+    const log = n.log
+    if (n.commitIndex > log.length) fail('Commit within the log', `${n.selfId} commitIndex ${n.commitIndex} > log length ${log.length}`)
+    if (n.commitIndex < s.commitIndex) {
+      fail('Committed entries are never undone', `${n.selfId} commitIndex went from ${s.commitIndex} to ${n.commitIndex}`)
+    }
+    let d = 0
+    const common = Math.min(log.length, s.log.length)
+    while (d < common && log[d] === s.log[d]) d++
+    if (d < s.commitIndex) {
+      fail('Committed entries are never undone', `${n.selfId} changed committed entry ${d + 1}: ${show(s.log[d]!)} -> ${log[d] ? show(log[d]) : 'nothing'}`)
+    }
+    if (d < s.log.length && s.role === 'leader' && n.role === 'leader' && s.term === n.term) {
+      fail('Leader Append-Only', `leader ${n.selfId} of term ${n.term} rewrote its log from index ${d + 1}`)
+    }
+    for (let i = d; i < log.length; i++) {
+      const entry = log[i]!
+      const prevTerm = i === 0 ? 0 : log[i - 1]!.term
+      if (entry.term < prevTerm || entry.term > n.term) {
+        fail('Log terms', `${n.selfId} (term ${n.term}) has term ${entry.term} at index ${i + 1} after term ${prevTerm}`)
+      }
+      const key = `${i + 1}:${entry.term}`
+      const seen = this.atIndexTerm.get(key)
+      if (!seen) this.atIndexTerm.set(key, { entry: deepFreeze(entry), prevTerm })
+      else if (!sameEntry(seen.entry, entry) || seen.prevTerm !== prevTerm) {
+        fail('Log Matching', `${n.selfId} has ${show(entry)} after term ${prevTerm} at index ${i + 1}, another log has ${show(seen.entry)} after term ${seen.prevTerm}`)
+      }
+      const change = entry.change
+      if (change.type === 'add') {
+        const id = nodeId(change.member.address, change.member.incarnation)
+        if (!this.mayJoin.has(id)) fail('Only nodes that asked to join are added', `${n.selfId} adds ${id} at index ${i + 1}`)
+        for (let j = 0; j < i; j++) {
+          const c = log[j]!.change
+          if (c.type === 'add' && nodeId(c.member.address, c.member.incarnation) === id) {
+            fail('An id is added at most once', `${n.selfId} adds ${id} at ${j + 1} and ${i + 1}`)
+          }
+        }
+      }
+    }
+    // State Machine Safety: every node's committed prefix is the one global history.
+    for (let i = s.commitIndex; i < n.commitIndex; i++) {
+      const entry = log[i]!
+      if (i < this.committed.length) {
+        if (!sameEntry(this.committed[i]!, entry)) {
+          fail('State Machine Safety', `${n.selfId} commits ${show(entry)} at index ${i + 1}, already committed there: ${show(this.committed[i]!)}`)
+        }
+      } else {
+        this.committed.push(entry)
+        this.onCommit?.(i + 1, entry, n.selfId)
+      }
+    }
+    // Leader Completeness: a new leader holds every entry committed before it.
+    if (n.role === 'leader' && (s.role !== 'leader' || s.term !== n.term)) {
+      for (let i = 0; i < this.committed.length; i++) {
+        if (!log[i] || !sameEntry(this.committed[i]!, log[i]!)) {
+          fail('Leader Completeness', `new leader ${n.selfId} of term ${n.term} lacks committed entry ${i + 1} ${show(this.committed[i]!)}`)
+        }
+      }
+    }
+    // Single-server changes (§4.1): past the committed history, at most one add or remove.
+    let changes = 0
+    for (let i = this.committed.length; i < log.length; i++) if (log[i]!.change.type !== 'noop') changes++
+    if (changes > 1) {
+      fail('One membership change at a time', `${n.selfId} has ${changes} uncommitted changes after index ${this.committed.length}: ${log.slice(this.committed.length).map(show).join(', ')}`)
+    }
+    s.log = log.slice()
+    s.commitIndex = n.commitIndex
+  }
+}
+
+function fail(invariant: string, detail: string): never {
+  throw new InvariantViolation(invariant, detail)
+}
+
+function sameEntry(a: Entry, b: Entry): boolean {
+  return a === b || (a.term === b.term && showChange(a.change) === showChange(b.change))
+}
+
+export function showChange(c: Change): string {
+  if (c.type === 'noop') return 'noop'
+  if (c.type === 'add') return `add ${nodeId(c.member.address, c.member.incarnation)}`
+  return `remove ${c.id} (${c.reason})`
+}
+
+const show = (e: Entry) => `[t${e.term} ${showChange(e.change)}]`
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value)
+    for (const v of Object.values(value)) deepFreeze(v)
+  }
+  return value
+}
+
+// ---- the simulated cluster ----
+
+export class SimulationFailure extends Error {
+  constructor(
+    readonly seed: number,
+    readonly invariant: string,
+    readonly detail: string,
+    readonly tick: number,
+  ) {
+    super(`seed ${seed}: ${invariant} violated at tick ${tick}: ${detail}\nreplay: ${replayCommand(seed)}`)
+    this.name = 'SimulationFailure'
+  }
+}
+
+export const replayCommand = (seed: number) => `bun run sim --seed ${seed} --verbose`
+
+export interface SimStats {
+  seed: number
+  addresses: number
+  incarnations: number
+  ticks: number
+  steps: number
+  elections: number
+  commits: number
+  delivered: number
+  dropped: number
+  duplicated: number
+  partitions: number
+  pauses: number
+  crashes: number
+  leaves: number
+  rejoins: number
+  /** Ticks from the end of the fault phase until the cluster converged. */
+  convergedAfter: number
+}
+
+export interface SimOptions {
+  /** Receives the trace (role and term changes, commits, faults) when set. */
+  trace?: (line: string) => void
+}
+
+interface Config {
+  addresses: number
+  seeds: string[]
+  /** Seeds name only some addresses: node 0 is spared every fault but message loss. */
+  anchor: boolean
+  faultTicks: number
+  startAt: number[]
+  dropRate: number
+  duplicateRate: number
+  delayMax: number
+  longDelayRate: number
+  partitionRate: number
+  pauseRate: number
+  crashRate: number
+  leaveRate: number
+  drift: boolean
+}
+
+class SimNode {
+  alive = true
+  leaving = false
+  lostAt = Infinity
+  pausedUntil = 0
+  clock: number
+  role: Role = 'follower'
+  term = 0
+  constructor(
+    readonly slot: Slot,
+    readonly m: Membership,
+    readonly rate: number,
+    phase: number,
+  ) {
+    this.clock = phase
+  }
+  get id(): string {
+    return this.m.selfId
+  }
+}
+
+interface Slot {
+  index: number
+  address: string
+  incarnations: number
+  node: SimNode | null
+  /** When the next incarnation starts, if one is due. */
+  startAt: number | null
+}
+
+interface Partition {
+  name: string
+  cuts: [number, number][]
+  until: number
+}
+
+type Queue = Map<number, RaftMessage[]>
+
+export function runSeed(seed: number, options: SimOptions = {}): SimStats {
+  return new Simulation(seed, options).run()
+}
+
+class Simulation {
+  private readonly rng: Prng
+  private readonly cfg: Config
+  private readonly checker = new Checker()
+  private readonly slots: Slot[] = []
+  private readonly slotOf = new Map<string, Slot>()
+  private readonly everyNode: SimNode[] = []
+  private readonly byId = new Map<string, SimNode>()
+  private readonly queue: Queue = new Map()
+  private partitions: Partition[] = []
+  private cut: boolean[][] = []
+  private now = 0
+  private healed = false
+  private readonly trace: ((line: string) => void) | null
+  private readonly stats: SimStats
+
+  constructor(
+    private readonly seed: number,
+    options: SimOptions,
+  ) {
+    this.rng = new Prng(seed)
+    this.trace = options.trace ?? null
+    this.cfg = this.chooseConfig()
+    for (let i = 0; i < this.cfg.addresses; i++) {
+      const slot: Slot = { index: i, address: `n${i}`, incarnations: 0, node: null, startAt: this.cfg.startAt[i]! }
+      this.slots.push(slot)
+      this.slotOf.set(slot.address, slot)
+    }
+    this.cut = this.slots.map(() => this.slots.map(() => false))
+    this.stats = {
+      seed, addresses: this.cfg.addresses, incarnations: 0, ticks: 0, steps: 0, elections: 0, commits: 0, delivered: 0,
+      dropped: 0, duplicated: 0, partitions: 0, pauses: 0, crashes: 0, leaves: 0, rejoins: 0, convergedAfter: 0,
+    }
+    if (this.trace) {
+      this.checker.onCommit = (index, entry, by) => this.log(`commit ${index}: ${show(entry)} (first on ${by})`)
+      const c = this.cfg
+      this.log(
+        `seed ${seed}: ${c.addresses} addresses, seeds ${c.seeds.join(',')}${c.anchor ? ' (n0 spared)' : ''}, fault phase ${c.faultTicks} ticks; ` +
+          `drop ${pct(c.dropRate)} dup ${pct(c.duplicateRate)} delay 1..${c.delayMax} long ${pct(c.longDelayRate)}; per tick: ` +
+          `partition ${pct(c.partitionRate)} pause ${pct(c.pauseRate)} crash ${pct(c.crashRate)} leave ${pct(c.leaveRate)}; drift ${c.drift ? 'on' : 'off'}; ` +
+          `starts ${c.startAt.join(',')}`,
+      )
+    }
+  }
+
+  private chooseConfig(): Config {
+    const r = this.rng
+    const addresses = r.int(1, NODES_MAX)
+    const allSeeds = addresses <= 2 || r.chance(0.6)
+    const seedCount = allSeeds ? addresses : r.int(1, addresses - 1)
+    const faultTicks = r.int(FAULT_TICKS_MIN, FAULT_TICKS_MAX)
+    const sometimes = (p: number, value: () => number) => (r.chance(p) ? value() : 0)
+    const startAt = Array.from({ length: addresses }, (_, i) =>
+      i === 0 ? 0 : r.chance(0.5) ? r.int(0, 150) : r.int(0, Math.floor(faultTicks * 0.7)),
+    )
+    return {
+      addresses,
+      seeds: Array.from({ length: seedCount }, (_, i) => `n${i}`),
+      anchor: !allSeeds,
+      faultTicks,
+      startAt,
+      dropRate: sometimes(0.7, () => r.next() * 0.2),
+      duplicateRate: sometimes(0.5, () => r.next() * 0.1),
+      delayMax: r.pick([1, 2, 5, 10, 30]),
+      longDelayRate: sometimes(0.4, () => r.next() * 0.02),
+      partitionRate: sometimes(0.7, () => r.next() / 300),
+      pauseRate: sometimes(0.5, () => r.next() / 500),
+      crashRate: sometimes(0.7, () => r.next() / 400),
+      leaveRate: sometimes(0.5, () => r.next() / 1000),
+      drift: r.chance(0.6),
+    }
+  }
+
+  run(): SimStats {
+    const end = this.cfg.faultTicks
+    let convergedAt = -1
+    let convergedTerm = 0
+    for (this.now = 0; ; this.now++) {
+      if (this.now === end) this.heal()
+      if (this.now < end) this.injectFaults()
+      this.startDue()
+      this.deliverDue()
+      this.tickAll()
+      if (this.now % AUDIT_EVERY_TICKS === 0) this.audit()
+      if (this.now < end) continue
+      if (convergedAt < 0) {
+        const why = this.notConverged()
+        if (why === null) {
+          convergedAt = this.now
+          convergedTerm = this.leaderTerm()
+          this.stats.convergedAfter = this.now - end
+          this.log(`converged ${this.now - end} ticks after the faults stopped`)
+        } else if (this.now - end >= LIVENESS_TICKS_MAX) {
+          this.failure('Liveness', `not converged ${LIVENESS_TICKS_MAX} ticks after the faults stopped: ${why}`)
+        }
+      } else if (this.now - convergedAt >= STABLE_TICKS) {
+        const why = this.notConverged()
+        if (why !== null) this.failure('Liveness (stable)', `converged at tick ${convergedAt}, then lost it: ${why}`)
+        if (this.leaderTerm() !== convergedTerm) {
+          this.failure('Liveness (stable)', `term changed from ${convergedTerm} to ${this.leaderTerm()} on a healthy network`)
+        }
+        break
+      }
+    }
+    this.audit()
+    this.stats.ticks = this.now
+    this.stats.elections = this.checker.leaderOfTerm.size
+    this.stats.commits = this.checker.committed.length
+    return this.stats
+  }
+
+  // ---- nodes ----
+
+  private startDue(): void {
+    for (const slot of this.slots) {
+      if (slot.startAt === null || slot.startAt > this.now || slot.node) continue
+      slot.startAt = null
+      const incarnation = ++slot.incarnations
+      const bootstrap = slot.index === 0 && incarnation === 1
+      const rate = this.cfg.drift ? 0.7 + this.rng.next() * 0.7 : 1
+      const m = new Membership(membershipOptions(slot.address, String(incarnation), this.cfg.seeds, bootstrap, this.rng.next))
+      const node = new SimNode(slot, m, rate, this.rng.next())
+      slot.node = node
+      this.everyNode.push(node)
+      this.byId.set(node.id, node)
+      this.stats.incarnations++
+      if (bootstrap) this.checker.mayJoin.add(node.id)
+      this.log(`${node.id} starts${bootstrap ? ' (may bootstrap)' : ''}, clock rate ${rate.toFixed(2)}`)
+    }
+  }
+
+  /** Called after every step of a node: send what it produced, check, and trace. */
+  private afterStep(node: SimNode): void {
+    this.stats.steps++
+    for (const out of node.m.takeMessages()) this.send(out.message)
+    try {
+      this.checker.observe(node.m)
+    } catch (error) {
+      if (error instanceof InvariantViolation) this.failure(error.invariant, error.detail)
+      throw error
+    }
+    const m = node.m
+    if (m.role !== node.role || m.term !== node.term) {
+      if (m.role !== node.role) this.log(`${node.id} ${node.role} -> ${m.role} in term ${m.term}${m.role === 'leader' ? `, ${this.describeLog(m)}` : ''}`)
+      node.role = m.role
+      node.term = m.term
+    }
+    if (m.removed && node.alive) this.lose(node, 'removed')
+  }
+
+  private lose(node: SimNode, how: 'crashed' | 'removed'): void {
+    node.alive = false
+    node.lostAt = this.now
+    const slot = node.slot
+    slot.node = null
+    if (how === 'crashed') {
+      // Most crashed nodes come back as a new incarnation; some stay dead for good.
+      if (this.rng.chance(0.8)) slot.startAt = this.now + this.rng.int(1, 700)
+      this.log(`${node.id} crashes${slot.startAt === null ? ' for good' : `, restarts at tick ${slot.startAt}`}`)
+    } else if (node.leaving) {
+      if (!this.healed && this.rng.chance(0.3)) slot.startAt = this.now + this.rng.int(50, 600)
+      this.log(`${node.id} has left${slot.startAt === null ? '' : `; its address rejoins at tick ${slot.startAt}`}`)
+    } else {
+      // The shell restarts a node that was removed without asking to leave.
+      slot.startAt = this.now + this.rng.int(0, 50)
+      this.stats.rejoins++
+      this.log(`${node.id} learns it was removed; rejoins at tick ${slot.startAt}`)
+    }
+  }
+
+  private tickAll(): void {
+    const order = this.rng.shuffle(this.slots.slice())
+    for (const slot of order) {
+      const node = slot.node
+      if (!node || node.pausedUntil > this.now) continue
+      node.clock += node.rate
+      while (node.clock >= 1 && node.alive) {
+        node.clock -= 1
+        node.m.tick()
+        this.afterStep(node)
+      }
+    }
+  }
+
+  // ---- network ----
+
+  private send(message: RaftMessage): void {
+    if (message.type === 'join_request') this.checker.mayJoin.add(message.from)
+    if (!this.healed && this.rng.chance(this.cfg.dropRate)) {
+      this.stats.dropped++
+      return
+    }
+    this.schedule(message, this.now + this.delay())
+    if (!this.healed && this.rng.chance(this.cfg.duplicateRate)) {
+      this.stats.duplicated++
+      this.schedule(message, this.now + this.delay())
+    }
+  }
+
+  private delay(): number {
+    if (this.healed) return this.rng.int(1, 3)
+    if (this.rng.chance(this.cfg.longDelayRate)) return this.rng.int(1, LONG_DELAY_TICKS_MAX)
+    return this.rng.int(1, this.cfg.delayMax)
+  }
+
+  private schedule(message: RaftMessage, at: number): void {
+    const bucket = this.queue.get(at)
+    if (bucket) bucket.push(message)
+    else this.queue.set(at, [message])
+  }
+
+  private deliverDue(): void {
+    const bucket = this.queue.get(this.now)
+    if (!bucket) return
+    this.queue.delete(this.now)
+    for (const message of this.rng.shuffle(bucket)) {
+      const from = this.slotOf.get(addressOf(message.from))!
+      const to = this.slotOf.get(addressOf(message.to))
+      if (!to || this.cut[from.index]![to.index]) {
+        this.stats.dropped++
+        continue
+      }
+      const node = to.node
+      if (!node) continue // nobody listens at that address now
+      if (node.pausedUntil > this.now) {
+        this.schedule(message, node.pausedUntil)
+        continue
+      }
+      this.stats.delivered++
+      node.m.step(message)
+      this.afterStep(node)
+    }
+  }
+
+  // ---- faults ----
+
+  private injectFaults(): void {
+    const r = this.rng
+    if (this.partitions.some((p) => p.until <= this.now)) {
+      for (const p of this.partitions) if (p.until <= this.now) this.log(`partition ${p.name} heals`)
+      this.setPartitions(this.partitions.filter((p) => p.until > this.now))
+    }
+    if (r.chance(this.cfg.partitionRate)) this.partition()
+    if (r.chance(this.cfg.pauseRate)) this.pause()
+    if (r.chance(this.cfg.crashRate)) this.crash()
+    if (r.chance(this.cfg.leaveRate)) this.leave()
+  }
+
+  private heal(): void {
+    this.healed = true
+    this.setPartitions([])
+    for (const node of this.liveNodes()) node.pausedUntil = Math.min(node.pausedUntil, this.now)
+    this.log('faults stop: partitions heal, no more loss, duplication, pauses, crashes or leaves')
+  }
+
+  /** Nodes that faults may hit (node 0 is spared when it is the only seed sure to be live). */
+  private faultable(): SimNode[] {
+    return this.liveNodes().filter((n) => !(this.cfg.anchor && n.slot.index === 0))
+  }
+
+  private partition(): void {
+    if (this.partitions.length >= PARTITIONS_MAX || this.slots.length < 2) return
+    const r = this.rng
+    const pool = this.slots.filter((s) => !(this.cfg.anchor && s.index === 0)).map((s) => s.index)
+    if (pool.length < 2) return
+    r.shuffle(pool)
+    const kind = r.pick(['split', 'isolate', 'one-way', 'link'] as const)
+    const sizeA = kind === 'split' || kind === 'one-way' ? r.int(1, pool.length - 1) : 1
+    const a = pool.slice(0, sizeA)
+    const b = kind === 'link' ? pool.slice(sizeA, sizeA + 1) : pool.slice(sizeA)
+    const cuts: [number, number][] = []
+    const bothWays = kind === 'split' || kind === 'isolate' || (kind === 'link' && r.chance(0.5))
+    for (const x of a) {
+      for (const y of b) {
+        cuts.push([x, y])
+        if (bothWays) cuts.push([y, x])
+      }
+    }
+    const names = (side: number[]) => `{${side.map((i) => `n${i}`).join(',')}}`
+    const name = `${kind} ${names(a)}${bothWays ? ' | ' : ' -/-> '}${names(b)}`
+    const until = Math.min(this.now + r.int(20, PARTITION_TICKS_MAX), this.cfg.faultTicks)
+    this.stats.partitions++
+    this.log(`partition ${name} until tick ${until}`)
+    this.setPartitions([...this.partitions, { name, cuts, until }])
+  }
+
+  private setPartitions(partitions: Partition[]): void {
+    this.partitions = partitions
+    for (const row of this.cut) row.fill(false)
+    for (const p of partitions) for (const [x, y] of p.cuts) this.cut[x]![y] = true
+  }
+
+  private pause(): void {
+    const candidates = this.faultable().filter((n) => n.pausedUntil <= this.now)
+    if (candidates.length === 0) return
+    const node = this.rng.pick(candidates)
+    node.pausedUntil = Math.min(this.now + this.rng.int(5, PAUSE_TICKS_MAX), this.cfg.faultTicks)
+    this.stats.pauses++
+    this.log(`${node.id} pauses until tick ${node.pausedUntil}`)
+  }
+
+  private crash(): void {
+    const candidates = this.faultable()
+    if (candidates.length === 0) return
+    const node = this.rng.pick(candidates)
+    if (!this.mayLose(node)) return
+    this.stats.crashes++
+    this.lose(node, 'crashed')
+  }
+
+  private leave(): void {
+    const candidates = this.faultable().filter((n) => !n.leaving)
+    if (candidates.length === 0) return
+    const node = this.rng.pick(candidates)
+    if (!this.mayLose(node)) return
+    node.leaving = true
+    node.m.leave()
+    this.stats.leaves++
+    this.log(`${node.id} asks to leave`)
+  }
+
+  /**
+   * Whether `victim` may crash or leave: every configuration that could still be in force keeps
+   * a live majority, even if the victim, or a would-be joiner lost lately, is added after all.
+   */
+  private mayLose(victim: SimNode): boolean {
+    if (this.checker.committed.length === 0 && victim.slot.index === 0) return false
+    const lost = (id: string) => {
+      const n = this.byId.get(id)
+      return !n || !n.alive || n.leaving || n === victim
+    }
+    const maybeAdded = [victim.id]
+    for (const n of this.everyNode) {
+      if (!n.alive && this.now - n.lostAt <= ZOMBIE_TICKS && this.checker.mayJoin.has(n.id)) maybeAdded.push(n.id)
+    }
+    const configs: Iterable<string>[] = [this.committedMembers()]
+    for (const n of this.liveNodes()) configs.push(n.m.membersAt(n.m.log.length).keys())
+    for (const config of configs) {
+      const ids = new Set(config)
+      for (const id of maybeAdded) ids.add(id)
+      let live = 0
+      for (const id of ids) if (!lost(id)) live++
+      if (live * 2 <= ids.size) return false
+    }
+    return true
+  }
+
+  private committedMembers(): Set<string> {
+    const members = new Set<string>()
+    for (const { change: c } of this.checker.committed) {
+      if (c.type === 'add') members.add(nodeId(c.member.address, c.member.incarnation))
+      if (c.type === 'remove') members.delete(c.id)
+    }
+    return members
+  }
+
+  // ---- liveness ----
+
+  private liveNodes(): SimNode[] {
+    const live: SimNode[] = []
+    for (const slot of this.slots) if (slot.node) live.push(slot.node)
+    return live
+  }
+
+  private leaderTerm(): number {
+    return this.liveNodes().find((n) => n.m.role === 'leader')?.m.term ?? -1
+  }
+
+  /** Why the cluster has not converged yet, or null when it has. */
+  private notConverged(): string | null {
+    const pending = this.slots.find((s) => s.startAt !== null)
+    if (pending) return `n${pending.index} is still to start (tick ${pending.startAt})`
+    const live = this.liveNodes()
+    if (live.length === 0) return 'no live node'
+    const leaving = live.find((n) => n.leaving)
+    if (leaving) return `${leaving.id} is still leaving`
+    const leader = live.find((n) => n.m.role === 'leader')
+    if (!leader) return 'no leader'
+    const expected = live.map((n) => n.id).sort().join(' ')
+    for (const n of live) {
+      const m = n.m
+      if (m.leaderId !== leader.id || m.term !== leader.m.term) {
+        return `${n.id} follows ${m.leaderId} in term ${m.term}, not ${leader.id} in term ${leader.m.term}`
+      }
+      if (m.commitIndex !== leader.m.commitIndex || m.log.length !== m.commitIndex) {
+        return `${n.id} has commitIndex ${m.commitIndex} and log length ${m.log.length}, the leader ${leader.m.commitIndex}`
+      }
+      const members = [...m.membersAt(m.commitIndex).keys()].sort().join(' ')
+      if (members !== expected) return `${n.id} has members [${members}], live are [${expected}]`
+    }
+    for (const n of live) {
+      const view = n.m.view()
+      if (view.status !== 'Up') return `${n.id} sees itself ${view.status}`
+      const notUp = view.members.find((v) => v.status !== 'Up')
+      if (notUp) return `${n.id} sees ${notUp.id} ${notUp.status}`
+    }
+    return null
+  }
+
+  // ---- reporting ----
+
+  private audit(): void {
+    try {
+      for (const node of this.liveNodes()) this.checker.audit(node.m)
+    } catch (error) {
+      if (error instanceof InvariantViolation) this.failure(error.invariant, error.detail)
+      throw error
+    }
+  }
+
+  private failure(invariant: string, detail: string): never {
+    if (this.trace) {
+      this.log(`FAILED ${invariant}: ${detail}`)
+      for (const slot of this.slots) {
+        const n = slot.node
+        if (n) this.log(`  ${n.id}: ${n.m.role} term ${n.m.term} leader ${n.m.leaderId} commit ${n.m.commitIndex} ${this.describeLog(n.m)}`)
+        else this.log(`  ${slot.address}: down${slot.startAt === null ? '' : `, starts at tick ${slot.startAt}`}`)
+      }
+    }
+    throw new SimulationFailure(this.seed, invariant, detail, this.now)
+  }
+
+  private describeLog(m: Membership): string {
+    return `log ${m.log.map((e, i) => `${i + 1}:${show(e)}`).join(' ')}`
+  }
+
+  private log(line: string): void {
+    this.trace?.(`t=${String(this.now).padStart(5)} ${line}`)
+  }
+}
+
+const pct = (x: number) => `${(x * 100).toFixed(x < 0.01 && x > 0 ? 2 : 0)}%`
