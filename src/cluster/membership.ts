@@ -248,6 +248,9 @@ export class Membership {
   }
 
   private tickJoiner(): void {
+    // Not a voter yet, but the leader lease must still expire: a leader that added us and lost
+    // its quorum needs our vote to come back.
+    this.electionElapsed++
     if (this.leaving) return
     this.silenceElapsed++
     const seeds = this.o.seeds.filter((s) => s !== this.o.self.address)
