@@ -61,7 +61,8 @@ export const DEFAULTS: Omit<Config, 'seeds'> & { seeds: string } = {
 
 export type ParseResult = { ok: true; config: Config } | { ok: false; error: string } | { ok: false; help: string }
 
-export const nodeAddress = (systemName: string, host: string, port: number) => `bun://${systemName}@${host}:${port}`
+export const nodeAddress = (systemName: string, host: string, port: number) =>
+  `bun://${systemName}@${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${port}`
 
 export function usage(): string {
   const lines = Object.entries(FLAGS).map(([flag, s]) => `  ${flag.padEnd(24)} ${s.env.padEnd(22)} ${s.help}`)
@@ -102,7 +103,7 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     }
     out[spec.key] = parsed
   }
-  const config = out as unknown as Config & { seeds: Array<{ host: string; port: number }> }
+  const config = out as unknown as Omit<Config, 'seeds'> & { seeds: Array<{ host: string; port: number }> }
   const seeds = config.seeds.map((s) => nodeAddress(config.systemName, s.host, s.port))
   const result: Config = { ...config, seeds }
   const problem = checkRelations(result)

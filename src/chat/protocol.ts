@@ -8,9 +8,11 @@ export interface UserEntry {
   connectedAt: number
 }
 
+export type SystemMessage = { type: 'system'; message: string; timestamp: number; event: 'join' | 'leave'; username: string }
+
 export type ServerMessage =
   | { type: 'chat'; username: string; message: string; nodeAddress: string; timestamp: number }
-  | { type: 'system'; message: string; timestamp: number; event: 'join' | 'leave'; username: string }
+  | SystemMessage
   | { type: 'users'; users: UserEntry[] }
   | { type: 'welcome'; username: string; nodeAddress: string }
   | { type: 'error'; code: 'message_too_long' | 'bad_message'; message: string }
@@ -64,6 +66,6 @@ const TEXTS: Record<Lang, Record<'join' | 'leave', (u: string) => string>> = {
   ko: { join: (u) => `${u} 님이 채팅에 참여했습니다`, leave: (u) => `${u} 님이 채팅에서 나갔습니다` },
 }
 
-export function systemMessage(lang: Lang, event: 'join' | 'leave', username: string, timestamp: number): ServerMessage {
+export function systemMessage(lang: Lang, event: 'join' | 'leave', username: string, timestamp: number): SystemMessage {
   return { type: 'system', message: TEXTS[lang][event](username), timestamp, event, username }
 }

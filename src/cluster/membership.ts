@@ -149,7 +149,7 @@ export class Membership {
         return this.onLeaveRequest(m)
       case 'leader_hint':
         this.silenceElapsed = 0
-        if (m.leader && m.leader !== addressOf(m.from) && !this.isVoter() && !this.leaving) {
+        if (m.leader && m.leader !== addressOf(m.from) && !this.isCommittedMember() && !this.leaving) {
           this.send(m.leader, { type: 'join_request', member: this.o.self })
         }
         return
@@ -245,6 +245,9 @@ export class Membership {
 
   private tickVoter(): void {
     if (++this.electionElapsed >= this.electionTimeout) this.campaign(true, false)
+    // Our addition is in our log but not committed: a new leader may have overwritten it, and then
+    // nobody would ever contact us again. Keep asking until it commits.
+    else if (!this.leaving && !this.isCommittedMember()) this.askToJoin()
   }
 
   private tickJoiner(): void {
@@ -253,12 +256,17 @@ export class Membership {
     this.electionElapsed++
     if (this.leaving) return
     this.silenceElapsed++
-    const seeds = this.o.seeds.filter((s) => s !== this.o.self.address)
     // With no other seed to ask there is nothing to wait for.
-    if (this.o.bootstrap && this.log.length === 0 && (seeds.length === 0 || this.silenceElapsed >= this.o.bootstrapTicks)) {
+    const alone = this.o.seeds.every((s) => s === this.o.self.address)
+    if (this.o.bootstrap && this.log.length === 0 && (alone || this.silenceElapsed >= this.o.bootstrapTicks)) {
       this.bootstrap()
       return
     }
+    this.askToJoin()
+  }
+
+  private askToJoin(): void {
+    const seeds = this.o.seeds.filter((s) => s !== this.o.self.address)
     if (seeds.length > 0 && ++this.retryElapsed >= this.o.joinRetryTicks) {
       this.retryElapsed = 0
       this.send(seeds[this.seedCursor++ % seeds.length]!, { type: 'join_request', member: this.o.self })
@@ -519,7 +527,11 @@ export class Membership {
       this.removed = true // never got in: nothing to undo
       return
     }
-    const target = this.leaderId ?? [...this.membersAt(this.lastIndex()).keys()].find((id) => id !== this.selfId)
+    // Ask the leader and, every other time, the next other member in turn: a crashed leader or
+    // member never answers, and one that has committed our removal answers not_member.
+    const others = [...this.membersAt(this.lastIndex()).keys()].filter((id) => id !== this.selfId)
+    const attempt = this.seedCursor++
+    const target = this.leaderId !== null && attempt % 2 === 0 ? this.leaderId : others[(attempt >> 1) % others.length]
     if (target) this.send(target, { type: 'leave_request' })
   }
 
@@ -563,6 +575,11 @@ export class Membership {
 
   private isVoter(): boolean {
     return this.membersAt(this.lastIndex()).has(this.selfId)
+  }
+
+  /** Our own addition is committed (until our removal is). */
+  private isCommittedMember(): boolean {
+    return this.membersAt(this.commitIndex).has(this.selfId)
   }
 
   private isMemberId(id: string): boolean {

@@ -34,6 +34,7 @@ export class ClusterNode {
   private timer: ReturnType<typeof setInterval> | undefined
   private lastView: MembershipView | undefined
   private leaving: { resolve: () => void } | undefined
+  private peers: string[] = []
 
   constructor(
     private readonly config: Config,
@@ -70,7 +71,7 @@ export class ClusterNode {
 
   /** Addresses of the other members: where chat and presence go. */
   peerAddresses(): string[] {
-    return [...new Set(this.core.view().members.map((m) => m.address))].filter((a) => a !== this.address)
+    return this.peers
   }
 
   send(addresses: string[], message: ChatMessage): number {
@@ -168,12 +169,13 @@ export class ClusterNode {
   private publishView(): void {
     const view = this.core.view()
     const events = diffViews(this.lastView, view)
-    if (!this.lastView || events.length) {
-      this.lastView = view
-      for (const e of events) this.log(`cluster: ${e.text}`)
-      this.handlers.onView?.(view, events)
-    } else {
-      this.lastView = view
-    }
+    const changed = !this.lastView || events.length > 0
+    this.lastView = view
+    if (!changed) return
+    for (const e of events) this.log(`cluster: ${e.text}`)
+    // While a new incarnation is still joining its view is empty; keep talking to the members
+    // we knew so chat and presence go on.
+    if (view.members.length > 0) this.peers = [...new Set(view.members.map((m) => m.address))].filter((a) => a !== this.address)
+    this.handlers.onView?.(view, events)
   }
 }
