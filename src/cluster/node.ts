@@ -175,7 +175,12 @@ export class ClusterNode {
     for (const e of events) this.log(`cluster: ${e.text}`)
     // While a new incarnation is still joining its view is empty; keep talking to the members
     // we knew so chat and presence go on.
-    if (view.members.length > 0) this.peers = [...new Set(view.members.map((m) => m.address))].filter((a) => a !== this.address)
+    if (view.members.length > 0) {
+      const peers = [...new Set(view.members.map((m) => m.address))].filter((a) => a !== this.address)
+      // Stop redialling (and queueing for) nodes that left; a later message dials again.
+      for (const gone of this.peers) if (!peers.includes(gone)) this.transport.disconnect(gone)
+      this.peers = peers
+    }
     this.handlers.onView?.(view, events)
   }
 }

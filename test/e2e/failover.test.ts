@@ -64,8 +64,10 @@ describe('failover', () => {
     a.sendChat('still here?')
     expect(await b.next((f) => f.type === 'chat' && f.message === 'still here?')).toMatchObject({ username: 'anna', nodeAddress: survivors[0]!.address })
 
+    const restartedAt = performance.now()
     const again = await restart(leader, nodes)
     await waitForConvergence([...survivors, again], { timeoutMs: 15_000 })
+    console.log(`restarted node Up in all views ${(performance.now() - restartedAt).toFixed(0)} ms after its restart`)
     const info = await again.info()
     expect(info.members.map((m: any) => m.status)).toEqual(['Up', 'Up', 'Up'])
     const carl = await user(again, 'carl')
