@@ -46,12 +46,18 @@ interface UsersFrame {
   type: 'users'
   users: UserEntry[]
 }
+/** One change to the user list; the full list comes once, in `users`, on connect. */
+interface PresenceFrame {
+  type: 'presence'
+  event: 'join' | 'leave'
+  user: UserEntry
+}
 interface WelcomeFrame {
   type: 'welcome'
   username: string
   nodeAddress: string
 }
-type ServerFrame = ChatFrame | SystemFrame | UsersFrame | WelcomeFrame
+type ServerFrame = ChatFrame | SystemFrame | UsersFrame | PresenceFrame | WelcomeFrame
 
 interface ClusterMember {
   address: string
@@ -105,6 +111,8 @@ const state = {
   reconnectTimer: 0 as ReturnType<typeof setTimeout> | 0,
   clusterTimer: 0 as ReturnType<typeof setTimeout> | 0,
   clusterController: null as AbortController | null,
+  users: new Map<string, UserEntry>(),
+  usersRenderPending: false,
 }
 
 // ---------------------------------------------------------------- helpers
@@ -254,6 +262,16 @@ function renderSystem(text: string, timestamp: number, event?: string): void {
   appendRow(row, false)
 }
 
+/** Many changes in a burst (a node with many users joins) are drawn once per frame. */
+function scheduleUsersRender(): void {
+  if (state.usersRenderPending) return
+  state.usersRenderPending = true
+  requestAnimationFrame(() => {
+    state.usersRenderPending = false
+    renderUsers([...state.users.values()])
+  })
+}
+
 function renderUsers(users: UserEntry[]): void {
   const sorted = [...users].sort((a, b) => a.username.localeCompare(b.username))
   const items = sorted.map((user) => {
@@ -308,7 +326,15 @@ function handleFrame(frame: ServerFrame): void {
       if (typeof frame.message === 'string') renderSystem(frame.message, frame.timestamp, frame.event)
       return
     case 'users':
-      if (Array.isArray(frame.users)) renderUsers(frame.users)
+      if (!Array.isArray(frame.users)) return
+      state.users = new Map(frame.users.map((u) => [u.username, u]))
+      scheduleUsersRender()
+      return
+    case 'presence':
+      if (!frame.user || typeof frame.user.username !== 'string') return
+      if (frame.event === 'join') state.users.set(frame.user.username, frame.user)
+      else if (state.users.get(frame.user.username)?.nodeAddress === frame.user.nodeAddress) state.users.delete(frame.user.username)
+      scheduleUsersRender()
       return
     case 'welcome':
       state.nodeAddress = frame.nodeAddress

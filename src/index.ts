@@ -43,7 +43,6 @@ room = new ChatRoom({
   peers: () => node.peerAddresses(),
   send: (addresses, message) => node.send(addresses, message),
   disconnect: (username, code, reason) => sockets.close(username, code, reason),
-  schedule: (fn) => setTimeout(fn, 50),
 })
 
 try {

@@ -14,6 +14,7 @@ export type ServerMessage =
   | { type: 'chat'; username: string; message: string; nodeAddress: string; timestamp: number }
   | SystemMessage
   | { type: 'users'; users: UserEntry[] }
+  | { type: 'presence'; event: 'join' | 'leave'; user: UserEntry }
   | { type: 'welcome'; username: string; nodeAddress: string }
   | { type: 'error'; code: 'message_too_long' | 'bad_message'; message: string }
 

@@ -20,8 +20,6 @@ export interface RoomDeps {
   send: (addresses: string[], message: ChatMessage) => void
   /** Disconnects a local user (used when a name turns out to be taken elsewhere). */
   disconnect: (username: string, code: number, reason: string) => void
-  /** Coalesces user-list pushes; the default pushes at once (tests). */
-  schedule?: (fn: () => void) => void
 }
 
 export type SayResult = { ok: true } | { ok: false; code: 'message_too_long'; message: string } | { ok: true; ignored: true }
@@ -29,7 +27,6 @@ export type SayResult = { ok: true } | { ok: false; code: 'message_too_long'; me
 export class ChatRoom {
   private readonly presence: Presence
   private members = new Set<string>()
-  private usersPushPending = false
 
   constructor(private readonly d: RoomDeps) {
     this.presence = new Presence(d.selfAddress)
@@ -102,7 +99,6 @@ export class ChatRoom {
   }
 
   private announce(changes: PresenceChange[]): void {
-    if (changes.length === 0) return
     for (const { event, user } of changes) {
       // A name we admitted locally is held by an earlier user elsewhere: ours gives way.
       if (event === 'join' && user.nodeAddress !== this.d.selfAddress && this.presence.isLocal(user.username)) {
@@ -110,21 +106,12 @@ export class ChatRoom {
         this.presence.removeLocal(user.username)
         this.d.send(this.d.peers(), { type: 'presence_leave', username: user.username })
       }
+      // Clients keep their user list from these deltas: one small frame per change, never the
+      // whole list (that would make N joins cost N² bytes).
+      this.d.publish(JSON.stringify({ type: 'presence', event, user } satisfies ServerMessage))
       const moved = changes.filter((c) => c.user.username === user.username).length > 1
       if (moved) continue // the name passed from one node to another: it stayed online
       this.d.publish(JSON.stringify(systemMessage(this.d.lang, event, user.username, this.d.now())))
     }
-    this.scheduleUsersPush()
-  }
-
-  private scheduleUsersPush(): void {
-    if (this.usersPushPending) return
-    this.usersPushPending = true
-    const push = () => {
-      this.usersPushPending = false
-      this.d.publish(JSON.stringify(this.usersMessage()))
-    }
-    if (this.d.schedule) this.d.schedule(push)
-    else push()
   }
 }

@@ -40,6 +40,19 @@ function makeCluster(size: number, lang: 'en' | 'ko' = 'en') {
 const systems = (published: any[]) => published.filter((m) => m.type === 'system').map((m) => m.message)
 
 describe('ChatRoom', () => {
+  test('user-list changes go out as one small presence frame each, never the whole list', () => {
+    const { nodes, deliver } = makeCluster(2)
+    nodes[0]!.room.join('alice')
+    nodes[1]!.room.join('bob')
+    deliver()
+    const frames = nodes[0]!.published.filter((m) => m.type === 'presence')
+    expect(frames).toEqual([
+      { type: 'presence', event: 'join', user: { username: 'alice', nodeAddress: addr(1), connectedAt: expect.any(Number) } },
+      { type: 'presence', event: 'join', user: { username: 'bob', nodeAddress: addr(2), connectedAt: expect.any(Number) } },
+    ])
+    expect(nodes[0]!.published.some((m) => m.type === 'users')).toBe(false)
+  })
+
   test('a local join is announced everywhere and listed on every node', () => {
     const { nodes, deliver } = makeCluster(3)
     nodes[0]!.room.join('alice')

@@ -22,6 +22,17 @@ async function user(node: NodeHandle, name: string) {
   return client
 }
 
+/** The client's user list (the `users` frame on connect, then `presence` deltas) holds `name`. */
+function sees(client: ChatClient, name: string): boolean {
+  const list = new Map<string, any>()
+  for (const f of client.frames) {
+    if (f.type === 'users') for (const u of f.users) list.set(u.username, u)
+    if (f.type === 'presence' && f.event === 'join') list.set(f.user.username, f.user)
+    if (f.type === 'presence' && f.event === 'leave') list.delete(f.user.username)
+  }
+  return list.has(name)
+}
+
 describe('a three-node cluster', () => {
   test('agrees on one leader, term and three Up members with their HTTP URLs', async () => {
     const infos = await Promise.all(nodes.map((n) => n.info()))
@@ -47,9 +58,7 @@ describe('a three-node cluster', () => {
     const [alice, bob, carol] = [await user(nodes[0]!, 'alice'), await user(nodes[1]!, 'bob'), await user(nodes[2]!, 'carol')]
     // Everyone must see everyone before the message, or a late joiner could miss it.
     for (const c of [alice, bob, carol]) {
-      await waitFor(() => ['alice', 'bob', 'carol'].every((n) => c.received((f) => f.type === 'users' && f.users.some((u: any) => u.username === n)).length > 0), {
-        message: `${c.username} never saw all three users`,
-      })
+      await waitFor(() => ['alice', 'bob', 'carol'].every((n) => sees(c, n)), { message: `${c.username} never saw all three users` })
     }
     const before = Date.now()
     alice.sendChat('hello from node 1')
@@ -67,10 +76,13 @@ describe('a three-node cluster', () => {
     const dave = await connectUser(nodes[0]!.httpUrl, 'dave')
     const joined = await watcher.next((f) => f.type === 'system' && f.username === 'dave' && f.event === 'join')
     expect(joined.message).toBe('dave joined the chat')
+    expect(await watcher.next((f) => f.type === 'presence' && f.event === 'join' && f.user.username === 'dave')).toMatchObject({ user: { username: 'dave', nodeAddress: nodes[0]!.address } })
+    expect(sees(watcher, 'dave')).toBe(true)
     expect(typeof joined.timestamp).toBe('number')
     await dave.close()
     const left = await watcher.next((f) => f.type === 'system' && f.username === 'dave' && f.event === 'leave')
     expect(left.message).toBe('dave left the chat')
+    expect(sees(watcher, 'dave')).toBe(false)
   })
 
   test('GET /api/users on every node lists every user in the cluster', async () => {
