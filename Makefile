@@ -5,6 +5,7 @@ cluster: deps
 	bun run scripts/cluster.ts
 
 test: deps-browser
+	bunx tsc --noEmit -p .
 	bun test
 
 build: deps
@@ -14,7 +15,7 @@ sim: deps
 	bun run sim --seeds 100000
 
 bench: deps
-	bun run bench/broadcast.ts
+	bun run bench/cluster-chat.ts
 
 deps:
 	@bash scripts/deps.sh
