@@ -218,8 +218,8 @@ interface JoinSample {
   sameNode: number
   /** To the `system` join frame at observers on each other node (one value per node). */
   otherNodes: number[]
-  /** To a `users` frame listing the joiner, at observers on each other node. */
-  otherNodesUsers: number[]
+  /** To the `presence` join frame naming the joiner, at observers on each other node. */
+  otherNodesPresence: number[]
 }
 
 interface LoadFigures {
@@ -300,12 +300,15 @@ async function runScenario(label: string, nodes: NodeHandle[], o: Options): Prom
   const prefix = label.toLowerCase()
   const clientsPerNode = nodes.map((_, n) => Array.from({ length: C }, (_, i) => i).filter((i) => nodeOf(i) === n).length)
   const pids = nodes.map((n) => n.proc.pid)
+  // Each client's user list as the page keeps it: the `users` frame it gets once, on connect,
+  // then one `presence` delta per change (username -> nodeAddress).
+  const userLists = Array.from({ length: C }, () => new Map<string, string>())
   const usersSeen = new Int32Array(C)
   let phase: Phase | null = null
   let phases = 0
   let stray = 0
   // Join watches: username -> what to do when an observer sees it.
-  const joinWatch = new Map<string, { system: (client: number) => void; users: (client: number) => void }>()
+  const joinWatch = new Map<string, { system: (client: number) => void; presence: (client: number) => void }>()
 
   const onFrame = (client: number) => (data: string) => {
     if (data.startsWith('{"type":"chat"')) {
@@ -322,10 +325,21 @@ async function runScenario(label: string, nodes: NodeHandle[], o: Options): Prom
       phase.receive(client, id, nodeOf(sender) === nodeOf(client), t - Number(parts[4]), t)
       return
     }
+    if (data.startsWith('{"type":"presence"')) {
+      const frame = JSON.parse(data) as { event: 'join' | 'leave'; user: { username: string; nodeAddress: string } }
+      const list = userLists[client]!
+      if (frame.event === 'join') {
+        list.set(frame.user.username, frame.user.nodeAddress)
+        joinWatch.get(frame.user.username)?.presence(client)
+      } else if (list.get(frame.user.username) === frame.user.nodeAddress) list.delete(frame.user.username)
+      usersSeen[client] = list.size
+      return
+    }
     if (data.startsWith('{"type":"users"')) {
-      const frame = JSON.parse(data) as { users: { username: string }[] }
+      // Once per connection; it already reflects every delta published before it.
+      const frame = JSON.parse(data) as { users: { username: string; nodeAddress: string }[] }
+      userLists[client] = new Map(frame.users.map((u) => [u.username, u.nodeAddress]))
       usersSeen[client] = frame.users.length
-      if (joinWatch.size) for (const u of frame.users) joinWatch.get(u.username)?.users(client)
       return
     }
     if (data.startsWith('{"type":"system"') && joinWatch.size) {
@@ -350,7 +364,7 @@ async function runScenario(label: string, nodes: NodeHandle[], o: Options): Prom
     }
     await sleep(50)
   }
-  // A coalesced users push may still be on its way; meanwhile, the nodes' idle CPU.
+  // Let the last presence frames pass; meanwhile, the nodes' idle CPU.
   const idleMs = o.quick ? 500 : 1500
   const idle0 = pids.map(cpuSeconds)
   const idleStart = now()
@@ -438,24 +452,24 @@ async function runScenario(label: string, nodes: NodeHandle[], o: Options): Prom
   const burst = o.burstMessages > 0 ? await runLoad(o.burstMessages, 0) : null
 
   // 3. Joins: a new user connects; one observer on every node waits for its `system` join frame
-  //    and for a `users` list that names it.
+  //    and for the `presence` join frame that names it.
   const observers = nodes.map((_, n) => n) // client n sits on node n
   const joins: JoinSample[] = []
   for (let k = 0; k < o.joinSamples && C >= nodes.length; k++) {
     const home = k % nodes.length
     const name = `${prefix}-join${k}`
     const systemAt = new Map<number, number>()
-    const usersAt = new Map<number, number>()
+    const presenceAt = new Map<number, number>()
     let allSeen!: () => void
     const done = new Promise<void>((resolve) => (allSeen = resolve))
     const check = () => {
-      if (observers.every((c) => systemAt.has(c) && usersAt.has(c))) allSeen()
+      if (observers.every((c) => systemAt.has(c) && presenceAt.has(c))) allSeen()
     }
     const mark = (m: Map<number, number>) => (c: number) => {
       if (observers.includes(c) && !m.has(c)) m.set(c, now())
       check()
     }
-    joinWatch.set(name, { system: mark(systemAt), users: mark(usersAt) })
+    joinWatch.set(name, { system: mark(systemAt), presence: mark(presenceAt) })
     const start = now()
     const joiner = await connect(nodes[home]!, name, () => {})
     const welcome = now() - start
@@ -467,10 +481,10 @@ async function runScenario(label: string, nodes: NodeHandle[], o: Options): Prom
       welcome,
       sameNode: at(systemAt, home),
       otherNodes: others.map((c) => at(systemAt, c)),
-      otherNodesUsers: others.map((c) => at(usersAt, c)),
+      otherNodesPresence: others.map((c) => at(presenceAt, c)),
     })
     await closeAll([joiner])
-    await sleep(150) // let the leave and its users push pass before the next sample
+    await sleep(150) // let the leave frames pass before the next sample
   }
 
   await closeAll(sockets)
@@ -489,9 +503,13 @@ interface MemoryResult {
   serverCpuS: number
   frames: number
   bytes: number
+  /** One per connection, on connect: the whole user list at that moment. */
   usersFrames: number
   usersBytes: number
+  presenceFrames: number
+  presenceBytes: number
   systemFrames: number
+  systemBytes: number
   droppedByServer: number
   clientCpuS: number
   leftAfterClose: number
@@ -509,17 +527,26 @@ async function runMemory(k: number): Promise<MemoryResult> {
     let bytes = 0
     let usersFrames = 0
     let usersBytes = 0
+    let presenceFrames = 0
+    let presenceBytes = 0
     let systemFrames = 0
+    let systemBytes = 0
     // Idle clients: they read (so the server never hits its backpressure limit) and do nothing else.
     const onFrame = (data: string) => {
       frames++
       bytes += data.length
-      // {"type":"users"... / {"type":"system"...: the 10th character tells them apart.
+      // {"type":"presence"... / {"type":"system"... / {"type":"users"...: the 10th character tells them apart.
       const kind = data.charCodeAt(9)
-      if (kind === 117 /* u */) {
+      if (kind === 112 /* p */) {
+        presenceFrames++
+        presenceBytes += data.length
+      } else if (kind === 115 /* s */) {
+        systemFrames++
+        systemBytes += data.length
+      } else if (kind === 117 /* u */) {
         usersFrames++
         usersBytes += data.length
-      } else if (kind === 115 /* s */) systemFrames++
+      }
     }
     const start = now()
     const sockets = await inBatches(k, 200, (i) => connect(node, `idle-${i}`, onFrame, 30_000))
@@ -555,7 +582,10 @@ async function runMemory(k: number): Promise<MemoryResult> {
       bytes,
       usersFrames,
       usersBytes,
+      presenceFrames,
+      presenceBytes,
       systemFrames,
+      systemBytes,
       droppedByServer,
       clientCpuS: (clientUsage.user + clientUsage.system) / 1e6,
       leftAfterClose: users,
@@ -626,7 +656,7 @@ function report(o: Options, machine: string[], a: ScenarioResult | null, b: Scen
         [`join: connect -> own welcome, p50 ms (${o.joinSamples} joins)`, ...col((s) => fmt(median(s.joins.map((x) => x.welcome)), 1))],
         ['join: connect -> `system` frame, same node, p50 ms', ...col((s) => fmt(median(s.joins.map((x) => x.sameNode)), 1))],
         ['join: connect -> `system` frame, other nodes, p50 ms', ...col((s) => (s.nodeCount > 1 ? fmt(joinMedian(s, (x) => x.otherNodes), 1) : '-'))],
-        ['join: connect -> `users` list, other nodes, p50 ms', ...col((s) => (s.nodeCount > 1 ? fmt(joinMedian(s, (x) => x.otherNodesUsers), 1) : '-'))],
+        ['join: connect -> `presence` join, other nodes, p50 ms', ...col((s) => (s.nodeCount > 1 ? fmt(joinMedian(s, (x) => x.otherNodesPresence), 1) : '-'))],
         ['chat frames outside any phase (should be 0)', ...col((s) => int(s.stray))],
       ]),
     )
@@ -653,8 +683,9 @@ function report(o: Options, machine: string[], a: ScenarioResult | null, b: Scen
         ['RSS per connection, KiB', fmt(delta / mem.connections, 2)],
         ['open all ms / until the broadcasts stop ms', `${fmt(mem.openMs, 0)} / ${fmt(mem.settleMs, 0)}`],
         ['join storm: frames pushed to the idle clients', int(mem.frames)],
-        ['join storm: `users` frames / `system` frames', `${int(mem.usersFrames)} / ${int(mem.systemFrames)}`],
-        ['join storm: MiB pushed, `users` lists / total', `${fmt(mem.usersBytes / 2 ** 20)} / ${fmt(mem.bytes / 2 ** 20)}`],
+        ['join storm: `presence` / `system` / `users` (once per connection) frames', `${int(mem.presenceFrames)} / ${int(mem.systemFrames)} / ${int(mem.usersFrames)}`],
+        ['join storm: MiB pushed, `presence` / `system` / `users` / total', `${fmt(mem.presenceBytes / 2 ** 20)} / ${fmt(mem.systemBytes / 2 ** 20)} / ${fmt(mem.usersBytes / 2 ** 20)} / ${fmt(mem.bytes / 2 ** 20)}`],
+        ['join storm: bytes pushed per connection, total', int(mem.bytes / mem.connections)],
         ['join storm: node CPU s / client CPU s', `${fmt(mem.serverCpuS, 2)} / ${fmt(mem.clientCpuS, 2)}`],
         ['connections the server closed during the storm', int(mem.droppedByServer)],
         ['users left on the node after closing all', int(mem.leftAfterClose)],
