@@ -185,6 +185,11 @@ class OutboundLink {
     this.context.stats.bytesOut += bytes
   }
 
+  /** True while connected with frames still to write: worth a moment's wait before closing. */
+  get sending(): boolean {
+    return this.socket !== null && !this.queue.empty
+  }
+
   /** Closes the connection and forgets the queue; the link is dead afterwards. */
   remove() {
     this.removed = true
@@ -193,7 +198,8 @@ class OutboundLink {
     this.queue.clear()
     const socket = this.socket
     this.socket = null
-    socket?.terminate()
+    // end() lets the kernel deliver what it already took (a leaving node's last words).
+    socket?.end()
   }
 
   private dial() {
@@ -408,6 +414,9 @@ export async function createTcpTransport(options: TcpTransportOptions): Promise<
         closed = true
         listener.stop(true)
         for (const socket of inbound) socket.terminate()
+        // Give connected links a moment to write what is queued (a shutdown's last messages).
+        const deadline = Date.now() + CLOSE_WAIT_MS
+        while ([...links.values()].some((l) => l.sending) && Date.now() < deadline) await Bun.sleep(5)
         for (const link of links.values()) link.remove()
         links.clear()
         // A dial in flight is terminated as soon as it opens. Loopback dials settle at once, but one
