@@ -137,7 +137,8 @@ export class Membership {
     // A message for an earlier incarnation at this address is not ours.
     if (m.to !== this.selfId && m.to !== this.o.self.address) return
     if (m.from === this.selfId) return
-    if (this.isRemovedId(m.from)) {
+    // A leaving leader hands over with timeout_now right after its own removal commits.
+    if (this.isRemovedId(m.from) && m.type !== 'timeout_now') {
       if (m.type !== 'not_member') this.send(m.from, { type: 'not_member' })
       return
     }
@@ -245,9 +246,10 @@ export class Membership {
 
   private tickVoter(): void {
     if (++this.electionElapsed >= this.electionTimeout) this.campaign(true, false)
-    // Our addition is in our log but not committed: a new leader may have overwritten it, and then
-    // nobody would ever contact us again. Keep asking until it commits.
-    else if (!this.leaving && !this.isCommittedMember()) this.askToJoin()
+    // Ask the seeds again while our addition is not committed (a new leader may have overwritten
+    // it), or once no leader has been heard for downTicks (the cluster may have removed us, and
+    // every member we know may be gone): a member that committed our removal answers not_member.
+    else if (!this.leaving && (!this.isCommittedMember() || ++this.silenceElapsed >= this.o.downTicks)) this.askToJoin()
   }
 
   private tickJoiner(): void {
@@ -468,7 +470,16 @@ export class Membership {
 
   private advanceCommit(index: number): void {
     if (index <= this.commitIndex) return
+    const from = this.commitIndex
     this.commitIndex = index
+    // Tell removed members at once (the leader stops replicating to them), so a node that is
+    // leaving does not wait for an answer that nobody left would give.
+    if (this.role === 'leader') {
+      for (let i = from; i < index; i++) {
+        const c = this.log[i]!.change
+        if (c.type === 'remove' && c.id !== this.selfId) this.send(c.id, { type: 'not_member' })
+      }
+    }
     if (!this.membersAt(index).has(this.selfId) && this.everAdded(this.selfId, index)) {
       // Our own removal is committed. A leaving leader hands over to its best follower first.
       if (this.role === 'leader') {
@@ -560,7 +571,13 @@ export class Membership {
     const hearing = others.filter((id) => !silent(id, this.o.electionTicksMin)).length + (this.isVoter() ? 1 : 0)
     if (hearing * 2 <= this.voters().length || !this.canChange()) return
     const down = others.find((id) => silent(id, this.o.downTicks))
-    if (down) this.append({ type: 'remove', id: down, reason: 'down' })
+    if (!down) return
+    // The members that remain must include a majority heard within the last few heartbeats:
+    // otherwise (more failures than the one we see) the removal could never commit, and an
+    // uncommitted removal cannot be taken back, which would wedge the cluster for good.
+    const remaining = this.voters().filter((id) => id !== down)
+    const fresh = remaining.filter((id) => id === this.selfId || !silent(id, 3 * this.o.heartbeatTicks)).length
+    if (fresh * 2 > remaining.length) this.append({ type: 'remove', id: down, reason: 'down' })
   }
 
   // ---- helpers ----

@@ -241,7 +241,7 @@ describe('leaving', () => {
     net.crash('n2')
     net.runUntil(() => converged(net), 50)
     for (const m of net.nodes.values()) expect(committedIds(m)).toEqual(['n0#1', 'n1#1'])
-    expect(leader.log.at(-2)?.change).toEqual({ type: 'remove', id: 'n2#1', reason: 'leave' })
+    expect(leader.log.at(-1)?.change).toEqual({ type: 'remove', id: 'n2#1', reason: 'leave' })
   })
 
   test('a leaving leader hands over with timeout_now once its removal commits', () => {
@@ -520,6 +520,23 @@ describe('regressions found by the simulator', () => {
     expect(n3.log[index - 1]?.change.type).toBe('add') // n3 still believes it is a voter
     net.heal()
     net.runUntil(() => committedIds(net.leader()!).includes('n3#1') && n3.view().status === 'Up', 200, 'n3 re-added')
+  })
+
+  test('a removed node whose every known member was replaced learns it from the seeds (seed 4737)', () => {
+    const net = cluster(4)
+    const n3 = net.node('n3')
+    net.isolate('n3')
+    net.runUntil(() => !committedIds(net.node('n0')).includes('n3#1'), downTicks + 200, 'n3 removed as down')
+    // Every incarnation n3 knows is replaced; messages to the old ones are dropped unread.
+    for (const address of ['n1', 'n2', 'n0']) {
+      net.crash(address)
+      net.start(address, ['n0', 'n1', 'n2'])
+      net.runUntil(() => converged(net) || (net.leader() !== undefined && committedIds(net.leader()!).includes(`${address}#2`)), 4 * electionTicksMax + 200, `${address} replaced`)
+    }
+    expect(n3.removed).toBe(false)
+    net.heal()
+    net.runUntil(() => n3.removed, downTicks + 2 * joinRetryTicks, 'n3 told by a seed')
+    expect(net.sent.some((m) => m.type === 'not_member' && m.to === 'n3#1')).toBe(true)
   })
 
   test('a leaving node whose leader is gone still learns that its removal committed (seed 1159)', () => {

@@ -2,25 +2,21 @@
 // graceful leave, observed only through HTTP and WebSocket as a user would.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { startCluster, stopAll, waitFor, type NodeHandle } from '../support/cluster'
-import { connectUser, refusal, type ChatClient } from '../support/ws-client'
+import { connectUser, refusal, userPool, type ChatClient } from '../support/ws-client'
 
 let nodes: NodeHandle[] = []
-const clients: ChatClient[] = []
+const users = userPool()
 
 beforeAll(async () => {
   nodes = await startCluster(3)
 })
 
 afterAll(async () => {
-  await Promise.all(clients.map((c) => c.close().catch(() => {})))
+  await users.closeAll()
   await stopAll()
 }, 30_000)
 
-async function user(node: NodeHandle, name: string) {
-  const client = await connectUser(node.httpUrl, name)
-  clients.push(client)
-  return client
-}
+const user = (node: NodeHandle, name: string) => users.connect(node.httpUrl, name)
 
 /** The client's user list (the `users` frame on connect, then `presence` deltas) holds `name`. */
 function sees(client: ChatClient, name: string): boolean {

@@ -2,19 +2,15 @@
 // ports, a paused follower, and losing two of five nodes. Failover times are printed.
 import { afterEach, describe, expect, test } from 'bun:test'
 import { startCluster, startNode, stopAll, waitFor, waitForConvergence, type NodeHandle } from '../support/cluster'
-import { connectUser, type ChatClient } from '../support/ws-client'
+import { userPool } from '../support/ws-client'
 
-const clients: ChatClient[] = []
+const users = userPool()
 afterEach(async () => {
-  await Promise.all(clients.splice(0).map((c) => c.close().catch(() => {})))
+  await users.closeAll()
   await stopAll()
 }, 30_000)
 
-async function user(node: NodeHandle, name: string) {
-  const client = await connectUser(node.httpUrl, name)
-  clients.push(client)
-  return client
-}
+const user = (node: NodeHandle, name: string) => users.connect(node.httpUrl, name)
 
 async function leaderOf(nodes: NodeHandle[]): Promise<NodeHandle> {
   const info = await nodes[0]!.info()

@@ -17,8 +17,9 @@
 //   - crashes: the node loses everything (there is no persistence). It may restart later at the
 //     same address as a new incarnation with `bootstrap: false`, or stay dead;
 //   - graceful leaves, and later rejoins of an address that left.
-//   A node that learns it was removed without asking to leave restarts as a new incarnation
-//   after a short delay, as the shell does.
+//   Half of the crashes, pauses, leaves and isolations aim at the current leader. A node that
+//   learns it was removed without asking to leave restarts as a new incarnation after a short
+//   delay, as the shell does.
 //
 // Limits that keep a run within what Raft tolerates (a run that breaks them proves nothing):
 //   - A crash or leave is refused unless every configuration that could still be in force keeps
@@ -26,6 +27,10 @@
 //     the victim and every recently lost would-be joiner added (an in-flight join_request can
 //     still add them). With no persistence a lost majority is unrecoverable by design, and a
 //     member is a voter from the moment its addition is in the log. Leaving nodes count as lost.
+//     A node cut off by a partition also counts as lost: the failure detector may remove it as
+//     down, and removing a live member from an odd-sized configuration whose reachable part is a
+//     bare majority costs one unit of fault tolerance (if a reachable member then crashes before
+//     the removal commits, the cluster is stuck for good; seed 4538 before this rule).
 //   - Only the first incarnation of node 0 may bootstrap; it is not crashed or made to leave
 //     before something is committed.
 //   - Seed-based discovery needs a reachable member among the seeds. When the seeds name every
@@ -36,10 +41,22 @@
 //
 // Phases: a fault phase of 1000..6000 ticks, then a liveness phase: every partition heals,
 // pauses end, and no message is dropped or duplicated (delay 1..3 ticks); no new crash, pause,
-// leave or partition, while pending restarts and rejoins still happen. Within
-// LIVENESS_TICKS_MAX all live nodes must agree on one leader and one committed member list that
-// is exactly the live incarnations, all `Up` in view(), with no change pending; and it must then
-// hold for STABLE_TICKS without a new term.
+// leave or partition, while pending restarts and rejoins still happen. From SETTLE_TICKS after
+// the faults stop and within LIVENESS_TICKS_MAX of it, all live nodes must agree on one leader
+// and one committed member list that is exactly the live incarnations (every crashed, left or
+// removed incarnation gone), all `Up` in view(), with no change pending, no leave unfinished
+// and no restart due; and that must still hold STABLE_TICKS later, in the same term.
+//
+// Invariants, checked after every step against every incarnation that ever ran (Checker):
+//   Election Safety (one leader per term), one vote per term, terms never decrease;
+//   State Machine Safety (a node's committed prefix equals the one global committed history),
+//   committed entries never undone (commitIndex never decreases, the prefix never changes);
+//   Log Matching (same index and term: same entry, same preceding term), terms non-decreasing
+//   along a log; Leader Append-Only; Leader Completeness (a new leader holds every entry
+//   committed in an earlier term); past the committed history at most one add or remove in any
+//   log (§4.1); only incarnations that sent a join_request or bootstrapped are ever added, and
+//   each id is added at most once per log. Every AUDIT_EVERY_TICKS ticks each live node's whole
+//   committed prefix is compared again.
 import { Membership, type MembershipOptions, type Role } from '../../src/cluster/membership'
 import { addressOf, nodeId, type Change, type Entry, type RaftMessage } from '../../src/cluster/messages'
 
@@ -63,6 +80,11 @@ export const PARTITION_TICKS_MAX = 1500
 export const PARTITIONS_MAX = 2
 export const LIVENESS_TICKS_MAX = 3000
 export const STABLE_TICKS = 300
+/**
+ * Healthy ticks before convergence is judged: a check-quorum round that began during the faults
+ * may still depose a leader (two election timeouts at the slowest clock rate).
+ */
+export const SETTLE_TICKS = 300
 const AUDIT_EVERY_TICKS = 256
 /** A lost would-be joiner may still be added while its join_request can be in flight. */
 const ZOMBIE_TICKS = LONG_DELAY_TICKS_MAX + 50
@@ -144,6 +166,8 @@ interface Shadow {
 export class Checker {
   /** Every entry known to be committed (index i + 1): the one history all nodes must agree with. */
   readonly committed: Entry[] = []
+  /** The term of the node that first committed each entry: the term it was committed in. */
+  readonly committedInTerm: number[] = []
   /** The leader of each term, across all incarnations ever. */
   readonly leaderOfTerm = new Map<number, string>()
   /** Incarnations that sent a join_request or bootstrapped: the only ids a log may add. */
@@ -197,7 +221,8 @@ export class Checker {
     const common = Math.min(log.length, s.log.length)
     while (d < common && log[d] === s.log[d]) d++
     if (d < s.commitIndex) {
-      fail('Committed entries are never undone', `${n.selfId} changed committed entry ${d + 1}: ${show(s.log[d]!)} -> ${log[d] ? show(log[d]) : 'nothing'}`)
+      const now = log[d]
+      fail('Committed entries are never undone', `${n.selfId} changed committed entry ${d + 1}: ${show(s.log[d]!)} -> ${now ? show(now) : 'nothing'}`)
     }
     if (d < s.log.length && s.role === 'leader' && n.role === 'leader' && s.term === n.term) {
       fail('Leader Append-Only', `leader ${n.selfId} of term ${n.term} rewrote its log from index ${d + 1}`)
@@ -235,12 +260,15 @@ export class Checker {
         }
       } else {
         this.committed.push(entry)
+        this.committedInTerm.push(n.term)
         this.onCommit?.(i + 1, entry, n.selfId)
       }
     }
-    // Leader Completeness: a new leader holds every entry committed before it.
+    // Leader Completeness: a new leader holds every entry committed in an earlier term. (A leader
+    // of an older term may still be elected late, by delayed votes, after later terms committed.)
     if (n.role === 'leader' && (s.role !== 'leader' || s.term !== n.term)) {
       for (let i = 0; i < this.committed.length; i++) {
+        if (this.committedInTerm[i]! >= n.term) continue
         if (!log[i] || !sameEntry(this.committed[i]!, log[i]!)) {
           fail('Leader Completeness', `new leader ${n.selfId} of term ${n.term} lacks committed entry ${i + 1} ${show(this.committed[i]!)}`)
         }
@@ -320,6 +348,8 @@ export interface SimStats {
 export interface SimOptions {
   /** Receives the trace (role and term changes, commits, faults) when set. */
   trace?: (line: string) => void
+  /** Builds each node; tests pass a deliberately broken subclass to prove the checkers bite. */
+  create?: (options: MembershipOptions) => Membership
 }
 
 interface Config {
@@ -348,6 +378,8 @@ class SimNode {
   clock: number
   role: Role = 'follower'
   term = 0
+  /** Log length after the last step, to trace a leader's proposals. */
+  proposed = 0
   constructor(
     readonly slot: Slot,
     readonly m: Membership,
@@ -396,6 +428,7 @@ class Simulation {
   private now = 0
   private healed = false
   private readonly trace: ((line: string) => void) | null
+  private readonly create: (options: MembershipOptions) => Membership
   private readonly stats: SimStats
 
   constructor(
@@ -404,6 +437,7 @@ class Simulation {
   ) {
     this.rng = new Prng(seed)
     this.trace = options.trace ?? null
+    this.create = options.create ?? ((o) => new Membership(o))
     this.cfg = this.chooseConfig()
     for (let i = 0; i < this.cfg.addresses; i++) {
       const slot: Slot = { index: i, address: `n${i}`, incarnations: 0, node: null, startAt: this.cfg.startAt[i]! }
@@ -447,10 +481,10 @@ class Simulation {
       duplicateRate: sometimes(0.5, () => r.next() * 0.1),
       delayMax: r.pick([1, 2, 5, 10, 30]),
       longDelayRate: sometimes(0.4, () => r.next() * 0.02),
-      partitionRate: sometimes(0.7, () => r.next() / 300),
-      pauseRate: sometimes(0.5, () => r.next() / 500),
-      crashRate: sometimes(0.7, () => r.next() / 400),
-      leaveRate: sometimes(0.5, () => r.next() / 1000),
+      partitionRate: sometimes(0.7, () => r.next() / 150),
+      pauseRate: sometimes(0.6, () => r.next() / 200),
+      crashRate: sometimes(0.7, () => r.next() / 200),
+      leaveRate: sometimes(0.5, () => r.next() / 600),
       drift: r.chance(0.6),
     }
   }
@@ -466,7 +500,7 @@ class Simulation {
       this.deliverDue()
       this.tickAll()
       if (this.now % AUDIT_EVERY_TICKS === 0) this.audit()
-      if (this.now < end) continue
+      if (this.now < end + SETTLE_TICKS) continue
       if (convergedAt < 0) {
         const why = this.notConverged()
         if (why === null) {
@@ -502,7 +536,7 @@ class Simulation {
       const incarnation = ++slot.incarnations
       const bootstrap = slot.index === 0 && incarnation === 1
       const rate = this.cfg.drift ? 0.7 + this.rng.next() * 0.7 : 1
-      const m = new Membership(membershipOptions(slot.address, String(incarnation), this.cfg.seeds, bootstrap, this.rng.next))
+      const m = this.create(membershipOptions(slot.address, String(incarnation), this.cfg.seeds, bootstrap, this.rng.next))
       const node = new SimNode(slot, m, rate, this.rng.next())
       slot.node = node
       this.everyNode.push(node)
@@ -524,6 +558,13 @@ class Simulation {
       throw error
     }
     const m = node.m
+    if (this.trace && m.role === 'leader' && m.log.length > node.proposed) {
+      for (let i = Math.max(node.proposed, m.log.length - 1); i < m.log.length; i++) {
+        const entry = m.log[i]!
+        if (entry.term === m.term && entry.change.type !== 'noop') this.log(`${node.id} proposes ${i + 1}: ${show(entry)}`)
+      }
+    }
+    node.proposed = m.log.length
     if (m.role !== node.role || m.term !== node.term) {
       if (m.role !== node.role) this.log(`${node.id} ${node.role} -> ${m.role} in term ${m.term}${m.role === 'leader' ? `, ${this.describeLog(m)}` : ''}`)
       node.role = m.role
@@ -648,6 +689,8 @@ class Simulation {
     const pool = this.slots.filter((s) => !(this.cfg.anchor && s.index === 0)).map((s) => s.index)
     if (pool.length < 2) return
     r.shuffle(pool)
+    const leader = this.liveNodes().find((n) => n.m.role === 'leader')?.slot.index
+    if (leader !== undefined && pool.includes(leader) && r.chance(0.5)) pool.unshift(...pool.splice(pool.indexOf(leader), 1))
     const kind = r.pick(['split', 'isolate', 'one-way', 'link'] as const)
     const sizeA = kind === 'split' || kind === 'one-way' ? r.int(1, pool.length - 1) : 1
     const a = pool.slice(0, sizeA)
@@ -674,29 +717,31 @@ class Simulation {
     for (const p of partitions) for (const [x, y] of p.cuts) this.cut[x]![y] = true
   }
 
+  /** Half of the time a fault hits the leader, if it may: that is what forces elections. */
+  private victim(candidates: SimNode[]): SimNode | null {
+    if (candidates.length === 0) return null
+    const leader = candidates.find((n) => n.m.role === 'leader')
+    return leader && this.rng.chance(0.5) ? leader : this.rng.pick(candidates)
+  }
+
   private pause(): void {
-    const candidates = this.faultable().filter((n) => n.pausedUntil <= this.now)
-    if (candidates.length === 0) return
-    const node = this.rng.pick(candidates)
+    const node = this.victim(this.faultable().filter((n) => n.pausedUntil <= this.now))
+    if (!node) return
     node.pausedUntil = Math.min(this.now + this.rng.int(5, PAUSE_TICKS_MAX), this.cfg.faultTicks)
     this.stats.pauses++
     this.log(`${node.id} pauses until tick ${node.pausedUntil}`)
   }
 
   private crash(): void {
-    const candidates = this.faultable()
-    if (candidates.length === 0) return
-    const node = this.rng.pick(candidates)
-    if (!this.mayLose(node)) return
+    const node = this.victim(this.faultable())
+    if (!node || !this.mayLose(node)) return
     this.stats.crashes++
     this.lose(node, 'crashed')
   }
 
   private leave(): void {
-    const candidates = this.faultable().filter((n) => !n.leaving)
-    if (candidates.length === 0) return
-    const node = this.rng.pick(candidates)
-    if (!this.mayLose(node)) return
+    const node = this.victim(this.faultable().filter((n) => !n.leaving))
+    if (!node || !this.mayLose(node)) return
     node.leaving = true
     node.m.leave()
     this.stats.leaves++
@@ -709,9 +754,12 @@ class Simulation {
    */
   private mayLose(victim: SimNode): boolean {
     if (this.checker.committed.length === 0 && victim.slot.index === 0) return false
+    // A node cut off by a partition may be removed as down, legitimately, so it counts as lost.
+    const cutOff = new Set<number>()
+    for (const p of this.partitions) for (const [x, y] of p.cuts) cutOff.add(x).add(y)
     const lost = (id: string) => {
       const n = this.byId.get(id)
-      return !n || !n.alive || n.leaving || n === victim
+      return !n || !n.alive || n.leaving || n === victim || cutOff.has(n.slot.index)
     }
     const maybeAdded = [victim.id]
     for (const n of this.everyNode) {

@@ -258,3 +258,16 @@ export async function refusal(
     clearTimeout(timer)
   }
 }
+
+/** Connects users and remembers them, so one call in afterAll/afterEach closes them all. */
+export function userPool() {
+  const clients: ChatClient[] = []
+  return {
+    async connect(httpUrl: string, username: string): Promise<ChatClient> {
+      const client = await connectUser(httpUrl, username)
+      clients.push(client)
+      return client
+    },
+    closeAll: () => Promise.all(clients.splice(0).map((c) => c.close().catch(() => {}))),
+  }
+}
