@@ -455,6 +455,34 @@ describe('failure detection', () => {
     }
   })
 
+  test('a removal is not proposed unless the members that remain include a majority heard just now', () => {
+    // Five members: n3 crashes and n4 is cut off; just before n4's down timeout, n2 crashes too.
+    // The leader still counts n2 as heard within an election timeout, so it hears "a majority"
+    // (n0, n1, n2). But removing n4 would leave {n0,n1,n2,n3} with only n0 and n1 alive: the
+    // removal could never commit and, once in the log, never be taken back. Only members heard
+    // within the last few heartbeats count for the members that remain, so it waits.
+    const net = cluster(5)
+    net.crash('n3')
+    net.isolate('n4')
+    net.tick(downTicks - 4 * heartbeatTicks)
+    net.crash('n2')
+    net.tick(6 * heartbeatTicks)
+    for (const m of net.nodes.values()) expect(m.log.filter((e) => e.change.type === 'remove')).toEqual([])
+    // Once n4 is back, the three live members remove the two dead ones, one at a time.
+    net.heal()
+    net.runUntil(() => converged(net), 2 * downTicks + 4 * electionTicksMax, 'recovery')
+    expect(committedIds(net.leader()!)).toEqual(['n0#1', 'n1#1', 'n4#1'])
+  })
+
+  test('a removed member is told at once when its removal commits, even if nobody is left to ask', () => {
+    const net = cluster(2)
+    const n1 = net.node('n1')
+    n1.leave()
+    // Sooner than its next leave_request could ask.
+    net.runUntilMidTick(() => n1.removed, joinRetryTicks - 2, 'n1 told')
+    expect(net.sent.some((m) => m.type === 'not_member' && m.to === n1.selfId && m.from === 'n0#1')).toBe(true)
+  })
+
   test('the minority side never removes anyone', () => {
     const net = cluster(5)
     for (const a of ['n0', 'n1']) for (const b of ['n2', 'n3', 'n4']) net.cut(a, b)
