@@ -2,7 +2,7 @@
 // graceful leave, observed only through HTTP and WebSocket as a user would.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { startCluster, stopAll, waitFor, type NodeHandle } from '../support/cluster'
-import { connectUser, refusal, userPool, type ChatClient } from '../support/ws-client'
+import { connectUser, refusal, sees, userPool } from '../support/ws-client'
 
 let nodes: NodeHandle[] = []
 const users = userPool()
@@ -17,17 +17,6 @@ afterAll(async () => {
 }, 30_000)
 
 const user = (node: NodeHandle, name: string) => users.connect(node.httpUrl, name)
-
-/** The client's user list (the `users` frame on connect, then `presence` deltas) holds `name`. */
-function sees(client: ChatClient, name: string): boolean {
-  const list = new Map<string, any>()
-  for (const f of client.frames) {
-    if (f.type === 'users') for (const u of f.users) list.set(u.username, u)
-    if (f.type === 'presence' && f.event === 'join') list.set(f.user.username, f.user)
-    if (f.type === 'presence' && f.event === 'leave') list.delete(f.user.username)
-  }
-  return list.has(name)
-}
 
 describe('a three-node cluster', () => {
   test('agrees on one leader, term and three Up members with their HTTP URLs', async () => {

@@ -2,7 +2,7 @@
 // ports, a paused follower, and losing two of five nodes. Failover times are printed.
 import { afterEach, describe, expect, test } from 'bun:test'
 import { startCluster, startNode, stopAll, waitFor, waitForConvergence, type NodeHandle } from '../support/cluster'
-import { userPool } from '../support/ws-client'
+import { sees, userPool } from '../support/ws-client'
 
 const users = userPool()
 afterEach(async () => {
@@ -78,7 +78,7 @@ describe('failover', () => {
     const others = nodes.filter((n) => n !== paused)
     const sleeper = await user(paused, 'sleeper')
     const watcher = await user(others[0]!, 'watcher')
-    await watcher.next((f) => f.type === 'users' && f.users.some((u: any) => u.username === 'sleeper'))
+    await waitFor(() => sees(watcher, 'sleeper'), { message: 'the watcher never saw the sleeper' })
     const oldIncarnation = (await paused.info()).incarnation
 
     paused.kill('SIGSTOP')

@@ -271,3 +271,14 @@ export function userPool() {
     closeAll: () => Promise.all(clients.splice(0).map((c) => c.close().catch(() => {}))),
   }
 }
+
+/** Whether the client's user list (the `users` frame on connect, then `presence` deltas) holds `name`. */
+export function sees(client: ChatClient, name: string): boolean {
+  const list = new Map<string, Frame>()
+  for (const f of client.frames) {
+    if (f.type === 'users') for (const u of f.users) list.set(u.username, u)
+    if (f.type === 'presence' && f.event === 'join') list.set(f.user.username, f.user)
+    if (f.type === 'presence' && f.event === 'leave') list.delete(f.user.username)
+  }
+  return list.has(name)
+}
