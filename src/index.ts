@@ -40,8 +40,8 @@ room = new ChatRoom({
   maxMessageLength: config.maxMessageLength,
   now: Date.now,
   publish: (json) => publish(json),
-  peers: () => node.peerAddresses(),
-  send: (addresses, message) => node.send(addresses, message),
+  broadcast: (message) => node.broadcast(message),
+  sendTo: (address, message) => node.send([address], message),
   disconnect: (username, code, reason) => sockets.close(username, code, reason),
 })
 
@@ -67,6 +67,8 @@ async function shutdown(signal: string) {
   if (stopping) return
   stopping = true
   log(`${signal}: leaving the cluster`)
+  // Refuse new connections first, so pages reconnect to a node that stays, not to this one.
+  void app.server?.stop(false)
   sockets.closeAll(CloseCode.goingAway, 'server shutting down')
   const left = await node.leave(5000)
   if (!left) log('leave was not confirmed within 5 s; exiting anyway')

@@ -15,9 +15,10 @@ export interface RoomDeps {
   now: () => number
   /** Sends one encoded frame to every local user. */
   publish: (json: string) => void
-  /** Where cluster messages go: the current other members. */
-  peers: () => string[]
-  send: (addresses: string[], message: ChatMessage) => void
+  /** Sends to every other member once (the node holds it while it does not know them yet). */
+  broadcast: (message: ChatMessage) => void
+  /** Sends to one node. */
+  sendTo: (address: string, message: ChatMessage) => void
   /** Disconnects a local user (used when a name turns out to be taken elsewhere). */
   disconnect: (username: string, code: number, reason: string) => void
 }
@@ -49,13 +50,13 @@ export class ChatRoom {
   join(username: string): void {
     const user = { username, connectedAt: this.d.now() }
     this.announce(this.presence.addLocal(user))
-    this.d.send(this.d.peers(), { type: 'presence_join', user })
+    this.d.broadcast({ type: 'presence_join', user })
   }
 
   leave(username: string): void {
     if (!this.presence.isLocal(username)) return
     this.announce(this.presence.removeLocal(username))
-    this.d.send(this.d.peers(), { type: 'presence_leave', username })
+    this.d.broadcast({ type: 'presence_leave', username })
   }
 
   say(username: string, text: string): SayResult {
@@ -65,7 +66,7 @@ export class ChatRoom {
     }
     const chat: ChatRelay = { type: 'chat', username, message: text, nodeAddress: this.d.selfAddress, timestamp: this.d.now() }
     this.d.publish(JSON.stringify(chat))
-    this.d.send(this.d.peers(), chat)
+    this.d.broadcast(chat)
     return { ok: true }
   }
 
@@ -86,8 +87,8 @@ export class ChatRoom {
   sendSnapshot(address: string): void {
     // Big rooms go in pieces so no frame nears the transport's frame size limit.
     const users = this.presence.localUsers()
-    this.d.send([address], { type: 'presence_snapshot', users: users.slice(0, SNAPSHOT_CHUNK) })
-    for (let i = SNAPSHOT_CHUNK; i < users.length; i++) this.d.send([address], { type: 'presence_join', user: users[i]! })
+    this.d.sendTo(address, { type: 'presence_snapshot', users: users.slice(0, SNAPSHOT_CHUNK) })
+    for (let i = SNAPSHOT_CHUNK; i < users.length; i++) this.d.sendTo(address, { type: 'presence_join', user: users[i]! })
   }
 
   setMembers(addresses: string[]): void {
@@ -104,7 +105,7 @@ export class ChatRoom {
       if (event === 'join' && user.nodeAddress !== this.d.selfAddress && this.presence.isLocal(user.username)) {
         this.d.disconnect(user.username, CloseCode.usernameTaken, 'username taken')
         this.presence.removeLocal(user.username)
-        this.d.send(this.d.peers(), { type: 'presence_leave', username: user.username })
+        this.d.broadcast({ type: 'presence_leave', username: user.username })
       }
       // Clients keep their user list from these deltas: one small frame per change, never the
       // whole list (that would make N joins cost N² bytes).

@@ -10,6 +10,7 @@ import { createTcpTransport } from './tcp-transport'
 import type { Transport } from './transport'
 
 export const TICK_MS = 10
+const HELD_MESSAGES_MAX = 10_000
 
 export interface ClusterNodeHandlers {
   onView?(view: MembershipView, events: MemberEvent[]): void
@@ -35,6 +36,8 @@ export class ClusterNode {
   private lastView: MembershipView | undefined
   private leaving: { resolve: () => void } | undefined
   private peers: string[] = []
+  /** Messages broadcast before the member list was known; null once it is. */
+  private held: ChatMessage[] | null = []
 
   constructor(
     private readonly config: Config,
@@ -76,6 +79,17 @@ export class ClusterNode {
 
   send(addresses: string[], message: ChatMessage): number {
     return this.transport.send(addresses, message)
+  }
+
+  /**
+   * Sends to every other member once. Until this node first learns the member list (it is still
+   * joining), messages are held and sent as soon as it does, so users of a node that just started
+   * are heard by everyone.
+   */
+  broadcast(message: ChatMessage): void {
+    if (this.held === null) this.transport.send(this.peers, message)
+    else if (this.held.length < HELD_MESSAGES_MAX) this.held.push(message)
+    else this.log(`dropped a ${message.type} message: still joining and ${HELD_MESSAGES_MAX} messages are waiting`)
   }
 
   get transportStats() {
@@ -182,5 +196,10 @@ export class ClusterNode {
       this.peers = peers
     }
     this.handlers.onView?.(view, events)
+    if (this.held && view.members.length > 0) {
+      const held = this.held
+      this.held = null
+      for (const message of held) this.transport.send(this.peers, message)
+    }
   }
 }

@@ -228,7 +228,13 @@ describe('chat page on a 2-node cluster', () => {
     const back = 'back after a restart'
     await pageB.getByTestId('message-input').fill(back)
     await pageB.getByTestId('message-input').press('Enter')
-    expect((await waitForMessage(pageA, back, 'page A')).node).toBe(hostPort(node2))
+    try {
+      expect((await waitForMessage(pageA, back, 'page A')).node).toBe(hostPort(node2))
+    } catch (error) {
+      await pageA.screenshot({ path: resolve(ARTIFACTS, 'reconnect-failure-A.png') })
+      await pageB.screenshot({ path: resolve(ARTIFACTS, 'reconnect-failure-B.png') })
+      throw error
+    }
   })
 
   test('the page remembers the last name and fits a narrow window', async () => {

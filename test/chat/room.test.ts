@@ -19,8 +19,8 @@ function makeCluster(size: number, lang: 'en' | 'ko' = 'en') {
       maxMessageLength: 20,
       now: () => clock++,
       publish: (json) => published.push(JSON.parse(json)),
-      peers: () => members.filter((a) => a !== self),
-      send: (addresses, message) => addresses.forEach((to) => outbox.push({ from: self, to, message })),
+      broadcast: (message) => members.filter((a) => a !== self).forEach((to) => outbox.push({ from: self, to, message })),
+      sendTo: (to, message) => outbox.push({ from: self, to, message }),
       disconnect: (username, code) => disconnected.push({ username, code }),
     })
     return { self, room, published, disconnected, setMembers: (m: string[]) => { members = m; room.setMembers(m) } }

@@ -62,13 +62,15 @@ describe('failover', () => {
 
     const restartedAt = performance.now()
     const again = await restart(leader, nodes)
+    // A user who talks at once, while the node may still be joining, is heard by everyone.
+    const carl = await user(again, 'carl')
+    carl.sendChat('back again')
     await waitForConvergence([...survivors, again], { timeoutMs: 15_000 })
     console.log(`restarted node Up in all views ${(performance.now() - restartedAt).toFixed(0)} ms after its restart`)
     const info = await again.info()
     expect(info.members.map((m: any) => m.status)).toEqual(['Up', 'Up', 'Up'])
-    const carl = await user(again, 'carl')
-    carl.sendChat('back again')
     expect(await a.next((f) => f.type === 'chat' && f.message === 'back again')).toMatchObject({ nodeAddress: again.address })
+    expect(await b.next((f) => f.type === 'chat' && f.message === 'back again')).toMatchObject({ username: 'carl' })
   }, 60_000)
 
   test('SIGSTOP a follower past the down timeout: it is removed; after SIGCONT it rejoins by itself and keeps its users', async () => {
