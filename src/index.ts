@@ -51,7 +51,7 @@ try {
   console.error(`error: cannot listen on cluster port ${config.host}:${config.clusterPort}: ${(error as Error).message}`)
   process.exit(1)
 }
-const app = createApp({ room, selfAddress: node.address, clusterView: () => node.view(), log }, sockets)
+const app = createApp({ room, selfAddress: node.address, clusterView: () => node.view(), transportStats: () => node.transportStats, log }, sockets)
 try {
   app.listen({ hostname: config.httpHost, port: config.httpPort, development: false })
 } catch (error) {

@@ -5,11 +5,13 @@ import type { ChatRoom } from '../chat/room'
 import { CloseCode, parseClientMessage, validateUsername, type ServerMessage } from '../chat/protocol'
 import type { MembershipView } from '../cluster/membership'
 import { addressOf } from '../cluster/messages'
+import type { TransportStats } from '../cluster/transport'
 
 export interface AppDeps {
   room: ChatRoom
   selfAddress: string
   clusterView: () => MembershipView
+  transportStats: () => TransportStats
   log: (line: string) => void
 }
 
@@ -34,7 +36,7 @@ export class Sockets {
   }
 }
 
-export function clusterInfo(view: MembershipView, selfAddress: string) {
+export function clusterInfo(view: MembershipView, selfAddress: string, transport: TransportStats) {
   return {
     selfAddress,
     incarnation: view.selfId.slice(view.selfId.lastIndexOf('#') + 1),
@@ -51,6 +53,8 @@ export function clusterInfo(view: MembershipView, selfAddress: string) {
       httpUrl: m.httpUrl,
       leader: m.leader,
     })),
+    /** Frames and bytes on the cluster port; `dropped` counts messages lost to full send queues. */
+    transport: { ...transport },
   }
 }
 
@@ -75,7 +79,7 @@ export function createApp(deps: AppDeps, sockets: Sockets) {
       const users = room.users()
       return { users, count: users.length }
     })
-    .get('/api/cluster-info', () => clusterInfo(deps.clusterView(), deps.selfAddress))
+    .get('/api/cluster-info', () => clusterInfo(deps.clusterView(), deps.selfAddress, deps.transportStats()))
     .ws('/ws/chat', {
       open(ws) {
         const query = ws.data.query as Record<string, string | undefined>

@@ -29,6 +29,8 @@ describe('a three-node cluster', () => {
       expect(info.selfAddress).toMatch(/^bun:\/\/WebSocketClusterSystem@127\.0\.0\.1:\d+$/)
       expect(info.status).toBe('Up')
       expect(info.term).toBeGreaterThanOrEqual(1)
+      expect(info.transport.framesIn).toBeGreaterThan(0)
+      expect(info.transport.invalid).toBe(0)
       expect(info.members.map((m: any) => m.address).sort()).toEqual(nodes.map((n) => n.address).sort())
       for (const m of info.members) {
         expect(m.status).toBe('Up')
