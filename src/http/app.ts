@@ -80,6 +80,10 @@ export function createApp(deps: AppDeps, sockets: Sockets) {
       return { users, count: users.length }
     })
     .get('/api/cluster-info', () => clusterInfo(deps.clusterView(), deps.selfAddress, deps.transportStats()))
+    // A plain GET (no Upgrade header) on the chat socket's path: say what is expected.
+    .get('/ws/chat', () =>
+      Response.json({ error: 'this is a WebSocket endpoint: connect with ws://…/ws/chat?username=NAME' }, { status: 426, headers: { upgrade: 'websocket' } }),
+    )
     .ws('/ws/chat', {
       open(ws) {
         const query = ws.data.query as Record<string, string | undefined>

@@ -1,0 +1,77 @@
+// The HTTP routes in-process (Elysia's app.handle), on a real room and a real single-node
+// membership core: status codes and JSON bodies, including the error cases. (`GET /` is a Bun
+// HTML bundle served by Bun.serve itself, so the e2e and browser tests cover it.)
+import { describe, expect, test } from 'bun:test'
+import { ChatRoom } from '../../src/chat/room'
+import { Membership } from '../../src/cluster/membership'
+import { createApp, Sockets } from '../../src/http/app'
+
+const self = 'bun://S@127.0.0.1:2551'
+
+function makeApp() {
+  const core = new Membership({
+    self: { address: self, incarnation: 'a1', httpUrl: 'http://127.0.0.1:8081' },
+    seeds: [self],
+    bootstrap: true,
+    heartbeatTicks: 10,
+    electionTicksMin: 50,
+    electionTicksMax: 100,
+    unreachableTicks: 100,
+    downTicks: 300,
+    bootstrapTicks: 100,
+    joinRetryTicks: 20,
+    random: () => 0.5,
+  })
+  core.tick() // alone in its seed list: founds the cluster at once
+  const room = new ChatRoom({
+    selfAddress: self,
+    lang: 'en',
+    maxMessageLength: 2000,
+    now: () => 1000,
+    publish: () => {},
+    broadcast: () => {},
+    sendTo: () => {},
+    disconnect: () => {},
+  })
+  const stats = { framesIn: 1, framesOut: 2, bytesIn: 3, bytesOut: 4, dropped: 0, invalid: 0 }
+  const app = createApp({ room, selfAddress: self, clusterView: () => core.view(), transportStats: () => stats, log: () => {} }, new Sockets())
+  return { app, room }
+}
+
+const get = (app: ReturnType<typeof makeApp>['app'], path: string) => app.handle(new Request(`http://localhost${path}`))
+
+describe('HTTP routes', () => {
+  test('GET /api/users lists the users with a count', async () => {
+    const { app, room } = makeApp()
+    room.join('alice')
+    const response = await get(app, '/api/users')
+    expect(response.status).toBe(200)
+    expect(await response.json()).toEqual({ users: [{ username: 'alice', nodeAddress: self, connectedAt: 1000 }], count: 1 })
+  })
+
+  test('GET /api/cluster-info describes this node, the leader and the members', async () => {
+    const { app } = makeApp()
+    const body = await (await get(app, '/api/cluster-info')).json()
+    expect(body).toMatchObject({
+      selfAddress: self,
+      incarnation: 'a1',
+      leader: self,
+      term: 1,
+      status: 'Up',
+      role: 'leader',
+      members: [{ address: self, status: 'Up', reachable: true, incarnation: 'a1', httpUrl: 'http://127.0.0.1:8081', leader: true }],
+      transport: { framesIn: 1, dropped: 0 },
+    })
+    expect(body.commitIndex).toBeGreaterThanOrEqual(1)
+  })
+
+  test('unknown paths get a JSON 404, a plain GET on the socket path a JSON 426', async () => {
+    const { app } = makeApp()
+    const missing = await get(app, '/api/nope')
+    expect(missing.status).toBe(404)
+    expect(await missing.json()).toEqual({ error: 'not found', path: '/api/nope' })
+    const plain = await get(app, '/ws/chat?username=a')
+    expect(plain.status).toBe(426)
+    expect((await plain.json()).error).toContain('WebSocket')
+  })
+})
