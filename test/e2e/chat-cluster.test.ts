@@ -97,12 +97,15 @@ describe('a three-node cluster', () => {
     expect(await refusal(nodes[2]!.httpUrl, 'alice')).toEqual({ code: 4409, reason: 'username taken' })
   })
 
-  test('a too-long message gets an error frame, a binary frame closes with 1003, and the node keeps serving', async () => {
+  test('a too-long message gets an error frame, a binary frame closes with 1003, a frame over 64 KiB with 1009, and the node keeps serving', async () => {
     const frank = await user(nodes[0]!, 'frank')
     frank.sendChat('y'.repeat(2001))
     expect(await frank.next('error')).toMatchObject({ code: 'message_too_long' })
     frank.send(new Uint8Array([1, 2, 3]))
     expect((await frank.closed).code).toBe(1003)
+    const greg = await user(nodes[0]!, 'greg')
+    greg.send('z'.repeat(70 * 1024))
+    expect((await greg.closed).code).toBe(1009)
     const info = await nodes[0]!.info()
     expect(info.status).toBe('Up')
   })
