@@ -15,7 +15,9 @@ sim: deps
 	bun run sim --seeds 100000
 
 bench: deps
+	@bash scripts/deps.sh --bench
 	bun run bench/cluster-chat.ts
+	bun run bench/compare.ts
 
 deps:
 	@bash scripts/deps.sh

@@ -12,15 +12,18 @@
 // (performance.now). The message text carries the global message id and its send time.
 // The client process shares the 2 cores with the nodes: its CPU time is printed, and a
 // warning if it may have been the bottleneck.
+//
+// bench/compare.ts imports the measuring code from here (ChatLoad drives and measures a load
+// over any client protocol; runScenario, runMemory, the tables); importing runs nothing.
 import { cpus, release } from 'node:os'
 import { readFileSync } from 'node:fs'
-import { parseArgs } from 'node:util'
+import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { runningNodes, startCluster, startNode, stopAll, type NodeHandle } from '../test/support/cluster'
 import { chatUrl } from '../test/support/ws-client'
 
 // ---------------------------------------------------------------- options
 
-interface Options {
+export interface Options {
   clients: number
   senders: number
   messages: number
@@ -33,22 +36,33 @@ interface Options {
   quick: boolean
 }
 
-const HELP = `usage: bun run bench/cluster-chat.ts [flags]
-  --clients N       chat clients per scenario (default 100; quick 12)
+/** The flags of the load shape, shared with bench/compare.ts. */
+export const LOAD_FLAGS_HELP = `  --clients N       chat clients per scenario (default 100; quick 12)
   --senders N       how many of them send (default 20; quick 4)
   --messages N      messages per sender (default 200; quick 25)
   --rate N          messages per second, all senders together; 0 = unpaced (default 400; quick 200)
   --burst N         then N messages per sender, unpaced, for a saturation figure; 0 skips
                     (default: same as --messages)
   --idle N          idle connections for the memory figure; 0 skips it (default 2000; quick 200)
-  --join-samples N  joins timed per scenario (default 5; quick 3)
   --quick           small numbers for a smoke run`
 
-function options(): Options {
-  let parsed
+const HELP = `usage: bun run bench/cluster-chat.ts [flags]
+${LOAD_FLAGS_HELP}
+  --join-samples N  joins timed per scenario (default 5; quick 3)`
+
+/**
+ * Parses the load-shape flags (and `extra` ones, returned as they are); prints `help` and exits
+ * on --help, an unknown flag or a bad value (status 2).
+ */
+export function parseOptions(
+  args: string[],
+  help: string,
+  extra: ParseArgsConfig['options'] = {},
+): { options: Options; extra: Record<string, string | boolean | undefined> } {
+  let parsed: Record<string, string | boolean | undefined>
   try {
     parsed = parseArgs({
-      args: Bun.argv.slice(2),
+      args,
       options: {
         clients: { type: 'string' },
         senders: { type: 'string' },
@@ -56,24 +70,25 @@ function options(): Options {
         rate: { type: 'string' },
         burst: { type: 'string' },
         idle: { type: 'string' },
-        'join-samples': { type: 'string' },
         quick: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
+        ...extra,
       },
       strict: true,
       allowPositionals: false,
-    }).values
+    }).values as Record<string, string | boolean | undefined>
   } catch (error) {
-    console.error(`${(error as Error).message}\n${HELP}`)
+    console.error(`${(error as Error).message}\n${help}`)
     process.exit(2)
   }
   if (parsed.help) {
-    console.log(HELP)
+    console.log(help)
     process.exit(0)
   }
-  const quick = parsed.quick ?? false
-  const int = (name: string, raw: string | undefined, fallback: number, min: number): number => {
-    if (raw === undefined) return fallback
+  const quick = parsed.quick === true
+  const int = (name: string, fallback: number, min: number): number => {
+    const raw = parsed[name]
+    if (typeof raw !== 'string') return fallback
     const n = Number(raw)
     if (!Number.isSafeInteger(n) || n < min) {
       console.error(`--${name} needs a whole number >= ${min}, got ${JSON.stringify(raw)}`)
@@ -81,28 +96,28 @@ function options(): Options {
     }
     return n
   }
-  const messages = int('messages', parsed.messages, quick ? 25 : 200, 1)
+  const messages = int('messages', quick ? 25 : 200, 1)
   const o: Options = {
     quick,
-    clients: int('clients', parsed.clients, quick ? 12 : 100, 1),
-    senders: int('senders', parsed.senders, quick ? 4 : 20, 1),
+    clients: int('clients', quick ? 12 : 100, 1),
+    senders: int('senders', quick ? 4 : 20, 1),
     messages,
-    rate: int('rate', parsed.rate, quick ? 200 : 400, 0),
-    burstMessages: int('burst', parsed.burst, messages, 0),
-    idle: int('idle', parsed.idle, quick ? 200 : 2000, 0),
-    joinSamples: int('join-samples', parsed['join-samples'], quick ? 3 : 5, 0),
+    rate: int('rate', quick ? 200 : 400, 0),
+    burstMessages: int('burst', messages, 0),
+    idle: int('idle', quick ? 200 : 2000, 0),
+    joinSamples: int('join-samples', quick ? 3 : 5, 0),
   }
   if (o.senders > o.clients) {
     console.error(`--senders (${o.senders}) cannot exceed --clients (${o.clients})`)
     process.exit(2)
   }
-  return o
+  return { options: o, extra: parsed }
 }
 
 // ---------------------------------------------------------------- small helpers
 
-const now = () => performance.now()
-const sleep = (ms: number) => Bun.sleep(ms)
+export const now = () => performance.now()
+export const sleep = (ms: number) => Bun.sleep(ms)
 
 function percentile(sorted: ArrayLike<number>, p: number): number {
   if (sorted.length === 0) return NaN
@@ -119,12 +134,11 @@ function sortedCopy(values: ArrayLike<number>, n = values.length): Float64Array 
 const median = (values: number[]) => percentile(sortedCopy(values), 50)
 
 /** VmRSS of a process in KiB. */
-function rssKiB(pid: number): number {
+export function rssKiB(pid: number): number {
   const match = /VmRSS:\s+(\d+)\s+kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
   return match ? Number(match[1]) : NaN
 }
 
-let clockTicks = 100
 /** utime + stime of a process, in seconds. */
 function cpuSeconds(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
@@ -132,7 +146,7 @@ function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / clockTicks
 }
 
-function shell(command: string): string {
+export function shell(command: string): string {
   try {
     const result = Bun.spawnSync(['sh', '-c', command], { stdout: 'pipe', stderr: 'ignore' })
     return result.stdout.toString().trim()
@@ -141,12 +155,14 @@ function shell(command: string): string {
   }
 }
 
-function fmt(value: number, digits = 1): string {
+const clockTicks = Number(shell('getconf CLK_TCK')) || 100
+
+export function fmt(value: number, digits = 1): string {
   if (!Number.isFinite(value)) return 'n/a'
   return value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
 }
 
-const int = (value: number) => (Number.isFinite(value) ? Math.round(value).toLocaleString('en-US') : 'n/a')
+export const int = (value: number) => (Number.isFinite(value) ? Math.round(value).toLocaleString('en-US') : 'n/a')
 
 // ---------------------------------------------------------------- clients
 
@@ -200,7 +216,7 @@ async function closeAll(sockets: Iterable<WebSocket>, timeoutMs = 5000): Promise
 }
 
 /** Runs `make(i)` for i in [0, n) with at most `width` in flight. */
-async function inBatches<T>(n: number, width: number, make: (i: number) => Promise<T>): Promise<T[]> {
+export async function inBatches<T>(n: number, width: number, make: (i: number) => Promise<T>): Promise<T[]> {
   const out: T[] = []
   for (let start = 0; start < n; start += width) {
     const batch = await Promise.all(Array.from({ length: Math.min(width, n - start) }, (_, k) => make(start + k)))
@@ -222,7 +238,7 @@ interface JoinSample {
   otherNodesPresence: number[]
 }
 
-interface LoadFigures {
+export interface LoadFigures {
   /** Messages per second, all senders together; 0 = unpaced. */
   rate: number
   sent: number
@@ -242,7 +258,7 @@ interface LoadFigures {
   cpuWindowMs: number
 }
 
-interface ScenarioResult {
+export interface ScenarioResult {
   label: string
   nodeCount: number
   clientsPerNode: number[]
@@ -293,90 +309,61 @@ class Phase {
 
 const PADDING = 'x'.repeat(40)
 
-async function runScenario(label: string, nodes: NodeHandle[], o: Options): Promise<ScenarioResult> {
-  const C = o.clients
-  const S = o.senders
-  const nodeOf = (i: number) => i % nodes.length
-  const prefix = label.toLowerCase()
-  const clientsPerNode = nodes.map((_, n) => Array.from({ length: C }, (_, i) => i).filter((i) => nodeOf(i) === n).length)
-  const pids = nodes.map((n) => n.proc.pid)
-  // Each client's user list as the page keeps it: the `users` frame it gets once, on connect,
-  // then one `presence` delta per change (username -> nodeAddress).
-  const userLists = Array.from({ length: C }, () => new Map<string, string>())
-  const usersSeen = new Int32Array(C)
-  let phase: Phase | null = null
-  let phases = 0
-  let stray = 0
-  // Join watches: username -> what to do when an observer sees it.
-  const joinWatch = new Map<string, { system: (client: number) => void; presence: (client: number) => void }>()
+/** What a chat load needs from the servers under test and their clients, whatever the protocol. */
+export interface LoadTarget {
+  /** Number of connected clients, numbered 0..clients-1; clients 0..senders-1 send. */
+  clients: number
+  /** Server processes, for their CPU time. */
+  pids: number[]
+  /** Which server node client `i` is connected to. */
+  nodeOf(client: number): number
+  /** Client `sender` sends one chat message with this text. */
+  send(sender: number, text: string): void
+}
 
-  const onFrame = (client: number) => (data: string) => {
-    if (data.startsWith('{"type":"chat"')) {
-      const t = now()
-      const text = (JSON.parse(data) as { message?: string }).message ?? ''
-      // b|<phase>|<message id>|<sender client>|<send time, ms on this process's clock>|padding
-      const parts = text.split('|')
-      const id = Number(parts[2])
-      if (parts[0] !== 'b' || !phase || Number(parts[1]) !== phase.id || !(id >= 0 && id < phase.total)) {
-        stray++
-        return
-      }
-      const sender = Number(parts[3])
-      phase.receive(client, id, nodeOf(sender) === nodeOf(client), t - Number(parts[4]), t)
+/**
+ * Runs load phases against a LoadTarget and measures them. The target's clients hand every chat
+ * text they receive to `receive`. Message g of a phase goes out at t0 + g/rate (or at once), from
+ * sender g % S, to everyone; its text is `b|<phase>|<id>|<sender>|<send time>|padding`.
+ */
+export class ChatLoad {
+  private phase: Phase | null = null
+  private phases = 0
+  /** Chat texts that belong to no running phase (should stay 0). */
+  stray = 0
+
+  constructor(readonly target: LoadTarget) {}
+
+  /** Client `client` received a chat message with `text` at `t` (this process's clock). */
+  receive(client: number, text: string, t = now()): void {
+    const phase = this.phase
+    // b|<phase>|<message id>|<sender client>|<send time, ms on this process's clock>|padding
+    const parts = text.split('|')
+    const id = Number(parts[2])
+    if (parts[0] !== 'b' || !phase || Number(parts[1]) !== phase.id || !(id >= 0 && id < phase.total)) {
+      this.stray++
       return
     }
-    if (data.startsWith('{"type":"presence"')) {
-      const frame = JSON.parse(data) as { event: 'join' | 'leave'; user: { username: string; nodeAddress: string } }
-      const list = userLists[client]!
-      if (frame.event === 'join') {
-        list.set(frame.user.username, frame.user.nodeAddress)
-        joinWatch.get(frame.user.username)?.presence(client)
-      } else if (list.get(frame.user.username) === frame.user.nodeAddress) list.delete(frame.user.username)
-      usersSeen[client] = list.size
-      return
-    }
-    if (data.startsWith('{"type":"users"')) {
-      // Once per connection; it already reflects every delta published before it.
-      const frame = JSON.parse(data) as { users: { username: string; nodeAddress: string }[] }
-      userLists[client] = new Map(frame.users.map((u) => [u.username, u.nodeAddress]))
-      usersSeen[client] = frame.users.length
-      return
-    }
-    if (data.startsWith('{"type":"system"') && joinWatch.size) {
-      const frame = JSON.parse(data) as { event: string; username: string }
-      if (frame.event === 'join') joinWatch.get(frame.username)?.system(client)
-    }
+    const nodeOf = this.target.nodeOf
+    phase.receive(client, id, nodeOf(Number(parts[3])) === nodeOf(client), t - Number(parts[4]), t)
   }
 
-  // 1. Connect and let presence settle everywhere.
-  const connectStart = now()
-  const sockets = await inBatches(C, 50, (i) => connect(nodes[nodeOf(i)]!, `${prefix}-u${i}`, onFrame(i)))
-  const connectMs = now() - connectStart
-  const settleDeadline = now() + 30_000
-  for (;;) {
-    const counts = await Promise.all(nodes.map((n) => n.users().then((u) => u.count as number).catch(() => -1)))
-    if (counts.every((c) => c === C) && usersSeen.every((c) => c === C)) break
-    if (now() > settleDeadline) {
-      throw new Error(
-        `${label}: presence did not settle: node user counts ${counts.join('/')}, ` +
-          `clients seeing all ${C}: ${usersSeen.filter((c) => c === C).length}`,
-      )
-    }
-    await sleep(50)
+  /** The paced phase, then the unpaced one (unless --burst 0), after the servers' idle CPU. */
+  async phasesOf(o: Options): Promise<Pick<ScenarioResult, 'idleCpuPct' | 'paced' | 'burst'>> {
+    // Let the last connection frames pass; meanwhile, the nodes' idle CPU.
+    const idleCpuPct = await cpuPct(this.target.pids, o.quick ? 500 : 1500)
+    const paced = await this.run(o.senders, o.messages, o.rate)
+    const burst = o.burstMessages > 0 ? await this.run(o.senders, o.burstMessages, 0) : null
+    return { idleCpuPct, paced, burst }
   }
-  // Let the last presence frames pass; meanwhile, the nodes' idle CPU.
-  const idleMs = o.quick ? 500 : 1500
-  const idle0 = pids.map(cpuSeconds)
-  const idleStart = now()
-  await sleep(idleMs)
-  const idleCpuPct = pids.map((pid, i) => ((cpuSeconds(pid) - idle0[i]!) * 1e5) / (now() - idleStart))
 
-  // 2. Load. Message g goes out at t0 + g/rate (or at once), from sender g % S, to everyone.
-  const runLoad = async (messagesPerSender: number, rate: number): Promise<LoadFigures> => {
+  /** One phase: S senders send `messagesPerSender` each, `rate` msg/s in total (0 = unpaced). */
+  async run(S: number, messagesPerSender: number, rate: number): Promise<LoadFigures> {
+    const { clients: C, pids } = this.target
     const total = S * messagesPerSender
     const expected = total * C // every client, the sender too, gets every message
-    const p = new Phase(++phases, total, C)
-    phase = p
+    const p = new Phase(++this.phases, total, C)
+    this.phase = p
     const lags = new Float64Array(total)
     const intervalMs = rate > 0 ? 1000 / rate : 0
     const cpu0 = pids.map(cpuSeconds)
@@ -391,7 +378,7 @@ async function runScenario(label: string, nodes: NodeHandle[], o: Options): Prom
         const sender = g % S
         const sentAt = now()
         lags[g] = intervalMs === 0 ? 0 : sentAt - (t0 + g * intervalMs)
-        sockets[sender]!.send(`b|${p.id}|${g}|${sender}|${sentAt.toFixed(3)}|${PADDING}`)
+        this.target.send(sender, `b|${p.id}|${g}|${sender}|${sentAt.toFixed(3)}|${PADDING}`)
         g++
         // Unpaced: still let receipts in now and then, or every frame waits for the last send.
         if (intervalMs === 0 && ++batch >= 200) break
@@ -414,7 +401,7 @@ async function runScenario(label: string, nodes: NodeHandle[], o: Options): Prom
     const cpu1 = pids.map(cpuSeconds)
     const cpuWindowMs = now() - cpuFrom
     await sleep(200) // late duplicates would show up now
-    phase = null
+    this.phase = null
 
     const same = p.sameLat.subarray(0, p.sameCount).sort()
     const cross = p.crossLat.subarray(0, p.crossCount).sort()
@@ -448,8 +435,85 @@ async function runScenario(label: string, nodes: NodeHandle[], o: Options): Prom
       cpuWindowMs,
     }
   }
-  const paced = await runLoad(o.messages, o.rate)
-  const burst = o.burstMessages > 0 ? await runLoad(o.burstMessages, 0) : null
+}
+
+/** CPU of each process over the next `ms`, in % of one core. */
+async function cpuPct(pids: number[], ms: number): Promise<number[]> {
+  const cpu0 = pids.map(cpuSeconds)
+  const start = now()
+  await sleep(ms)
+  return pids.map((pid, i) => ((cpuSeconds(pid) - cpu0[i]!) * 1e5) / (now() - start))
+}
+
+/** Client i sits on node i % nodes: the per-node client counts. */
+export const spread = (clients: number, nodes: number) =>
+  Array.from({ length: nodes }, (_, n) => Math.floor(clients / nodes) + (n < clients % nodes ? 1 : 0))
+
+export async function runScenario(label: string, nodes: NodeHandle[], o: Options): Promise<ScenarioResult> {
+  const C = o.clients
+  const nodeOf = (i: number) => i % nodes.length
+  const prefix = label.toLowerCase()
+  let sockets: WebSocket[] = []
+  const load = new ChatLoad({
+    clients: C,
+    pids: nodes.map((n) => n.proc.pid),
+    nodeOf,
+    send: (sender, text) => sockets[sender]!.send(text),
+  })
+  // Each client's user list as the page keeps it: the `users` frame it gets once, on connect,
+  // then one `presence` delta per change (username -> nodeAddress).
+  const userLists = Array.from({ length: C }, () => new Map<string, string>())
+  const usersSeen = new Int32Array(C)
+  // Join watches: username -> what to do when an observer sees it.
+  const joinWatch = new Map<string, { system: (client: number) => void; presence: (client: number) => void }>()
+
+  const onFrame = (client: number) => (data: string) => {
+    if (data.startsWith('{"type":"chat"')) {
+      const t = now()
+      load.receive(client, (JSON.parse(data) as { message?: string }).message ?? '', t)
+      return
+    }
+    if (data.startsWith('{"type":"presence"')) {
+      const frame = JSON.parse(data) as { event: 'join' | 'leave'; user: { username: string; nodeAddress: string } }
+      const list = userLists[client]!
+      if (frame.event === 'join') {
+        list.set(frame.user.username, frame.user.nodeAddress)
+        joinWatch.get(frame.user.username)?.presence(client)
+      } else if (list.get(frame.user.username) === frame.user.nodeAddress) list.delete(frame.user.username)
+      usersSeen[client] = list.size
+      return
+    }
+    if (data.startsWith('{"type":"users"')) {
+      // Once per connection; it already reflects every delta published before it.
+      const frame = JSON.parse(data) as { users: { username: string; nodeAddress: string }[] }
+      userLists[client] = new Map(frame.users.map((u) => [u.username, u.nodeAddress]))
+      usersSeen[client] = frame.users.length
+      return
+    }
+    if (data.startsWith('{"type":"system"') && joinWatch.size) {
+      const frame = JSON.parse(data) as { event: string; username: string }
+      if (frame.event === 'join') joinWatch.get(frame.username)?.system(client)
+    }
+  }
+
+  // 1. Connect and let presence settle everywhere.
+  const connectStart = now()
+  sockets = await inBatches(C, 50, (i) => connect(nodes[nodeOf(i)]!, `${prefix}-u${i}`, onFrame(i)))
+  const connectMs = now() - connectStart
+  const settleDeadline = now() + 30_000
+  for (;;) {
+    const counts = await Promise.all(nodes.map((n) => n.users().then((u) => u.count as number).catch(() => -1)))
+    if (counts.every((c) => c === C) && usersSeen.every((c) => c === C)) break
+    if (now() > settleDeadline) {
+      throw new Error(
+        `${label}: presence did not settle: node user counts ${counts.join('/')}, ` +
+          `clients seeing all ${C}: ${usersSeen.filter((c) => c === C).length}`,
+      )
+    }
+    await sleep(50)
+  }
+  // 2. Load.
+  const { idleCpuPct, paced, burst } = await load.phasesOf(o)
 
   // 3. Joins: a new user connects; one observer on every node waits for its `system` join frame
   //    and for the `presence` join frame that names it.
@@ -488,12 +552,13 @@ async function runScenario(label: string, nodes: NodeHandle[], o: Options): Prom
   }
 
   await closeAll(sockets)
-  return { label, nodeCount: nodes.length, clientsPerNode, connectMs, idleCpuPct, paced, burst, stray, joins }
+  const clientsPerNode = spread(C, nodes.length)
+  return { label, nodeCount: nodes.length, clientsPerNode, connectMs, idleCpuPct, paced, burst, stray: load.stray, joins }
 }
 
 // ---------------------------------------------------------------- memory per idle connection
 
-interface MemoryResult {
+export interface MemoryResult {
   connections: number
   rssBeforeKiB: number
   rssAfterKiB: number
@@ -515,7 +580,7 @@ interface MemoryResult {
   leftAfterClose: number
 }
 
-async function runMemory(k: number): Promise<MemoryResult> {
+export async function runMemory(k: number): Promise<MemoryResult> {
   const node = track(await startNode({ name: 'mem' }))
   const pid = node.proc.pid
   try {
@@ -610,38 +675,10 @@ function report(o: Options, machine: string[], a: ScenarioResult | null, b: Scen
   const scenarios = [a, b].filter((s): s is ScenarioResult => s !== null)
 
   // Load phases: A paced, B paced, A unpaced, B unpaced.
-  const loads: { title: string; s: ScenarioResult; f: LoadFigures }[] = []
+  const loads: LoadColumn[] = []
   for (const s of scenarios) loads.push({ title: `${s.label} paced`, s, f: s.paced })
   for (const s of scenarios) if (s.burst) loads.push({ title: `${s.label} unpaced`, s, f: s.burst })
-  if (loads.length) {
-    const col = (fn: (f: LoadFigures, s: ScenarioResult) => string) => loads.map(({ f, s }) => fn(f, s))
-    const sumCpu = (f: LoadFigures) => f.serverCpuS.reduce((x, y) => x + y, 0)
-    out.push(
-      '',
-      table([
-        ['LOAD', ...loads.map((l) => `${l.title} (${l.s.nodeCount} node${l.s.nodeCount > 1 ? 's' : ''})`)],
-        ['offered msg/s (sends)', ...col((f) => (f.rate > 0 ? int(f.rate) : 'max'))],
-        ['messages sent', ...col((f) => int(f.sent))],
-        ['expected deliveries (msgs x receivers)', ...col((f) => int(f.expected))],
-        ['received', ...col((f) => int(f.received))],
-        ['LOST (expected - received)', ...col((f) => int(f.lost))],
-        ['duplicates', ...col((f) => int(f.duplicates))],
-        ['delivered msgs/s (first send..last receipt)', ...col((f) => int(f.received / (f.elapsedMs / 1000)))],
-        ['latency p50 ms', ...col((f) => fmt(f.latency.p50, 2))],
-        ['latency p95 ms', ...col((f) => fmt(f.latency.p95, 2))],
-        ['latency p99 ms', ...col((f) => fmt(f.latency.p99, 2))],
-        ['latency max ms', ...col((f) => fmt(f.latency.max, 2))],
-        ['latency mean ms', ...col((f) => fmt(f.latency.mean, 2))],
-        ['  same-node deliveries p50 / p99 ms', ...col((f) => `${fmt(f.sameNode.p50, 2)} / ${fmt(f.sameNode.p99, 2)}`)],
-        ['  cross-node deliveries p50 / p99 ms', ...col((f) => (f.crossNode.count ? `${fmt(f.crossNode.p50, 2)} / ${fmt(f.crossNode.p99, 2)}` : '-'))],
-        ['server CPU s, per node', ...col((f) => f.serverCpuS.map((c) => fmt(c, 2)).join('/'))],
-        ['server CPU us per delivery, all nodes', ...col((f) => fmt((sumCpu(f) * 1e6) / Math.max(1, f.received), 2))],
-        ['  the same, less the nodes\' idle CPU', ...col((f, s) => fmt((aboveIdle(f, s) * 1e6) / Math.max(1, f.received), 2))],
-        ['client (this process) CPU, % of one core', ...col((f) => fmt(f.clientCpuPct, 0))],
-        ['send lag behind schedule p99 / max ms', ...col((f) => (f.rate > 0 ? `${fmt(f.sendLag.p99, 1)} / ${fmt(f.sendLag.max, 1)}` : '-'))],
-      ]),
-    )
-  }
+  if (loads.length) out.push('', loadTable(loads))
 
   if (scenarios.length) {
     const col = (fn: (s: ScenarioResult) => string) => scenarios.map(fn)
@@ -693,18 +730,7 @@ function report(o: Options, machine: string[], a: ScenarioResult | null, b: Scen
     )
   }
 
-  const warnings: string[] = []
-  for (const { title, f } of loads) {
-    if (f.lost !== 0) warnings.push(`${title}: ${int(f.lost)} deliveries LOST (expected ${int(f.expected)}, received ${int(f.received)})`)
-    if (f.duplicates !== 0) warnings.push(`${title}: ${int(f.duplicates)} duplicate deliveries`)
-    if (f.clientCpuPct > 75) {
-      warnings.push(
-        `${title}: this client process used ${fmt(f.clientCpuPct, 0)}% of a core: it is (close to) the bottleneck, ` +
-          'and its own queueing is part of the latency',
-      )
-    }
-    if (f.rate > 0 && f.sendLag.p99 > 20) warnings.push(`${title}: sends ran up to ${fmt(f.sendLag.max, 0)} ms behind schedule: the client could not keep the pace`)
-  }
+  const warnings = loadWarnings(loads)
   for (const s of scenarios) if (s.stray) warnings.push(`${s.label}: ${int(s.stray)} chat frames outside any phase`)
   if (mem?.droppedByServer) warnings.push(`memory: the server closed ${mem.droppedByServer} idle connections during the join storm`)
   if (warnings.length) out.push('', ...warnings.map((w) => `!! ${w}`))
@@ -719,7 +745,58 @@ function report(o: Options, machine: string[], a: ScenarioResult | null, b: Scen
   console.log(out.join('\n'))
 }
 
-function table(rows: string[][]): string {
+/** One load phase of one scenario, a column of the LOAD table. */
+export interface LoadColumn {
+  title: string
+  s: ScenarioResult
+  f: LoadFigures
+}
+
+/** The LOAD table: one column per phase. */
+export function loadTable(loads: LoadColumn[]): string {
+  const col = (fn: (f: LoadFigures, s: ScenarioResult) => string) => loads.map(({ f, s }) => fn(f, s))
+  return table([
+    ['LOAD', ...loads.map((l) => `${l.title} (${l.s.nodeCount} node${l.s.nodeCount > 1 ? 's' : ''})`)],
+    ['offered msg/s (sends)', ...col((f) => (f.rate > 0 ? int(f.rate) : 'max'))],
+    ['messages sent', ...col((f) => int(f.sent))],
+    ['expected deliveries (msgs x receivers)', ...col((f) => int(f.expected))],
+    ['received', ...col((f) => int(f.received))],
+    ['LOST (expected - received)', ...col((f) => int(f.lost))],
+    ['duplicates', ...col((f) => int(f.duplicates))],
+    ['delivered msgs/s (first send..last receipt)', ...col((f) => int(deliveredPerS(f)))],
+    ['latency p50 ms', ...col((f) => fmt(f.latency.p50, 2))],
+    ['latency p95 ms', ...col((f) => fmt(f.latency.p95, 2))],
+    ['latency p99 ms', ...col((f) => fmt(f.latency.p99, 2))],
+    ['latency max ms', ...col((f) => fmt(f.latency.max, 2))],
+    ['latency mean ms', ...col((f) => fmt(f.latency.mean, 2))],
+    ['  same-node deliveries p50 / p99 ms', ...col((f) => `${fmt(f.sameNode.p50, 2)} / ${fmt(f.sameNode.p99, 2)}`)],
+    ['  cross-node deliveries p50 / p99 ms', ...col((f) => (f.crossNode.count ? `${fmt(f.crossNode.p50, 2)} / ${fmt(f.crossNode.p99, 2)}` : '-'))],
+    ['server CPU s, per server process', ...col((f) => f.serverCpuS.map((c) => fmt(c, 2)).join('/'))],
+    ['server CPU us per delivery, all server processes', ...col((f) => fmt(perDelivery(f) * 1e6, 2))],
+    ['  the same, less the servers\' idle CPU', ...col((f, s) => fmt((aboveIdle(f, s) * 1e6) / Math.max(1, f.received), 2))],
+    ['client (this process) CPU, % of one core', ...col((f) => fmt(f.clientCpuPct, 0))],
+    ['send lag behind schedule p99 / max ms', ...col((f) => (f.rate > 0 ? `${fmt(f.sendLag.p99, 1)} / ${fmt(f.sendLag.max, 1)}` : '-'))],
+  ])
+}
+
+/** Lost or duplicate deliveries, a saturated client, a client that could not keep the pace. */
+export function loadWarnings(loads: LoadColumn[]): string[] {
+  const warnings: string[] = []
+  for (const { title, f } of loads) {
+    if (f.lost !== 0) warnings.push(`${title}: ${int(f.lost)} deliveries LOST (expected ${int(f.expected)}, received ${int(f.received)})`)
+    if (f.duplicates !== 0) warnings.push(`${title}: ${int(f.duplicates)} duplicate deliveries`)
+    if (f.clientCpuPct > 75) {
+      warnings.push(
+        `${title}: this client process used ${fmt(f.clientCpuPct, 0)}% of a core: it is (close to) the bottleneck, ` +
+          'and its own queueing is part of the latency',
+      )
+    }
+    if (f.rate > 0 && f.sendLag.p99 > 20) warnings.push(`${title}: sends ran up to ${fmt(f.sendLag.max, 0)} ms behind schedule: the client could not keep the pace`)
+  }
+  return warnings
+}
+
+export function table(rows: string[][]): string {
   const widths: number[] = []
   for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)))
   return rows.map((row) => row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('   ').trimEnd()).join('\n')
@@ -731,120 +808,159 @@ const summary = (s: ScenarioResult) =>
     .map((f) => `${f.rate > 0 ? 'paced' : 'unpaced'} ${int(f.received)}/${int(f.expected)} delivered, p50 ${fmt(f.latency.p50, 2)} ms`)
     .join('; ')
 /** Server CPU seconds of a phase minus what the nodes burn idle (timers, heartbeats) over as long. */
-const aboveIdle = (f: LoadFigures, s: ScenarioResult) =>
+export const aboveIdle = (f: LoadFigures, s: ScenarioResult) =>
   f.serverCpuS.reduce((x, y) => x + y, 0) - (s.idleCpuPct.reduce((x, y) => x + y, 0) / 100) * (f.cpuWindowMs / 1000)
-const perDelivery = (f: LoadFigures) => f.serverCpuS.reduce((x, y) => x + y, 0) / Math.max(1, f.received)
+export const perDelivery = (f: LoadFigures) => f.serverCpuS.reduce((x, y) => x + y, 0) / Math.max(1, f.received)
+export const deliveredPerS = (f: LoadFigures) => f.received / (f.elapsedMs / 1000)
 const signed = (v: number) => (Number.isFinite(v) ? `${v >= 0 ? '+' : ''}${fmt(v, 2)}` : 'n/a')
 
-// ---------------------------------------------------------------- main
+// ---------------------------------------------------------------- run guards (shared with bench/compare.ts)
 
-const o = options()
-const started = now()
+/** Set once an interrupt or the watchdog started stopping everything. */
 let interrupted = false
 /** Pids of every node process this run started, checked after the final stop. */
-const startedPids = new Set<number>()
-let leftBehind: number[] = []
+export const startedPids = new Set<number>()
+/** Node processes still running after the final stop (killed with SIGKILL then). */
+export let leftBehind: number[] = []
+/** More to stop at the end (another benchmark's own processes), after our nodes. */
+const moreCleanups: (() => Promise<void>)[] = []
+export const onCleanup = (fn: () => Promise<void>) => void moreCleanups.push(fn)
 
-function track<T extends NodeHandle | NodeHandle[]>(handles: T): T {
+export function track<T extends NodeHandle | NodeHandle[]>(handles: T): T {
   for (const node of Array.isArray(handles) ? handles : [handles]) startedPids.add(node.proc.pid)
   return handles
 }
 
-/** Whether `pid` is still a live (not zombie) process running src/index.ts. */
-function isNodeProcess(pid: number): boolean {
+/** Whether `pid` is still a live (not zombie) process whose command line contains `script`. */
+export function isRunning(pid: number, script: string): boolean {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
     if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) return false
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('src/index.ts')
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(script)
   } catch {
     return false
   }
 }
+
+export function killQuietly(pid: number, signal: NodeJS.Signals = 'SIGKILL'): void {
+  try {
+    process.kill(pid, signal)
+  } catch {
+    // gone meanwhile
+  }
+}
+
 let cleaning: Promise<void> | null = null
 
+/** Closes every socket, stops every node and whatever `onCleanup` added; once. */
 async function cleanup(): Promise<void> {
   cleaning ??= (async () => {
     await closeAll([...openSockets], 3000).catch(() => {})
     for (const node of runningNodes()) startedPids.add(node.proc.pid)
     await stopAll(8000).catch(() => {})
+    for (const fn of moreCleanups) await fn().catch(() => {})
     // Every node this run started must be gone; anything left (it should not be) is killed.
     await sleep(100)
-    leftBehind = [...startedPids].filter(isNodeProcess)
-    for (const pid of leftBehind) {
-      try {
-        process.kill(pid, 'SIGKILL')
-      } catch {
-        // gone meanwhile
-      }
-    }
+    leftBehind = [...startedPids].filter((pid) => isRunning(pid, 'src/index.ts'))
+    for (const pid of leftBehind) killQuietly(pid)
   })()
   return cleaning
 }
 
 async function abort(why: string, code: number): Promise<never> {
   interrupted = true
-  console.error(`\n${why}: stopping every node this benchmark started`)
+  console.error(`\n${why}: stopping every process this benchmark started`)
   await cleanup()
   process.exit(code)
 }
 
-process.on('SIGINT', () => void abort('SIGINT', 130))
-process.on('SIGTERM', () => void abort('SIGTERM', 143))
-// Bounded no matter what: a wedged node or socket must not hold the run (or CI) forever.
-const WATCHDOG_S = 240
-setTimeout(() => void abort(`watchdog: still running after ${WATCHDOG_S} s`, 124), WATCHDOG_S * 1000).unref()
+/** SIGINT/SIGTERM stop everything; so does a watchdog: a wedged node must not hold a run forever. */
+function guard(watchdogS: number): void {
+  process.on('SIGINT', () => void abort('SIGINT', 130))
+  process.on('SIGTERM', () => void abort('SIGTERM', 143))
+  setTimeout(() => void abort(`watchdog: still running after ${watchdogS} s`, 124), watchdogS * 1000).unref()
+}
 
-clockTicks = Number(shell('getconf CLK_TCK')) || 100
-const fdLimit = Number(shell('ulimit -n')) || 1024
-const cpuModel = cpus()[0]?.model ?? 'unknown CPU'
-const machine = [
-  `machine: nproc ${shell('nproc') || cpus().length} (${cpuModel.trim()}), Linux ${release()}, ` +
-    `bun ${Bun.version}, ulimit -n ${fdLimit}, ${fmt(Number(shell("awk '/MemTotal/ {print $2}' /proc/meminfo")) / 2 ** 20)} GiB RAM`,
-  'the nodes and this client process share those cores; the client runs every WebSocket connection',
-]
-// One fd per client socket here and one on the node; leave room for everything else.
-const idle = Math.max(0, Math.min(o.idle, fdLimit - 200))
-if (idle !== o.idle) console.log(`note: ulimit -n is ${fdLimit}: idle connections lowered from ${o.idle} to ${idle}`)
+/** A description of the machine, and how many idle connections `ulimit -n` leaves room for. */
+function machine(wantedIdle: number): { lines: string[]; idle: number } {
+  const fdLimit = Number(shell('ulimit -n')) || 1024
+  const cpuModel = cpus()[0]?.model ?? 'unknown CPU'
+  const lines = [
+    `machine: nproc ${shell('nproc') || cpus().length} (${cpuModel.trim()}), Linux ${release()}, ` +
+      `bun ${Bun.version}, ulimit -n ${fdLimit}, ${fmt(Number(shell("awk '/MemTotal/ {print $2}' /proc/meminfo")) / 2 ** 20)} GiB RAM`,
+    'the nodes and this client process share those cores; the client runs every WebSocket connection',
+  ]
+  // One fd per client socket here and one on the node; leave room for everything else.
+  const idle = Math.max(0, Math.min(wantedIdle, fdLimit - 200))
+  if (idle !== wantedIdle) lines.push(`note: ulimit -n is ${fdLimit}: idle connections lowered from ${wantedIdle} to ${idle}`)
+  return { lines, idle }
+}
 
-let a: ScenarioResult | null = null
-let b: ScenarioResult | null = null
-let mem: MemoryResult | null = null
-let clusterStopMs = NaN
-let failed = false
-try {
-  console.log(machine.join('\n'))
-  const log = (line: string) => console.log(`[${fmt((now() - started) / 1000)} s] ${line}`)
-
-  log('A: starting 1 node')
-  const single = track(await startNode({ name: 'A-node1' }))
-  log(`A: ${o.clients} clients, ${o.senders * o.messages} messages`)
-  a = await runScenario('A', [single], o)
-  log(`A: done; ${summary(a)}`)
-  await single.stop(5000)
-
-  log('B: starting a 3-node cluster')
-  const cluster = track(await startCluster(3))
-  log(`B: ${o.clients} clients over 3 nodes, ${o.senders * o.messages} messages`)
-  b = await runScenario('B', cluster, o)
-  log(`B: done; ${summary(b)}`)
-  // All three leave at once (SIGTERM); a node's own leave timeout is 5 s, so give it more than that.
-  const stopStart = now()
-  await stopAll(8000)
-  clusterStopMs = now() - stopStart
-  log(`B: cluster stopped in ${fmt(clusterStopMs / 1000, 2)} s`)
-
-  if (idle > 0) {
-    log(`memory: opening ${idle} idle connections on a fresh node`)
-    mem = await runMemory(idle)
-    log('memory: done')
+/**
+ * The frame of a benchmark run: interrupt and watchdog guards, the machine lines, a progress log,
+ * the final cleanup, then the report and the exit status (1 only if `body` failed).
+ */
+export async function benchmark(
+  name: string,
+  watchdogS: number,
+  wantedIdle: number,
+  body: (log: (line: string) => void, idle: number) => Promise<void>,
+  report: (machineLines: string[], totalMs: number) => void,
+): Promise<void> {
+  const started = now()
+  guard(watchdogS)
+  const { lines, idle } = machine(wantedIdle)
+  let failed = false
+  try {
+    console.log(lines.join('\n'))
+    await body((line) => console.log(`[${fmt((now() - started) / 1000)} s] ${line}`), idle)
+  } catch (error) {
+    failed = true
+    if (!interrupted) console.error(`\n${name} failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`)
+  } finally {
+    await cleanup()
   }
-} catch (error) {
-  failed = true
-  if (!interrupted) console.error(`\nbenchmark failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`)
-} finally {
-  await cleanup()
+  if (!interrupted) {
+    report(lines, now() - started)
+    process.exit(failed ? 1 : 0)
+  }
 }
-if (!interrupted) {
-  report(o, machine, a, b, mem, now() - started)
-  process.exit(failed ? 1 : 0)
+
+// ---------------------------------------------------------------- main
+
+let clusterStopMs = NaN
+
+async function main(): Promise<void> {
+  const o = parseOptions(Bun.argv.slice(2), HELP, { 'join-samples': { type: 'string' } }).options
+  let a: ScenarioResult | null = null
+  let b: ScenarioResult | null = null
+  let mem: MemoryResult | null = null
+  const run = async (log: (line: string) => void, idle: number) => {
+    log('A: starting 1 node')
+    const single = track(await startNode({ name: 'A-node1' }))
+    log(`A: ${o.clients} clients, ${o.senders * o.messages} messages`)
+    a = await runScenario('A', [single], o)
+    log(`A: done; ${summary(a)}`)
+    await single.stop(5000)
+
+    log('B: starting a 3-node cluster')
+    const cluster = track(await startCluster(3))
+    log(`B: ${o.clients} clients over 3 nodes, ${o.senders * o.messages} messages`)
+    b = await runScenario('B', cluster, o)
+    log(`B: done; ${summary(b)}`)
+    // All three leave at once (SIGTERM); a node's own leave timeout is 5 s, so give it more than that.
+    const stopStart = now()
+    await stopAll(8000)
+    clusterStopMs = now() - stopStart
+    log(`B: cluster stopped in ${fmt(clusterStopMs / 1000, 2)} s`)
+
+    if (idle > 0) {
+      log(`memory: opening ${idle} idle connections on a fresh node`)
+      mem = await runMemory(idle)
+      log('memory: done')
+    }
+  }
+  await benchmark('benchmark', 240, o.idle, run, (lines, totalMs) => report(o, lines, a, b, mem, totalMs))
 }
+
+if (import.meta.main) await main()
