@@ -5,6 +5,7 @@ import { describe, expect, test } from 'bun:test'
 import { ChatRoom } from '../../src/chat/room'
 import { Membership } from '../../src/cluster/membership'
 import { createApp, Sockets } from '../../src/http/app'
+import { TIMING } from '../sim/simulator'
 
 const self = 'bun://S@127.0.0.1:2551'
 
@@ -13,13 +14,7 @@ function makeApp() {
     self: { address: self, incarnation: 'a1', httpUrl: 'http://127.0.0.1:8081' },
     seeds: [self],
     bootstrap: true,
-    heartbeatTicks: 10,
-    electionTicksMin: 50,
-    electionTicksMax: 100,
-    unreachableTicks: 100,
-    downTicks: 300,
-    bootstrapTicks: 100,
-    joinRetryTicks: 20,
+    ...TIMING,
     random: () => 0.5,
   })
   core.tick() // alone in its seed list: founds the cluster at once
