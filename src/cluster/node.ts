@@ -178,6 +178,9 @@ export class ClusterNode {
     const incarnation = newIncarnation()
     this.log(`node ${this.address} was removed from the cluster; rejoining as incarnation ${incarnation}`)
     this.core = this.newCore(incarnation, false)
+    // The new incarnation starts from an empty view: report its events afresh rather than
+    // logging every member as removed.
+    this.lastView = undefined
   }
 
   private publishView(): void {
