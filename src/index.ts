@@ -24,11 +24,8 @@ let room: ChatRoom | undefined
 const node = new ClusterNode(
   config,
   {
-    onView: (view, events) => {
-      room?.setMembers(node.peerAddresses())
-      // Up again after a rejoin: peers may have missed presence changes while we were out.
-      if (events.some((e) => e.type === 'up' && e.id === view.selfId)) for (const a of node.peerAddresses()) room?.sendSnapshot(a)
-    },
+    onView: (view, events) =>
+      room?.setMembers(node.peerAddresses(), events.some((e) => e.type === 'up' && e.id === view.selfId)),
     onChat: (peer, message) => room?.onPeerMessage(peer, message),
     onPeerConnected: (address) => room?.sendSnapshot(address),
   },

@@ -23,7 +23,7 @@ export interface RoomDeps {
   disconnect: (username: string, code: number, reason: string) => void
 }
 
-export type SayResult = { ok: true } | { ok: false; code: 'message_too_long'; message: string } | { ok: true; ignored: true }
+export type SayResult = { ok: true; ignored?: true } | { ok: false; code: 'message_too_long'; message: string }
 
 export class ChatRoom {
   private readonly presence: Presence
@@ -91,12 +91,16 @@ export class ChatRoom {
     for (let i = SNAPSHOT_CHUNK; i < users.length; i++) this.d.sendTo(address, { type: 'presence_join', user: users[i]! })
   }
 
-  setMembers(addresses: string[]): void {
+  /**
+   * New members get our snapshot; with `resync` (we are Up again after a rejoin, and peers may
+   * have missed our presence changes meanwhile) every member does.
+   */
+  setMembers(addresses: string[], resync = false): void {
     const next = new Set(addresses.filter((a) => a !== this.d.selfAddress))
-    const added = [...next].filter((a) => !this.members.has(a))
+    const snapshotTo = [...next].filter((a) => resync || !this.members.has(a))
     this.members = next
     this.announce(this.presence.setMembers(next))
-    for (const address of added) this.sendSnapshot(address)
+    for (const address of snapshotTo) this.sendSnapshot(address)
   }
 
   private announce(changes: PresenceChange[]): void {

@@ -115,6 +115,16 @@ describe('ChatRoom', () => {
     expect(fresh.room.users().map((u) => u.username).sort()).toEqual(['alice', 'bob'])
   })
 
+  test('resync sends our snapshot to every member, not only new ones (Up again after a rejoin)', () => {
+    const { nodes, outbox } = makeCluster(2)
+    nodes[0]!.room.join('alice')
+    outbox.length = 0
+    nodes[0]!.room.setMembers([addr(1), addr(2)])
+    expect(outbox.filter((o) => o.message.type === 'presence_snapshot')).toHaveLength(0)
+    nodes[0]!.room.setMembers([addr(1), addr(2)], true)
+    expect(outbox.filter((o) => o.message.type === 'presence_snapshot').map((o) => o.to)).toEqual([addr(2)])
+  })
+
   test('the same name admitted on two nodes at once: the earlier connection keeps it, the other is closed with 4409', () => {
     const { nodes, deliver } = makeCluster(2)
     nodes[0]!.room.join('sam') // earlier clock
