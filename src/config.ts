@@ -1,5 +1,9 @@
 // Command line and environment: every flag has an environment twin; the flag wins.
 // Parsing is pure (argv and env in, a config or an error out) so it is tested without a process.
+// Everything is checked here, once: a config that parses is one the node can run with.
+import { err, ok, type Result } from './result'
+import { formatAddress } from './cluster/address'
+import { DEFAULT_TIMING_MS, timingFromMs, type Timing } from './cluster/timing'
 
 export type Lang = 'en' | 'ko'
 
@@ -18,10 +22,12 @@ export interface Config {
   downAfterMs: number
   bootstrapTimeoutMs: number
   maxMessageLength: number
+  /** The timeouts above in the core's ticks, converted and checked at parse time. */
+  timing: Timing
 }
 
 interface FlagSpec {
-  key: keyof Config
+  key: Exclude<keyof Config, 'timing'>
   env: string
   kind: 'string' | 'port' | 'ms' | 'seeds' | 'lang' | 'count' | 'name'
   help: string
@@ -43,7 +49,7 @@ const FLAGS: Record<string, FlagSpec> = {
   '--max-message-length': { key: 'maxMessageLength', env: 'MAX_MESSAGE_LENGTH', kind: 'count', help: 'longest chat message in characters (default 2000)' },
 }
 
-export const DEFAULTS: Omit<Config, 'seeds'> & { seeds: string } = {
+export const DEFAULTS: Omit<Config, 'seeds' | 'timing'> & { seeds: string } = {
   host: '127.0.0.1',
   httpHost: '0.0.0.0',
   clusterPort: 2551,
@@ -51,18 +57,12 @@ export const DEFAULTS: Omit<Config, 'seeds'> & { seeds: string } = {
   seeds: '127.0.0.1:2551',
   systemName: 'WebSocketClusterSystem',
   lang: 'en',
-  heartbeatMs: 100,
-  electionTimeoutMs: 500,
-  unreachableAfterMs: 1000,
-  downAfterMs: 3000,
-  bootstrapTimeoutMs: 1500,
+  ...DEFAULT_TIMING_MS,
   maxMessageLength: 2000,
 }
 
-export type ParseResult = { ok: true; config: Config } | { ok: false; error: string } | { ok: false; help: string }
-
-export const nodeAddress = (systemName: string, host: string, port: number) =>
-  `bun://${systemName}@${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${port}`
+/** A config to run with, or the help text when it was asked for; an error says what is wrong. */
+export type ParseResult = Result<{ config: Config } | { help: string }>
 
 export function usage(): string {
   const lines = Object.entries(FLAGS).map(([flag, s]) => `  ${flag.padEnd(24)} ${s.env.padEnd(22)} ${s.help}`)
@@ -83,12 +83,12 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
   }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
-    if (arg === '--help' || arg === '-h') return { ok: false, help: usage() }
+    if (arg === '--help' || arg === '-h') return ok({ help: usage() })
     const eq = arg.indexOf('=')
     const flag = eq > 0 ? arg.slice(0, eq) : arg
-    if (!FLAGS[flag]) return { ok: false, error: `unknown flag ${JSON.stringify(arg)} (see --help)` }
+    if (!FLAGS[flag]) return err(`unknown flag ${JSON.stringify(arg)} (see --help)`)
     const value = eq > 0 ? arg.slice(eq + 1) : argv[++i]
-    if (value === undefined) return { ok: false, error: `${flag} needs a value` }
+    if (value === undefined) return err(`${flag} needs a value`)
     raw.set(flag, { value, source: flag })
   }
 
@@ -98,42 +98,44 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     if (!given && spec.kind !== 'seeds') continue
     const value = given?.value ?? DEFAULTS.seeds
     const parsed = parseValue(spec.kind, value.trim())
-    if (typeof parsed === 'object' && parsed !== null && 'error' in parsed) {
-      return { ok: false, error: `${given?.source ?? flag}: ${parsed.error} (got ${JSON.stringify(value)})` }
-    }
-    out[spec.key] = parsed
+    if (!parsed.ok) return err(`${given?.source ?? flag}: ${parsed.error} (got ${JSON.stringify(value)})`)
+    out[spec.key] = parsed.value
   }
-  const config = out as unknown as Omit<Config, 'seeds'> & { seeds: Array<{ host: string; port: number }> }
-  const seeds = config.seeds.map((s) => nodeAddress(config.systemName, s.host, s.port))
-  const result: Config = { ...config, seeds }
-  const problem = checkRelations(result)
-  return problem ? { ok: false, error: problem } : { ok: true, config: result }
+  const config = out as unknown as Omit<Config, 'seeds' | 'timing'> & { seeds: Array<{ host: string; port: number }> }
+  const seeds = config.seeds.map((s) => formatAddress({ systemName: config.systemName, host: s.host, port: s.port }))
+  if (config.clusterPort === config.httpPort) return err(`cluster port and HTTP port must differ (both ${config.clusterPort})`)
+  if (config.maxMessageLength > 16_000) return err('--max-message-length must be at most 16000')
+  const timing = timingFromMs(config)
+  if (!timing.ok) return timing
+  return ok({ config: { ...config, seeds, timing: timing.value } })
 }
 
-function parseValue(kind: FlagSpec['kind'], value: string): unknown {
+function parseValue(kind: FlagSpec['kind'], value: string): Result<unknown> {
   switch (kind) {
     case 'string':
-      return value.length > 0 && !/\s/.test(value) ? value : { error: 'expected a host name or address' }
+      return value.length > 0 && !/\s/.test(value) ? ok(value) : err('expected a host name or address')
     case 'name':
-      return /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/.test(value) ? value : { error: 'expected letters, digits, _ or - (at most 64)' }
-    case 'port':
-      return parsePort(value) ?? { error: 'expected a port from 1 to 65535' }
+      return /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/.test(value) ? ok(value) : err('expected letters, digits, _ or - (at most 64)')
+    case 'port': {
+      const port = parsePort(value)
+      return port === null ? err('expected a port from 1 to 65535') : ok(port)
+    }
     case 'ms':
     case 'count': {
       const n = /^\d+$/.test(value) ? Number(value) : NaN
-      return Number.isSafeInteger(n) && n > 0 ? n : { error: 'expected a positive whole number' }
+      return Number.isSafeInteger(n) && n > 0 ? ok(n) : err('expected a positive whole number')
     }
     case 'lang':
-      return value === 'en' || value === 'ko' ? value : { error: 'expected en or ko' }
+      return value === 'en' || value === 'ko' ? ok(value) : err('expected en or ko')
     case 'seeds': {
       const seeds = []
       for (const part of value.split(',').map((s) => s.trim()).filter(Boolean)) {
         const m = /^([^\s:/@]+|\[[0-9a-fA-F:]+\]):(\d+)$/.exec(part)
         const port = m ? parsePort(m[2]!) : null
-        if (!m || port === null) return { error: `malformed seed ${JSON.stringify(part)}, expected host:port` }
+        if (!m || port === null) return err(`malformed seed ${JSON.stringify(part)}, expected host:port`)
         seeds.push({ host: m[1]!, port })
       }
-      return seeds.length ? seeds : { error: 'expected at least one host:port' }
+      return seeds.length ? ok(seeds) : err('expected at least one host:port')
     }
   }
 }
@@ -141,15 +143,4 @@ function parseValue(kind: FlagSpec['kind'], value: string): unknown {
 function parsePort(value: string): number | null {
   const n = /^\d+$/.test(value) ? Number(value) : NaN
   return Number.isInteger(n) && n >= 1 && n <= 65535 ? n : null
-}
-
-/** Relations between settings, checked before anything is bound. */
-function checkRelations(c: Config): string | null {
-  if (c.clusterPort === c.httpPort) return `cluster port and HTTP port must differ (both ${c.clusterPort})`
-  if (c.electionTimeoutMs < c.heartbeatMs * 3) return `--election-timeout-ms (${c.electionTimeoutMs}) must be at least 3x --heartbeat-ms (${c.heartbeatMs})`
-  if (c.unreachableAfterMs <= c.heartbeatMs) return `--unreachable-after-ms (${c.unreachableAfterMs}) must exceed --heartbeat-ms (${c.heartbeatMs})`
-  if (c.downAfterMs <= c.unreachableAfterMs) return `--down-after-ms (${c.downAfterMs}) must exceed --unreachable-after-ms (${c.unreachableAfterMs})`
-  if (c.downAfterMs <= c.electionTimeoutMs * 2) return `--down-after-ms (${c.downAfterMs}) must exceed the longest election timeout (${c.electionTimeoutMs * 2})`
-  if (c.maxMessageLength > 16_000) return `--max-message-length must be at most 16000`
-  return null
 }

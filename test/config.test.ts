@@ -3,12 +3,13 @@ import { parseConfig } from '../src/config'
 
 const ok = (argv: string[], env: Record<string, string> = {}) => {
   const r = parseConfig(argv, env)
-  if (!r.ok) throw new Error('error' in r ? r.error : 'help')
-  return r.config
+  if (!r.ok) throw new Error(r.error)
+  if (!('config' in r.value)) throw new Error('help')
+  return r.value.config
 }
 const error = (argv: string[], env: Record<string, string> = {}) => {
   const r = parseConfig(argv, env)
-  if (r.ok || !('error' in r)) throw new Error(`expected an error for ${argv.join(' ')}`)
+  if (r.ok) throw new Error(`expected an error for ${argv.join(' ')}`)
   return r.error
 }
 
@@ -19,6 +20,7 @@ describe('parseConfig', () => {
     expect(c.seeds).toEqual(['bun://WebSocketClusterSystem@127.0.0.1:2551'])
     expect(c.maxMessageLength).toBe(2000)
     expect(c.heartbeatMs).toBe(100)
+    expect(c.timing).toMatchObject({ heartbeatTicks: 10, electionTicksMin: 50, downTicks: 300, bootstrapTicks: 150 })
   })
 
   test('flags in both spellings, and the system name applies to seed addresses', () => {
@@ -52,10 +54,12 @@ describe('parseConfig', () => {
     expect(error(['--heartbeat-ms', '400'])).toContain('--election-timeout-ms')
     expect(error(['--down-after-ms', '900'])).toContain('--down-after-ms')
     expect(ok(['--heartbeat-ms', '50', '--election-timeout-ms', '300', '--unreachable-after-ms', '500', '--down-after-ms', '1500'])).toMatchObject({ electionTimeoutMs: 300 })
+    // Checked in ticks, the unit the core runs on: these pass a check in milliseconds but not in ticks.
+    expect(error(['--heartbeat-ms', '5', '--election-timeout-ms', '15'])).toContain('--election-timeout-ms')
   })
 
   test('--help returns the usage text', () => {
     const r = parseConfig(['--help'], {})
-    expect(!r.ok && 'help' in r && r.help).toContain('--cluster-port')
+    expect(r.ok && 'help' in r.value && r.value.help).toContain('--cluster-port')
   })
 })

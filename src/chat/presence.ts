@@ -2,7 +2,7 @@
 // deltas; a remote user counts only while its node is a member. When two nodes admit the same
 // name at the same moment, the earlier connection wins (ties go to the smaller node address), and
 // every node decides the same way without asking anyone.
-import type { ChatUser } from '../cluster/messages'
+import type { ChatUser } from './messages'
 import type { UserEntry } from './protocol'
 
 export type PresenceChange = { event: 'join' | 'leave'; user: UserEntry }

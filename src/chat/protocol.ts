@@ -1,6 +1,7 @@
 // The WebSocket protocol between the browser and a node. Server messages are one discriminated
 // union; client input is validated here, at the boundary, before anything else sees it.
 import type { Lang } from '../config'
+import { err, ok, type Result } from '../result'
 
 export interface UserEntry {
   username: string
@@ -34,15 +35,13 @@ const USERNAME_MAX = 32
 // plus space, underscore, hyphen and dot.
 const USERNAME_PATTERN = /^[\p{L}\p{M}\p{N} _.-]+$/u
 
-export function validateUsername(raw: unknown): { ok: true; username: string } | { ok: false; reason: string } {
-  if (typeof raw !== 'string' || raw.trim() === '') return { ok: false, reason: 'username is required' }
+export function validateUsername(raw: unknown): Result<string> {
+  if (typeof raw !== 'string' || raw.trim() === '') return err('username is required')
   const username = raw.trim().normalize('NFC')
   const length = [...username].length
-  if (length > USERNAME_MAX) return { ok: false, reason: `username is longer than ${USERNAME_MAX} characters` }
-  if (!USERNAME_PATTERN.test(username)) {
-    return { ok: false, reason: 'username may contain only letters, digits, spaces, "_", "-" and "."' }
-  }
-  return { ok: true, username }
+  if (length > USERNAME_MAX) return err(`username is longer than ${USERNAME_MAX} characters`)
+  if (!USERNAME_PATTERN.test(username)) return err('username may contain only letters, digits, spaces, "_", "-" and "."')
+  return ok(username)
 }
 
 /**
@@ -51,15 +50,15 @@ export function validateUsername(raw: unknown): { ok: true; username: string } |
  * so those are turned back into their text (a number loses leading zeros). A JSON object with
  * a `type` is a typed message.
  */
-export function parseClientMessage(data: unknown): { ok: true; message: ClientMessage } | { ok: false; error: string } {
-  if (data instanceof Uint8Array || data instanceof ArrayBuffer) return { ok: false, error: 'binary frames are not supported' }
-  if (typeof data === 'string') return { ok: true, message: { type: 'chat', message: data } }
+export function parseClientMessage(data: unknown): Result<ClientMessage> {
+  if (data instanceof Uint8Array || data instanceof ArrayBuffer) return err('binary frames are not supported')
+  if (typeof data === 'string') return ok({ type: 'chat', message: data })
   if (typeof data === 'object' && data !== null && !Array.isArray(data) && 'type' in data) {
     const typed = data as { type: unknown; message?: unknown }
-    if (typed.type === 'chat' && typeof typed.message === 'string') return { ok: true, message: { type: 'chat', message: typed.message } }
-    return { ok: false, error: `unknown message type ${JSON.stringify(typed.type)?.slice(0, 40)}; send text or {"type":"chat","message":"..."}` }
+    if (typed.type === 'chat' && typeof typed.message === 'string') return ok({ type: 'chat', message: typed.message })
+    return err(`unknown message type ${JSON.stringify(typed.type)?.slice(0, 40)}; send text or {"type":"chat","message":"..."}`)
   }
-  return { ok: true, message: { type: 'chat', message: typeof data === 'object' ? JSON.stringify(data) : String(data) } }
+  return ok({ type: 'chat', message: typeof data === 'object' ? JSON.stringify(data) : String(data) })
 }
 
 const TEXTS: Record<Lang, Record<'join' | 'leave', (u: string) => string>> = {

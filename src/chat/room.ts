@@ -2,7 +2,9 @@
 // chat and presence arrive from the cluster, and everything local users must see goes out
 // through one `publish` of pre-encoded JSON (one encoding per node, not per user).
 import type { Lang } from '../config'
-import type { ChatMessage, ChatRelay, Hello } from '../cluster/messages'
+import type { Hello } from '../cluster/messages'
+import { err, ok, type Result } from '../result'
+import type { ChatMessage, ChatRelay } from './messages'
 import { Presence, type PresenceChange } from './presence'
 import { CloseCode, systemMessage, type ServerMessage, type UserEntry } from './protocol'
 
@@ -23,7 +25,9 @@ export interface RoomDeps {
   disconnect: (username: string, code: number, reason: string) => void
 }
 
-export type SayResult = { ok: true; ignored?: true } | { ok: false; code: 'message_too_long'; message: string }
+export type SayError = { code: 'message_too_long'; message: string }
+/** `delivered: false` for a blank message, which is ignored. */
+export type SayResult = Result<{ delivered: boolean }, SayError>
 
 export class ChatRoom {
   private readonly presence: Presence
@@ -49,25 +53,25 @@ export class ChatRoom {
   /** Admits a local user whose name was found `available`. */
   join(username: string): void {
     const user = { username, connectedAt: this.d.now() }
-    this.announce(this.presence.addLocal(user))
+    this.apply(this.presence.addLocal(user))
     this.d.broadcast({ type: 'presence_join', user })
   }
 
   leave(username: string): void {
     if (!this.presence.isLocal(username)) return
-    this.announce(this.presence.removeLocal(username))
+    this.apply(this.presence.removeLocal(username))
     this.d.broadcast({ type: 'presence_leave', username })
   }
 
   say(username: string, text: string): SayResult {
-    if (text.trim() === '') return { ok: true, ignored: true }
+    if (text.trim() === '') return ok({ delivered: false })
     if (text.length > this.d.maxMessageLength && [...text].length > this.d.maxMessageLength) {
-      return { ok: false, code: 'message_too_long', message: `messages are limited to ${this.d.maxMessageLength} characters` }
+      return err({ code: 'message_too_long', message: `messages are limited to ${this.d.maxMessageLength} characters` })
     }
     const chat: ChatRelay = { type: 'chat', username, message: text, nodeAddress: this.d.selfAddress, timestamp: this.d.now() }
     this.d.publish(JSON.stringify(chat))
     this.d.broadcast(chat)
-    return { ok: true }
+    return ok({ delivered: true })
   }
 
   onPeerMessage(peer: Hello, m: ChatMessage): void {
@@ -75,11 +79,11 @@ export class ChatRoom {
       case 'chat':
         return this.d.publish(JSON.stringify(m))
       case 'presence_snapshot':
-        return this.announce(this.presence.replaceRemote(peer.address, m.users))
+        return this.apply(this.presence.replaceRemote(peer.address, m.users))
       case 'presence_join':
-        return this.announce(this.presence.addRemote(peer.address, m.user))
+        return this.apply(this.presence.addRemote(peer.address, m.user))
       case 'presence_leave':
-        return this.announce(this.presence.removeRemote(peer.address, m.username))
+        return this.apply(this.presence.removeRemote(peer.address, m.username))
     }
   }
 
@@ -92,25 +96,36 @@ export class ChatRoom {
   }
 
   /**
-   * New members get our snapshot; with `resync` (we are Up again after a rejoin, and peers may
-   * have missed our presence changes meanwhile) every member does.
+   * The other members changed. New ones get our snapshot; when this node itself just became Up
+   * (`selfUp`: a first join or a rejoin, and peers may have missed our presence changes while we
+   * were not a member) every member does.
    */
-  setMembers(addresses: string[], resync = false): void {
+  setMembers(addresses: string[], selfUp = false): void {
     const next = new Set(addresses.filter((a) => a !== this.d.selfAddress))
-    const snapshotTo = [...next].filter((a) => resync || !this.members.has(a))
+    const snapshotTo = [...next].filter((a) => selfUp || !this.members.has(a))
     this.members = next
-    this.announce(this.presence.setMembers(next))
+    this.apply(this.presence.setMembers(next))
     for (const address of snapshotTo) this.sendSnapshot(address)
+  }
+
+  /** Settles names that another node's user holds, then tells local users what changed. */
+  private apply(changes: PresenceChange[]): void {
+    this.giveWay(changes)
+    this.announce(changes)
+  }
+
+  /** A name we admitted locally is held by an earlier user elsewhere: ours gives way. */
+  private giveWay(changes: PresenceChange[]): void {
+    for (const { event, user } of changes) {
+      if (event !== 'join' || user.nodeAddress === this.d.selfAddress || !this.presence.isLocal(user.username)) continue
+      this.d.disconnect(user.username, CloseCode.usernameTaken, 'username taken')
+      this.presence.removeLocal(user.username)
+      this.d.broadcast({ type: 'presence_leave', username: user.username })
+    }
   }
 
   private announce(changes: PresenceChange[]): void {
     for (const { event, user } of changes) {
-      // A name we admitted locally is held by an earlier user elsewhere: ours gives way.
-      if (event === 'join' && user.nodeAddress !== this.d.selfAddress && this.presence.isLocal(user.username)) {
-        this.d.disconnect(user.username, CloseCode.usernameTaken, 'username taken')
-        this.presence.removeLocal(user.username)
-        this.d.broadcast({ type: 'presence_leave', username: user.username })
-      }
       // Clients keep their user list from these deltas: one small frame per change, never the
       // whole list (that would make N joins cost N² bytes).
       this.d.publish(JSON.stringify({ type: 'presence', event, user } satisfies ServerMessage))

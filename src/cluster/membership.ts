@@ -4,21 +4,15 @@
 // and the current view come out. No sockets, clocks, timers or Math.random: the shell injects
 // `random` and turns milliseconds into ticks.
 import type { Change, Entry, MemberInfo, RaftMessage } from './messages'
-import { addressOf, nodeId } from './messages'
+import { addressOf, nodeId } from './address'
+import { checkTiming, type Timing } from './timing'
 
-export interface MembershipOptions {
+export interface MembershipOptions extends Timing {
   self: MemberInfo
   /** Seed addresses to ask for a join, in order. */
   seeds: string[]
   /** Found a new cluster when no seed answers for bootstrapTicks (only the first seed should). */
   bootstrap: boolean
-  heartbeatTicks: number
-  electionTicksMin: number
-  electionTicksMax: number
-  unreachableTicks: number
-  downTicks: number
-  bootstrapTicks: number
-  joinRetryTicks: number
   /** Uniform in [0, 1). */
   random: () => number
 }
@@ -61,17 +55,6 @@ interface Progress {
 
 const MAX_ENTRIES_PER_APPEND = 64
 
-export function validateOptions(o: MembershipOptions): string[] {
-  const errors: string[] = []
-  if (o.heartbeatTicks < 1) errors.push('heartbeat must be at least one tick')
-  if (o.electionTicksMin <= o.heartbeatTicks * 2) errors.push('election timeout must exceed twice the heartbeat interval')
-  if (o.electionTicksMax <= o.electionTicksMin) errors.push('election timeout range must not be empty')
-  if (o.unreachableTicks <= o.heartbeatTicks) errors.push('unreachable-after must exceed the heartbeat interval')
-  if (o.downTicks <= o.unreachableTicks) errors.push('down-after must exceed unreachable-after')
-  if (o.downTicks <= o.electionTicksMax) errors.push('down-after must exceed the election timeout')
-  return errors
-}
-
 export class Membership {
   readonly selfId: string
   role: Role = 'follower'
@@ -99,8 +82,9 @@ export class Membership {
   private configCache: { length: number; lastTerm: number; upTo: number; members: Map<string, MemberInfo> }[] = []
 
   constructor(private readonly o: MembershipOptions) {
-    const errors = validateOptions(o)
-    if (errors.length) throw new Error(`invalid membership options: ${errors.join('; ')}`)
+    // The configuration was checked at parse time; failing here is a programmer error.
+    const timing = checkTiming(o)
+    if (!timing.ok) throw new Error(`invalid membership options: ${timing.error}`)
     this.selfId = nodeId(o.self.address, o.self.incarnation)
     this.electionTimeout = this.randomElectionTimeout()
   }

@@ -1,7 +1,8 @@
-// Every message that crosses the cluster port. One TypeBox schema per message gives both the
-// TypeScript type and the runtime check used when a frame is decoded (see codec.ts).
-import { Type as T, type Static, type TSchema } from '@sinclair/typebox'
-import { TypeCompiler } from '@sinclair/typebox/compiler'
+// The cluster's own messages on the cluster port: the hello that opens a connection and the
+// membership (Raft) messages. One TypeBox schema per message gives both the TypeScript type and
+// the runtime check. Chat and presence bring their own schemas (src/chat/messages.ts).
+import { Type as T, type Static } from '@sinclair/typebox'
+import { typesOf, validatorFor, type Typed } from './validate'
 
 export const PROTOCOL_VERSION = 1
 
@@ -92,52 +93,7 @@ export const RaftMessage = T.Union([
 ])
 export type RaftMessage = Static<typeof RaftMessage>
 
-// Chat and presence between nodes.
-export const ChatUser = T.Object({ username: Str(128), connectedAt: Nat() })
-export type ChatUser = Static<typeof ChatUser>
-
-export const ChatRelay = T.Object({
-  type: T.Literal('chat'),
-  username: Str(128),
-  message: T.String({ maxLength: 100_000 }),
-  nodeAddress: Str(256),
-  timestamp: Nat(),
-})
-export type ChatRelay = Static<typeof ChatRelay>
-/** The sender's whole set of local users; sent first on every new connection. */
-export const PresenceSnapshot = T.Object({ type: T.Literal('presence_snapshot'), users: T.Array(ChatUser, { maxItems: 1_000_000 }) })
-export const PresenceJoin = T.Object({ type: T.Literal('presence_join'), user: ChatUser })
-export const PresenceLeave = T.Object({ type: T.Literal('presence_leave'), username: Str(128) })
-
-export const ChatMessage = T.Union([ChatRelay, PresenceSnapshot, PresenceJoin, PresenceLeave])
-export type ChatMessage = Static<typeof ChatMessage>
-
-export const PeerMessage = T.Union([...RaftMessage.anyOf, ...ChatMessage.anyOf])
-export type PeerMessage = Static<typeof PeerMessage>
-
-export type WireMessage = Hello | PeerMessage
-
-const checkers = new Map<string, ReturnType<typeof TypeCompiler.Compile>>()
-for (const schema of [Hello, ...PeerMessage.anyOf] as TSchema[]) {
-  checkers.set(schema.properties.type.const, TypeCompiler.Compile(schema))
-}
-
-/** Narrows an untrusted decoded value to a wire message, or says why it is not one. */
-export function validateWireMessage(value: unknown): { ok: true; message: WireMessage } | { ok: false; error: string } {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return { ok: false, error: 'not an object' }
-  const type = (value as { type?: unknown }).type
-  const checker = typeof type === 'string' ? checkers.get(type) : undefined
-  if (!checker) return { ok: false, error: `unknown message type ${String(type).slice(0, 40)}` }
-  if (!checker.Check(value)) {
-    const first = checker.Errors(value).First()
-    return { ok: false, error: `invalid ${type}: ${first ? `${first.path} ${first.message}` : 'schema mismatch'}` }
-  }
-  return { ok: true, message: value as WireMessage }
-}
-
-export const nodeId = (address: string, incarnation: string) => `${address}#${incarnation}`
-export const addressOf = (idOrAddress: string) => {
-  const hash = idOrAddress.lastIndexOf('#')
-  return hash < 0 ? idOrAddress : idOrAddress.slice(0, hash)
-}
-export const incarnationOf = (id: string) => id.slice(id.lastIndexOf('#') + 1)
+export const RAFT_TYPES = typesOf(RaftMessage.anyOf)
+export const isRaftMessage = (m: Typed): m is RaftMessage => RAFT_TYPES.has(m.type)
+export const validateRaftMessage = validatorFor<RaftMessage>(RaftMessage.anyOf)
+export const validateHello = validatorFor<Hello>([Hello])

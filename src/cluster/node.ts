@@ -1,70 +1,83 @@
 // The imperative shell around the membership core: a timer turns milliseconds into ticks, the
-// transport carries the core's messages, and view changes come out as ClusterListener-style
-// events. A node removed behind its back (pause, partition) rejoins as a new incarnation.
-import type { Config } from '../config'
-import { nodeAddress } from '../config'
+// transport carries the core's messages and the application's (chat), and view changes come out
+// as ClusterListener-style events. A node removed behind its back (pause, partition) rejoins as a
+// new incarnation. Every outside dependency (transport, clock, randomness, incarnation ids, log)
+// comes in through `io`, so the simulator runs this very code.
+import type { NodeIo } from '../io'
+import { addressOf } from './address'
 import { diffViews, type MemberEvent } from './events'
 import { Membership, type MembershipView } from './membership'
-import { addressOf, type ChatMessage, type Hello, type MemberInfo, type PeerMessage, type RaftMessage } from './messages'
-import { createTcpTransport } from './tcp-transport'
+import { isRaftMessage, RAFT_TYPES, validateRaftMessage, type Hello, type MemberInfo, type RaftMessage } from './messages'
+import { TICK_MS, type Timing } from './timing'
 import type { Transport } from './transport'
+import type { Typed, Validator } from './validate'
 
-export const TICK_MS = 10
 const HELD_MESSAGES_MAX = 10_000
 
-export interface ClusterNodeHandlers {
-  onView?(view: MembershipView, events: MemberEvent[]): void
-  onChat?(peer: Hello, message: ChatMessage): void
-  /** A new outbound connection to `address`: whatever is sent now arrives first on it. */
-  onPeerConnected?(address: string): void
+export interface ClusterSettings {
+  systemName: string
+  /** `bun://<system>@<host>:<port>`: where this node listens and peers dial it. */
+  address: string
+  /** Where this node's users connect; shown to other members. */
+  httpUrl: string
+  seeds: string[]
+  timing: Timing
 }
 
-const RAFT_TYPES = new Set<string>([
-  'join_request', 'leave_request', 'leader_hint', 'not_member', 'append_entries', 'append_response',
-  'vote_request', 'vote_response', 'timeout_now',
-])
-const isRaft = (m: PeerMessage): m is RaftMessage => RAFT_TYPES.has(m.type)
+/** What the node reports; given to `start`, so nothing can arrive before someone listens. */
+export interface ClusterListener<A> {
+  /**
+   * The other members changed. `selfUp` is true when this node itself just became Up (first join
+   * or a rejoin): peers may have missed what it said while it was not a member.
+   */
+  onMembers(peers: string[], selfUp: boolean): void
+  /** An application message from a peer, already validated. */
+  onMessage(peer: Hello, message: A): void
+  /** A new outbound connection to `address`: whatever is sent now arrives first on it. */
+  onPeerConnected(address: string): void
+  /** Every view change, with the events it implies (for logs and metrics). */
+  onView?(view: MembershipView, events: MemberEvent[]): void
+}
 
-export const newIncarnation = () => crypto.randomUUID().slice(0, 8)
-
-export class ClusterNode {
-  readonly address: string
-  readonly httpUrl: string
+export class ClusterNode<A extends Typed> {
   private core!: Membership
-  private transport!: Transport
-  private timer: ReturnType<typeof setInterval> | undefined
+  private transport!: Transport<RaftMessage | A>
+  private listener!: ClusterListener<A>
+  private stopTicking: (() => void) | null = null
   private lastView: MembershipView | undefined
   private leaving: { resolve: () => void } | undefined
   private peers: string[] = []
   /** Messages broadcast before the member list was known; null once it is. */
-  private held: ChatMessage[] | null = []
+  private held: A[] | null = []
 
   constructor(
-    private readonly config: Config,
-    private readonly handlers: ClusterNodeHandlers,
-    private readonly log: (line: string) => void,
-  ) {
-    this.address = nodeAddress(config.systemName, config.host, config.clusterPort)
-    this.httpUrl = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${config.httpPort}`
+    private readonly settings: ClusterSettings,
+    private readonly io: NodeIo,
+    private readonly validateApp: Validator<A>,
+  ) {}
+
+  get address(): string {
+    return this.settings.address
   }
 
-  async start(): Promise<void> {
-    const incarnation = newIncarnation()
-    this.transport = await createTcpTransport({
-      host: this.config.host,
-      port: this.config.clusterPort,
-      systemName: this.config.systemName,
+  async start(listener: ClusterListener<A>): Promise<void> {
+    this.listener = listener
+    const incarnation = this.io.newIncarnation()
+    this.transport = await this.io.transport<RaftMessage | A>({
       address: this.address,
       incarnation,
-      log: this.log,
+      systemName: this.settings.systemName,
+      // Raft messages are the cluster's own; anything else must be an application message.
+      validate: (value) => (RAFT_TYPES.has((value as Typed | null)?.type as string) ? validateRaftMessage(value) : this.validateApp(value)),
+      log: this.io.log,
       handlers: {
         onMessage: (peer, message) => this.onMessage(peer, message),
-        onConnected: (address) => this.handlers.onPeerConnected?.(address),
+        onConnected: (address) => this.listener.onPeerConnected(address),
       },
     })
-    this.core = this.newCore(incarnation, this.config.seeds[0] === this.address)
-    this.log(`node ${this.address} starting as incarnation ${incarnation}, seeds ${this.config.seeds.join(', ')}`)
-    this.timer = setInterval(() => this.tick(), TICK_MS)
+    this.core = this.newCore(incarnation, this.settings.seeds[0] === this.address)
+    this.io.log(`node ${this.address} starting as incarnation ${incarnation}, seeds ${this.settings.seeds.join(', ')}`)
+    this.stopTicking = this.io.clock.every(TICK_MS, () => this.tick())
     this.publishView()
   }
 
@@ -72,13 +85,22 @@ export class ClusterNode {
     return this.core.view()
   }
 
+  /** The membership core itself, read-only: the simulator checks its invariants after every step. */
+  get membership(): Membership {
+    return this.core
+  }
+
   /** Addresses of the other members: where chat and presence go. */
   peerAddresses(): string[] {
     return this.peers
   }
 
-  send(addresses: string[], message: ChatMessage): number {
-    return this.transport.send(addresses, message)
+  get transportStats() {
+    return this.transport.stats
+  }
+
+  send(address: string, message: A): void {
+    this.transport.send([address], message)
   }
 
   /**
@@ -86,14 +108,10 @@ export class ClusterNode {
    * joining), messages are held and sent as soon as it does, so users of a node that just started
    * are heard by everyone.
    */
-  broadcast(message: ChatMessage): void {
+  broadcast(message: A): void {
     if (this.held === null) this.transport.send(this.peers, message)
     else if (this.held.length < HELD_MESSAGES_MAX) this.held.push(message)
-    else this.log(`dropped a ${message.type} message: still joining and ${HELD_MESSAGES_MAX} messages are waiting`)
-  }
-
-  get transportStats() {
-    return this.transport.stats
+    else this.io.log(`dropped a ${message.type} message: still joining and ${HELD_MESSAGES_MAX} messages are waiting`)
   }
 
   /** Asks the leader to remove this node and waits (up to timeoutMs) until it is removed. */
@@ -102,36 +120,22 @@ export class ClusterNode {
     const done = new Promise<void>((resolve) => (this.leaving = { resolve }))
     this.core.leave()
     this.flush()
-    let timeout: ReturnType<typeof setTimeout> | undefined
-    const timedOut = new Promise<false>((resolve) => (timeout = setTimeout(() => resolve(false), timeoutMs)))
+    let cancel = () => {}
+    const timedOut = new Promise<false>((resolve) => (cancel = this.io.clock.after(timeoutMs, () => resolve(false))))
     const left = await Promise.race([done.then(() => true as const), timedOut])
-    clearTimeout(timeout)
+    cancel()
     return left
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.timer)
-    this.timer = undefined
-    await this.transport.close()
+    this.stopTicking?.()
+    this.stopTicking = null
+    await this.transport?.close()
   }
 
   private newCore(incarnation: string, bootstrap: boolean): Membership {
-    const { heartbeatMs, electionTimeoutMs, unreachableAfterMs, downAfterMs, bootstrapTimeoutMs } = this.config
-    const ticks = (ms: number) => Math.max(1, Math.round(ms / TICK_MS))
-    const self: MemberInfo = { address: this.address, incarnation, httpUrl: this.httpUrl }
-    return new Membership({
-      self,
-      seeds: this.config.seeds,
-      bootstrap,
-      heartbeatTicks: ticks(heartbeatMs),
-      electionTicksMin: ticks(electionTimeoutMs),
-      electionTicksMax: ticks(electionTimeoutMs * 2),
-      unreachableTicks: ticks(unreachableAfterMs),
-      downTicks: ticks(downAfterMs),
-      bootstrapTicks: ticks(bootstrapTimeoutMs),
-      joinRetryTicks: ticks(Math.min(200, electionTimeoutMs / 2)),
-      random: Math.random,
-    })
+    const self: MemberInfo = { address: this.address, incarnation, httpUrl: this.settings.httpUrl }
+    return new Membership({ self, seeds: this.settings.seeds, bootstrap, ...this.settings.timing, random: this.io.random })
   }
 
   private tick(): void {
@@ -139,14 +143,12 @@ export class ClusterNode {
     this.afterStep()
   }
 
-  private onMessage(peer: Hello, message: PeerMessage): void {
-    if (!isRaft(message)) {
-      this.handlers.onChat?.(peer, message)
-      return
-    }
-    if (this.timer === undefined) return
+  private onMessage(peer: Hello, message: RaftMessage | A): void {
+    if (!isRaftMessage(message)) return this.listener.onMessage(peer, message as A)
+    if (this.stopTicking === null) return
+    // A peer speaks only for itself.
     if (addressOf(message.from) !== peer.address) {
-      this.log(`dropped ${message.type} from ${peer.address}: it claims to come from ${message.from}`)
+      this.io.log(`dropped ${message.type} from ${peer.address}: it claims to come from ${message.from}`)
       return
     }
     this.core.step(message)
@@ -165,18 +167,18 @@ export class ClusterNode {
 
   private onRemoved(): void {
     if (this.leaving) {
-      this.log(`node ${this.address} left the cluster`)
-      clearInterval(this.timer)
-      this.timer = undefined
+      this.io.log(`node ${this.address} left the cluster`)
+      this.stopTicking?.()
+      this.stopTicking = null
       this.leaving.resolve()
       this.leaving = undefined
       return
     }
-    if (this.timer === undefined) return
+    if (this.stopTicking === null) return
     // Removed while alive: the cluster moved on without us. Join again as a new incarnation;
     // local WebSocket users stay connected throughout.
-    const incarnation = newIncarnation()
-    this.log(`node ${this.address} was removed from the cluster; rejoining as incarnation ${incarnation}`)
+    const incarnation = this.io.newIncarnation()
+    this.io.log(`node ${this.address} was removed from the cluster; rejoining as incarnation ${incarnation}`)
     this.core = this.newCore(incarnation, false)
     // The new incarnation starts from an empty view: report its events afresh rather than
     // logging every member as removed.
@@ -189,7 +191,8 @@ export class ClusterNode {
     const changed = !this.lastView || events.length > 0
     this.lastView = view
     if (!changed) return
-    for (const e of events) this.log(`cluster: ${e.text}`)
+    for (const e of events) this.io.log(`cluster: ${e.text}`)
+    this.listener.onView?.(view, events)
     // While a new incarnation is still joining its view is empty; keep talking to the members
     // we knew so chat and presence go on.
     if (view.members.length > 0) {
@@ -198,7 +201,7 @@ export class ClusterNode {
       for (const gone of this.peers) if (!peers.includes(gone)) this.transport.disconnect(gone)
       this.peers = peers
     }
-    this.handlers.onView?.(view, events)
+    this.listener.onMembers(this.peers, events.some((e) => e.type === 'up' && e.id === view.selfId))
     if (this.held && view.members.length > 0) {
       const held = this.held
       this.held = null

@@ -1,10 +1,12 @@
-// How cluster nodes exchange messages. The interface hides sockets so membership and chat can be
-// tested against an in-memory fake; tcp-transport.ts is the real one.
-import type { Hello, PeerMessage } from './messages'
+// How cluster nodes exchange messages. The interface hides sockets, so a whole node runs on the
+// TCP transport (tcp/) in production and on the in-memory one (memory-transport.ts) in the
+// simulator; test/cluster/transport-contract.ts is the suite both pass.
+import type { Hello } from './messages'
+import type { Typed, Validator } from './validate'
 
-export interface TransportHandlers {
+export interface TransportHandlers<M> {
   /** A validated message from a peer; `peer` is the hello that peer sent on this connection. */
-  onMessage(peer: Hello, message: PeerMessage): void
+  onMessage(peer: Hello, message: M): void
   /** An outbound link to `address` completed a (re)connect and sent its hello. Fires on every reconnect. Messages sent from inside this callback must be the first ones after the hello on the new connection. */
   onConnected?(address: string): void
 }
@@ -22,37 +24,30 @@ export interface TransportStats {
   invalid: number
 }
 
+export const emptyStats = (): TransportStats => ({ framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0, dropped: 0, invalid: 0 })
+
 /**
  * At-most-once, FIFO per sender and receiver. Frames queued while a link is down are sent after it
  * reconnects; frames the kernel had already taken when a connection died are lost, as in Artery.
  */
-export interface Transport {
+export interface Transport<M extends Typed = Typed> {
   /** Encodes once and queues the same frame for every address; never throws; returns how many links accepted it. */
-  send(addresses: string[], message: PeerMessage): number
+  send(addresses: string[], message: M): number
   /** Drops the outbound link to a peer that left the cluster (closes it, discards its queue, stops redialling). */
   disconnect(address: string): void
   close(): Promise<void>
   readonly stats: TransportStats
 }
 
-export interface NodeAddress {
+/** What a node gives its transport: who it is, how to check what peers send, where it goes. */
+export interface TransportOptions<M extends Typed> {
+  /** This node's address, `bun://<system>@<host>:<port>`: where it listens and what peers dial. */
+  address: string
+  incarnation: string
   systemName: string
-  host: string
-  port: number
+  validate: Validator<M>
+  handlers: TransportHandlers<M>
+  log: (line: string) => void
 }
 
-// `bun://System@host:port`; an IPv6 host goes in brackets, as in a URL.
-const ADDRESS = /^bun:\/\/([A-Za-z0-9][A-Za-z0-9_-]*)@(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/
-
-export function parseAddress(address: string): NodeAddress | null {
-  const match = ADDRESS.exec(address)
-  if (!match) return null
-  const port = Number(match[3])
-  if (port < 1 || port > 65535) return null
-  const host = match[2]!
-  return { systemName: match[1]!, host: host.startsWith('[') ? host.slice(1, -1) : host, port }
-}
-
-export function formatAddress({ systemName, host, port }: NodeAddress): string {
-  return `bun://${systemName}@${host.includes(':') ? `[${host}]` : host}:${port}`
-}
+export type TransportFactory = <M extends Typed>(options: TransportOptions<M>) => Promise<Transport<M>>

@@ -1,45 +1,30 @@
-// HTTP and WebSocket routes (Elysia). A thin shell: validation at the edge, then the room.
+// HTTP and WebSocket routes (Elysia). A thin shell: Elysia's sockets are adapted to the chat
+// gateway, which validates and admits users; the JSON routes read the room and the cluster.
 import { Elysia } from 'elysia'
 import page from '../../public/index.html'
+import type { ChatGateway } from '../chat/gateway'
 import type { ChatRoom } from '../chat/room'
-import { CloseCode, parseClientMessage, validateUsername, type ServerMessage } from '../chat/protocol'
+import type { ClientSocket, Fanout } from '../chat/sockets'
+import { addressOf, incarnationOf } from '../cluster/address'
 import type { MembershipView } from '../cluster/membership'
-import { addressOf } from '../cluster/messages'
 import type { TransportStats } from '../cluster/transport'
+import type { Log } from '../io'
+
+export const CHAT_TOPIC = 'chat'
 
 export interface AppDeps {
   room: ChatRoom
+  gateway: ChatGateway
   selfAddress: string
   clusterView: () => MembershipView
   transportStats: () => TransportStats
-  log: (line: string) => void
-}
-
-type Socket = { close(code?: number, reason?: string): void; send(data: string): unknown }
-
-/** Local sockets by username, so the room can disconnect a user whose name was taken elsewhere. */
-export class Sockets {
-  private readonly byName = new Map<string, Socket>()
-  add(username: string, socket: Socket) {
-    this.byName.set(username, socket)
-  }
-  remove(username: string, socket: Socket) {
-    if (this.byName.get(username) === socket) this.byName.delete(username)
-  }
-  close(username: string, code: number, reason: string) {
-    const socket = this.byName.get(username)
-    this.byName.delete(username)
-    socket?.close(code, reason)
-  }
-  closeAll(code: number, reason: string) {
-    for (const name of [...this.byName.keys()]) this.close(name, code, reason)
-  }
+  log: Log
 }
 
 export function clusterInfo(view: MembershipView, selfAddress: string, transport: TransportStats) {
   return {
     selfAddress,
-    incarnation: view.selfId.slice(view.selfId.lastIndexOf('#') + 1),
+    incarnation: incarnationOf(view.selfId),
     leader: view.leaderId ? addressOf(view.leaderId) : null,
     term: view.term,
     commitIndex: view.commitIndex,
@@ -58,12 +43,31 @@ export function clusterInfo(view: MembershipView, selfAddress: string, transport
   }
 }
 
-export function createApp(deps: AppDeps, sockets: Sockets) {
-  const { room } = deps
-  // ws.id → username of an admitted session; refused sockets never get an entry.
-  const sessions = new Map<string, string>()
-  const send = (ws: Socket, message: ServerMessage) => ws.send(JSON.stringify(message))
+/**
+ * Publishes to the topic every admitted socket subscribes to: one encoding, fanned out by Bun.
+ * Bun's server exists once the app listens; before that no user can be connected, so there is
+ * nobody to publish to.
+ */
+export class TopicFanout implements Fanout {
+  private server: { publish(topic: string, data: string): unknown } | null = null
+  attach(server: { publish(topic: string, data: string): unknown } | null | undefined) {
+    this.server = server ?? null
+  }
+  publish(json: string) {
+    this.server?.publish(CHAT_TOPIC, json)
+  }
+}
 
+type ElysiaSocket = { id: string; raw: { send(data: string): unknown; close(code?: number, reason?: string): void }; subscribe(topic: string): unknown }
+
+const adapt = (ws: ElysiaSocket): ClientSocket => ({
+  send: (json) => ws.raw.send(json),
+  close: (code, reason) => ws.raw.close(code, reason),
+  subscribe: () => void ws.subscribe(CHAT_TOPIC),
+})
+
+export function createApp(deps: AppDeps) {
+  const { room, gateway } = deps
   return new Elysia({
     websocket: {
       // Whole frames beyond this are refused by Bun with close code 1009.
@@ -85,37 +89,9 @@ export function createApp(deps: AppDeps, sockets: Sockets) {
       Response.json({ error: 'this is a WebSocket endpoint: connect with ws://…/ws/chat?username=NAME' }, { status: 426, headers: { upgrade: 'websocket' } }),
     )
     .ws('/ws/chat', {
-      open(ws) {
-        const query = ws.data.query as Record<string, string | undefined>
-        const checked = validateUsername(query.username)
-        if (!checked.ok) return ws.close(CloseCode.badUsername, checked.reason)
-        const { username } = checked
-        if (!room.available(username)) return ws.close(CloseCode.usernameTaken, 'username taken')
-        sessions.set(ws.id, username)
-        sockets.add(username, ws.raw)
-        send(ws, { type: 'welcome', username, nodeAddress: deps.selfAddress })
-        ws.subscribe('chat')
-        room.join(username)
-        send(ws, room.usersMessage())
-      },
-      message(ws, data) {
-        const username = sessions.get(ws.id)
-        if (!username) return
-        const parsed = parseClientMessage(data)
-        if (!parsed.ok) {
-          if (data instanceof Uint8Array) return ws.close(CloseCode.unsupportedData, parsed.error)
-          return send(ws, { type: 'error', code: 'bad_message', message: parsed.error })
-        }
-        const result = room.say(username, parsed.message.message)
-        if (!result.ok) send(ws, { type: 'error', code: result.code, message: result.message })
-      },
-      close(ws) {
-        const username = sessions.get(ws.id)
-        if (!username) return
-        sessions.delete(ws.id)
-        sockets.remove(username, ws.raw)
-        room.leave(username)
-      },
+      open: (ws) => gateway.open(ws.id, adapt(ws), ws.data.query as Record<string, unknown>),
+      message: (ws, data) => gateway.message(ws.id, data),
+      close: (ws) => gateway.close(ws.id),
     })
     .onError(({ code, error, path }) => {
       if (code === 'NOT_FOUND') return Response.json({ error: 'not found', path }, { status: 404 })

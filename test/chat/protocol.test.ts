@@ -4,12 +4,12 @@ import { parseClientMessage, systemMessage, validateUsername } from '../../src/c
 describe('validateUsername', () => {
   test('accepts letters and digits of any script, spaces, _ - .', () => {
     for (const name of ['alice', '민수', 'José_1', 'a.b-c d', 'Ωμέγα', '李雷', 'x'.repeat(32)]) {
-      expect(validateUsername(name)).toEqual({ ok: true, username: name })
+      expect(validateUsername(name)).toEqual({ ok: true, value: name })
     }
   })
   test('trims and normalizes', () => {
-    expect(validateUsername('  bob  ')).toEqual({ ok: true, username: 'bob' })
-    expect(validateUsername('Jose\u0301')).toEqual({ ok: true, username: 'José' })
+    expect(validateUsername('  bob  ')).toEqual({ ok: true, value: 'bob' })
+    expect(validateUsername('Jose\u0301')).toEqual({ ok: true, value: 'José' })
   })
   test('refuses missing, blank, long, control and symbol characters', () => {
     for (const bad of [undefined, '', '   ', 'x'.repeat(33), 'a\tb', 'a\nb', 'a\u0000', '<script>', 'a/b', 'emoji😀', 'a"b']) {
@@ -23,16 +23,16 @@ describe('validateUsername', () => {
 
 describe('parseClientMessage', () => {
   test('plain text is a chat message', () => {
-    expect(parseClientMessage('hello')).toEqual({ ok: true, message: { type: 'chat', message: 'hello' } })
+    expect(parseClientMessage('hello')).toEqual({ ok: true, value: { type: 'chat', message: 'hello' } })
   })
   test('a typed chat message', () => {
-    expect(parseClientMessage({ type: 'chat', message: 'hi' })).toEqual({ ok: true, message: { type: 'chat', message: 'hi' } })
+    expect(parseClientMessage({ type: 'chat', message: 'hi' })).toEqual({ ok: true, value: { type: 'chat', message: 'hi' } })
   })
   test('text that Elysia parsed as JSON goes back to text', () => {
-    expect(parseClientMessage(42)).toEqual({ ok: true, message: { type: 'chat', message: '42' } })
-    expect(parseClientMessage(true)).toEqual({ ok: true, message: { type: 'chat', message: 'true' } })
-    expect(parseClientMessage([1, 2])).toEqual({ ok: true, message: { type: 'chat', message: '[1,2]' } })
-    expect(parseClientMessage({ a: 1 })).toEqual({ ok: true, message: { type: 'chat', message: '{"a":1}' } })
+    expect(parseClientMessage(42)).toEqual({ ok: true, value: { type: 'chat', message: '42' } })
+    expect(parseClientMessage(true)).toEqual({ ok: true, value: { type: 'chat', message: 'true' } })
+    expect(parseClientMessage([1, 2])).toEqual({ ok: true, value: { type: 'chat', message: '[1,2]' } })
+    expect(parseClientMessage({ a: 1 })).toEqual({ ok: true, value: { type: 'chat', message: '{"a":1}' } })
   })
   test('unknown types and binary frames are refused', () => {
     expect(parseClientMessage({ type: 'admin' }).ok).toBe(false)

@@ -1,6 +1,7 @@
 // Two or three rooms wired together in memory, the way the cluster wires them over TCP.
 import { describe, expect, test } from 'bun:test'
-import type { ChatMessage, Hello } from '../../src/cluster/messages'
+import type { Hello } from '../../src/cluster/messages'
+import type { ChatMessage } from '../../src/chat/messages'
 import { ChatRoom } from '../../src/chat/room'
 
 const addr = (n: number) => `bun://S@127.0.0.1:${2550 + n}`
@@ -68,7 +69,7 @@ describe('ChatRoom', () => {
     const { nodes, deliver, outbox } = makeCluster(3)
     nodes[0]!.room.join('alice')
     deliver()
-    expect(nodes[0]!.room.say('alice', 'hi there')).toEqual({ ok: true })
+    expect(nodes[0]!.room.say('alice', 'hi there')).toEqual({ ok: true, value: { delivered: true } })
     expect(outbox.filter((o) => o.message.type === 'chat')).toHaveLength(2)
     deliver()
     for (const n of nodes) {
@@ -81,9 +82,9 @@ describe('ChatRoom', () => {
     const { nodes, outbox } = makeCluster(2)
     nodes[0]!.room.join('alice')
     outbox.length = 0
-    expect(nodes[0]!.room.say('alice', '   ')).toEqual({ ok: true, ignored: true })
-    expect(nodes[0]!.room.say('alice', 'x'.repeat(21))).toMatchObject({ ok: false, code: 'message_too_long' })
-    expect(nodes[0]!.room.say('alice', '가'.repeat(20))).toEqual({ ok: true })
+    expect(nodes[0]!.room.say('alice', '   ')).toEqual({ ok: true, value: { delivered: false } })
+    expect(nodes[0]!.room.say('alice', 'x'.repeat(21))).toMatchObject({ ok: false, error: { code: 'message_too_long' } })
+    expect(nodes[0]!.room.say('alice', '가'.repeat(20))).toEqual({ ok: true, value: { delivered: true } })
     expect(outbox.filter((o) => o.message.type === 'chat')).toHaveLength(1)
   })
 

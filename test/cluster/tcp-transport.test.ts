@@ -1,16 +1,22 @@
 import { afterEach, describe, expect, test } from 'bun:test'
 import type { Socket } from 'bun'
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder } from '../../src/cluster/codec'
-import { PROTOCOL_VERSION, type Hello, type PeerMessage } from '../../src/cluster/messages'
-import { createTcpTransport } from '../../src/cluster/tcp-transport'
-import { formatAddress, parseAddress, type Transport } from '../../src/cluster/transport'
+import { formatAddress, parseAddress } from '../../src/cluster/address'
+import { PROTOCOL_VERSION, RaftMessage, type Hello } from '../../src/cluster/messages'
+import { createTcpTransport } from '../../src/cluster/tcp/tcp-transport'
+import type { Transport } from '../../src/cluster/transport'
+import { validatorFor } from '../../src/cluster/validate'
+import { ChatMessage } from '../../src/chat/messages'
+
+type PeerMessage = RaftMessage | ChatMessage
+const validate = validatorFor<PeerMessage>([...RaftMessage.anyOf, ...ChatMessage.anyOf])
 import { waitFor } from '../support/wait'
 
 const SYSTEM = 'WebSocketClusterSystem'
 const HOST = '127.0.0.1'
 
 interface TestNode {
-  transport: Transport
+  transport: Transport<PeerMessage>
   address: string
   port: number
   received: Array<{ peer: Hello; message: PeerMessage }>
@@ -44,13 +50,11 @@ async function startNode(
   const port = options.port ?? freePort()
   const address = formatAddress({ systemName: SYSTEM, host: HOST, port })
   const node = { address, port, received: [], connected: [], logs: [] } as unknown as TestNode
-  node.transport = await createTcpTransport({
-    host: HOST,
-    port,
+  node.transport = await createTcpTransport<PeerMessage>({
     systemName: SYSTEM,
     address,
     incarnation: options.incarnation ?? 'inc-1',
-    maxQueueBytes: options.maxQueueBytes,
+    validate,
     log: (line) => node.logs.push(line),
     handlers: {
       onMessage: (peer, message) => {
@@ -62,7 +66,7 @@ async function startNode(
         options.onConnected?.(node, peerAddress)
       },
     },
-  })
+  }, { maxQueueBytes: options.maxQueueBytes })
   cleanups.push(() => node.transport.close())
   return node
 }

@@ -4,8 +4,10 @@
 import { describe, expect, test } from 'bun:test'
 import { ChatRoom } from '../../src/chat/room'
 import { Membership } from '../../src/cluster/membership'
-import { createApp, Sockets } from '../../src/http/app'
-import { TIMING } from '../sim/simulator'
+import { ChatGateway } from '../../src/chat/gateway'
+import { Sockets } from '../../src/chat/sockets'
+import { DEFAULT_TIMING as TIMING } from '../../src/cluster/timing'
+import { createApp } from '../../src/http/app'
 
 const self = 'bun://S@127.0.0.1:2551'
 
@@ -29,7 +31,8 @@ function makeApp() {
     disconnect: () => {},
   })
   const stats = { framesIn: 1, framesOut: 2, bytesIn: 3, bytesOut: 4, dropped: 0, invalid: 0 }
-  const app = createApp({ room, selfAddress: self, clusterView: () => core.view(), transportStats: () => stats, log: () => {} }, new Sockets())
+  const gateway = new ChatGateway(room, new Sockets(), self)
+  const app = createApp({ room, gateway, selfAddress: self, clusterView: () => core.view(), transportStats: () => stats, log: () => {} })
   return { app, room }
 }
 

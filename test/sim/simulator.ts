@@ -58,18 +58,12 @@
 //   each id is added at most once per log. Every AUDIT_EVERY_TICKS ticks each live node's whole
 //   committed prefix is compared again.
 import { Membership, type MembershipOptions, type Role } from '../../src/cluster/membership'
-import { addressOf, nodeId, type Change, type Entry, type RaftMessage } from '../../src/cluster/messages'
+import { addressOf, nodeId } from '../../src/cluster/address'
+import type { Change, Entry, RaftMessage } from '../../src/cluster/messages'
+import { DEFAULT_TIMING } from '../../src/cluster/timing'
 
-/** The shell's settings, in ticks of 10 ms. */
-export const TIMING = {
-  heartbeatTicks: 10,
-  electionTicksMin: 50,
-  electionTicksMax: 100,
-  unreachableTicks: 100,
-  downTicks: 300,
-  bootstrapTicks: 100,
-  joinRetryTicks: 20,
-} as const
+/** The shell's own defaults, in ticks: the simulator runs what production runs. */
+export const TIMING = DEFAULT_TIMING
 
 export const NODES_MAX = 7
 export const FAULT_TICKS_MIN = 1000

@@ -1,0 +1,129 @@
+// The listening side: peers' outbound connections arrive here. Each must open with a valid hello
+// for this cluster; every later frame is checked with the validator the transport was given.
+// A connection that sends anything else is closed with one log line and counted.
+import type { Socket, TCPSocketListener } from 'bun'
+import type { Result } from '../../result'
+import { FrameDecoder, FrameError } from '../codec'
+import { PROTOCOL_VERSION, validateHello, type Hello } from '../messages'
+import type { TransportStats } from '../transport'
+import type { Typed, Validator } from '../validate'
+import { describe } from './describe'
+
+type InboundData = { remote: string; decoder: FrameDecoder; peer: Hello | null; closed: boolean }
+
+export interface InboundOptions<M extends Typed> {
+  host: string
+  port: number
+  systemName: string
+  maxFrameBytes: number
+  stats: TransportStats
+  validate: Validator<M>
+  onMessage(peer: Hello, message: M): void
+  log(line: string): void
+}
+
+export interface Inbound {
+  /** Stops listening and drops every inbound connection. */
+  close(): void
+}
+
+export function listenInbound<M extends Typed>(o: InboundOptions<M>): Inbound {
+  const sockets = new Set<Socket<InboundData>>()
+  let closed = false
+
+  const refuse = (socket: Socket<InboundData>, reason: string): false => {
+    o.stats.invalid++
+    const { remote, peer } = socket.data
+    o.log(peer ? `closed connection from ${peer.address} (${remote}): ${reason}` : `refused connection from ${remote}: ${reason}`)
+    socket.data.closed = true
+    socket.end()
+    return false
+  }
+
+  /** Returns false once the connection has been closed. */
+  const receive = (socket: Socket<InboundData>, value: unknown): boolean => {
+    const state = socket.data
+    if (!state.peer) {
+      const hello = acceptHello(value, o.systemName)
+      if (!hello.ok) return refuse(socket, hello.error)
+      state.peer = hello.value
+      return true
+    }
+    if ((value as Typed | null)?.type === 'hello') return refuse(socket, 'second hello on one connection')
+    const result = o.validate(value)
+    if (!result.ok) return refuse(socket, result.error)
+    try {
+      o.onMessage(state.peer, result.value)
+    } catch (error) {
+      o.log(`onMessage threw on ${result.value.type} from ${state.peer.address}: ${describe(error)}`)
+    }
+    return true
+  }
+
+  const onData = (socket: Socket<InboundData>, chunk: Uint8Array) => {
+    if (socket.data.closed) return
+    o.stats.bytesIn += chunk.length
+    let values: unknown[]
+    try {
+      values = socket.data.decoder.push(chunk)
+    } catch (error) {
+      refuse(socket, error instanceof FrameError ? `${error.code}: ${error.message}` : describe(error))
+      return
+    }
+    for (const value of values) {
+      o.stats.framesIn++
+      let open: boolean
+      try {
+        open = receive(socket, value)
+      } catch (error) {
+        // validation is not meant to throw, but whatever a peer sends must not escape
+        open = refuse(socket, `cannot check frame: ${describe(error)}`)
+      }
+      if (!open) return
+    }
+  }
+
+  let listener: TCPSocketListener<InboundData>
+  try {
+    listener = Bun.listen<InboundData>({
+      hostname: o.host,
+      port: o.port,
+      socket: {
+        open(socket) {
+          socket.data = { remote: `${socket.remoteAddress}:${socket.remotePort}`, decoder: new FrameDecoder(o.maxFrameBytes), peer: null, closed: false }
+          if (closed) return void socket.terminate()
+          sockets.add(socket)
+        },
+        data: onData,
+        close(socket) {
+          sockets.delete(socket)
+        },
+        error(socket, error) {
+          o.log(`inbound connection from ${socket.data?.remote}: ${describe(error)}`)
+        },
+      },
+    })
+  } catch (error) {
+    throw new Error(`cluster transport cannot listen on ${o.host}:${o.port}: ${describe(error)}`)
+  }
+
+  return {
+    close() {
+      closed = true
+      listener.stop(true)
+      for (const socket of sockets) socket.terminate()
+    },
+  }
+}
+
+/** The hello that opens an inbound connection, or why the connection is refused. */
+function acceptHello(value: unknown, systemName: string): Result<Hello> {
+  const type = (value as Typed | null)?.type
+  if (typeof type === 'string' && type !== 'hello') return { ok: false, error: `first frame is ${type.slice(0, 40)}, not hello` }
+  const result = validateHello(value)
+  if (!result.ok) return { ok: false, error: `first frame is not a hello (${result.error})` }
+  const hello = result.value
+  if (hello.version !== PROTOCOL_VERSION) return { ok: false, error: `protocol version ${hello.version} != ${PROTOCOL_VERSION}` }
+  if (hello.systemName !== systemName) return { ok: false, error: `system name ${JSON.stringify(hello.systemName)} != ${JSON.stringify(systemName)}` }
+  return result
+}

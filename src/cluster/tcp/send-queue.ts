@@ -1,0 +1,89 @@
+// The frames waiting for one outbound socket. Bun's `socket.write` does not buffer (it returns how
+// many bytes the kernel took), so unsent bytes stay here until the socket drains.
+import type { Socket } from 'bun'
+
+/** Small frames are copied into one write of up to this size: one syscall instead of one per frame. */
+export const BATCH_BYTES = 64 * 1024
+
+// Bun copies what `write` accepts before returning, so one scratch buffer serves every batch.
+const scratch = new Uint8Array(BATCH_BYTES)
+
+/** Frames waiting for one outbound socket, oldest first. */
+export class SendQueue {
+  private frames: Uint8Array[] = []
+  private head = 0
+  /** Bytes of the head frame already written to the current socket. */
+  private offset = 0
+  /** Unwritten bytes. */
+  bytes = 0
+
+  get empty() {
+    return this.head === this.frames.length
+  }
+
+  push(frame: Uint8Array) {
+    this.frames.push(frame)
+    this.bytes += frame.length
+  }
+
+  /** Moves `other`'s frames behind ours. A partly written frame starts over: the new connection never saw its start. */
+  append(other: SendQueue) {
+    for (let i = other.head; i < other.frames.length; i++) this.push(other.frames[i]!)
+    other.clear()
+  }
+
+  clear() {
+    this.frames = []
+    this.head = this.offset = this.bytes = 0
+  }
+
+  /** Writes until the socket stops taking bytes; returns how many frames were completed and bytes written. */
+  writeTo(socket: Socket<unknown>): { frames: number; bytes: number } {
+    let frames = 0
+    let bytes = 0
+    while (!this.empty) {
+      const chunk = this.nextChunk()
+      const written = socket.write(chunk)
+      if (written <= 0) break
+      bytes += written
+      frames += this.advance(written)
+      if (written < chunk.length) break
+    }
+    return { frames, bytes }
+  }
+
+  private nextChunk(): Uint8Array {
+    const first = this.frames[this.head]!
+    let size = first.length - this.offset
+    let end = this.head + 1
+    while (end < this.frames.length && size + this.frames[end]!.length <= BATCH_BYTES) size += this.frames[end++]!.length
+    if (end === this.head + 1) return first.subarray(this.offset)
+    scratch.set(first.subarray(this.offset), 0)
+    for (let i = this.head + 1, at = first.length - this.offset; i < end; at += this.frames[i++]!.length) {
+      scratch.set(this.frames[i]!, at)
+    }
+    return scratch.subarray(0, size)
+  }
+
+  private advance(written: number): number {
+    this.bytes -= written
+    let completed = 0
+    let left = written
+    while (left > 0) {
+      const remaining = this.frames[this.head]!.length - this.offset
+      if (left < remaining) {
+        this.offset += left
+        break
+      }
+      left -= remaining
+      this.frames[this.head++] = undefined as never // let the sent frame be collected now
+      this.offset = 0
+      completed++
+    }
+    if (this.head > 1024 && this.head * 2 > this.frames.length) {
+      this.frames = this.frames.slice(this.head)
+      this.head = 0
+    }
+    return completed
+  }
+}

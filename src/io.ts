@@ -1,0 +1,39 @@
+// Everything a node needs from the outside world, in one record. Production passes `realIo()`;
+// the whole-node simulator passes a virtual clock, a seeded random source, counted incarnations
+// and the in-memory transport, so the same node code runs under seeded fault schedules.
+import type { TransportFactory } from './cluster/transport'
+
+export interface Clock {
+  /** Milliseconds since the epoch: timestamps users see, and time the shell measures. */
+  now(): number
+  /** Calls `fn` every `ms` until the returned function is called. */
+  every(ms: number, fn: () => void): () => void
+  /** Calls `fn` once after `ms` unless the returned function is called first. */
+  after(ms: number, fn: () => void): () => void
+}
+
+export type Log = (line: string) => void
+
+export interface NodeIo {
+  transport: TransportFactory
+  clock: Clock
+  /** Uniform in [0, 1). */
+  random: () => number
+  /** A fresh incarnation id for each start and each rejoin of this node. */
+  newIncarnation: () => string
+  log: Log
+}
+
+export const realClock: Clock = {
+  now: Date.now,
+  every(ms, fn) {
+    const timer = setInterval(fn, ms)
+    return () => clearInterval(timer)
+  },
+  after(ms, fn) {
+    const timer = setTimeout(fn, ms)
+    return () => clearTimeout(timer)
+  },
+}
+
+export const timestampedConsoleLog: Log = (line) => console.log(`${new Date().toISOString()} ${line}`)

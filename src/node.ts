@@ -1,0 +1,124 @@
+// The composition root: builds one whole node from its configuration and an `io` record that
+// holds every outside dependency. Wiring goes one way: the cluster shell first, then the chat
+// room that sends through it, then the gateway and HTTP app that feed the room; `start` connects
+// the cluster's reports to the room. Nothing here decides policy.
+import type { Config } from './config'
+import { ChatGateway } from './chat/gateway'
+import { validateChatMessage, type ChatMessage } from './chat/messages'
+import { CloseCode } from './chat/protocol'
+import { ChatRoom } from './chat/room'
+import { Sockets, type Fanout } from './chat/sockets'
+import { formatAddress, urlHost } from './cluster/address'
+import { ClusterNode } from './cluster/node'
+import { createApp, TopicFanout } from './http/app'
+import type { NodeIo } from './io'
+
+/** Everything of a node but HTTP: what the whole-node simulator runs. */
+export interface ChatNode {
+  readonly address: string
+  readonly cluster: ClusterNode<ChatMessage>
+  readonly room: ChatRoom
+  readonly gateway: ChatGateway
+  readonly sockets: Sockets
+  start(): Promise<void>
+  /** Leaves the cluster (up to `timeoutMs`); true when the removal was confirmed. */
+  leave(timeoutMs: number): Promise<boolean>
+  stop(): Promise<void>
+}
+
+export type ChatNodeConfig = Pick<Config, 'systemName' | 'host' | 'clusterPort' | 'httpPort' | 'seeds' | 'timing' | 'lang' | 'maxMessageLength'>
+
+export function createChatNode(config: ChatNodeConfig, io: NodeIo, fanout: Fanout): ChatNode {
+  const address = formatAddress({ systemName: config.systemName, host: config.host, port: config.clusterPort })
+  const cluster = new ClusterNode<ChatMessage>(
+    { systemName: config.systemName, address, httpUrl: `http://${urlHost(config.host)}:${config.httpPort}`, seeds: config.seeds, timing: config.timing },
+    io,
+    validateChatMessage,
+  )
+  const sockets = new Sockets()
+  const room = new ChatRoom({
+    selfAddress: address,
+    lang: config.lang,
+    maxMessageLength: config.maxMessageLength,
+    now: io.clock.now,
+    publish: (json) => fanout.publish(json),
+    broadcast: (message) => cluster.broadcast(message),
+    sendTo: (to, message) => cluster.send(to, message),
+    disconnect: (username, code, reason) => sockets.close(username, code, reason),
+  })
+  const gateway = new ChatGateway(room, sockets, address)
+  return {
+    address,
+    cluster,
+    room,
+    gateway,
+    sockets,
+    start: () =>
+      cluster.start({
+        onMembers: (peers, selfUp) => room.setMembers(peers, selfUp),
+        onMessage: (peer, message) => room.onPeerMessage(peer, message),
+        onPeerConnected: (to) => room.sendSnapshot(to),
+      }),
+    leave: (timeoutMs) => cluster.leave(timeoutMs),
+    stop: () => cluster.stop(),
+  }
+}
+
+export interface Node {
+  readonly address: string
+  /** Starts the cluster node, then serves HTTP. Throws a StartError naming the port that failed. */
+  start(): Promise<void>
+  /** Refuses new users, tells connected ones to go elsewhere, leaves the cluster, stops. True when the leave was confirmed. */
+  shutdown(leaveTimeoutMs: number): Promise<boolean>
+  stop(): Promise<void>
+}
+
+export class StartError extends Error {
+  constructor(readonly what: 'cluster' | 'http', message: string) {
+    super(message)
+  }
+}
+
+export function createNode(config: Config, io: NodeIo): Node {
+  const fanout = new TopicFanout()
+  const chat = createChatNode(config, io, fanout)
+  const app = createApp({
+    room: chat.room,
+    gateway: chat.gateway,
+    selfAddress: chat.address,
+    clusterView: () => chat.cluster.view(),
+    transportStats: () => chat.cluster.transportStats,
+    log: io.log,
+  })
+  return {
+    address: chat.address,
+    async start() {
+      try {
+        await chat.start()
+      } catch (error) {
+        throw new StartError('cluster', `cannot listen on cluster port ${config.host}:${config.clusterPort}: ${(error as Error).message}`)
+      }
+      try {
+        app.listen({ hostname: config.httpHost, port: config.httpPort, development: false })
+      } catch (error) {
+        await chat.stop()
+        throw new StartError('http', `cannot listen on HTTP port ${config.httpHost}:${config.httpPort}: ${(error as Error).message}`)
+      }
+      fanout.attach(app.server)
+      io.log(`HTTP and WebSocket on http://${urlHost(config.host)}:${config.httpPort} (bound to ${config.httpHost})`)
+    },
+    async shutdown(leaveTimeoutMs) {
+      // Refuse new connections first, so pages reconnect to a node that stays, not to this one.
+      void app.server?.stop(false)
+      chat.sockets.closeAll(CloseCode.goingAway, 'server shutting down')
+      const left = await chat.leave(leaveTimeoutMs)
+      await app.stop(true)
+      await chat.stop()
+      return left
+    },
+    async stop() {
+      await app.stop(true)
+      await chat.stop()
+    },
+  }
+}
