@@ -2,27 +2,14 @@ import { afterEach, describe, expect, test } from 'bun:test'
 import type { Socket } from 'bun'
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder } from '../../src/cluster/codec'
 import { formatAddress, parseAddress } from '../../src/cluster/address'
-import { PROTOCOL_VERSION, RaftMessage, type Hello } from '../../src/cluster/messages'
+import { PROTOCOL_VERSION, type Hello } from '../../src/cluster/messages'
 import { createTcpTransport } from '../../src/cluster/tcp/tcp-transport'
-import type { Transport } from '../../src/cluster/transport'
-import { validatorFor } from '../../src/cluster/validate'
-import { ChatMessage } from '../../src/chat/messages'
-
-type PeerMessage = RaftMessage | ChatMessage
-const validate = validatorFor<PeerMessage>([...RaftMessage.anyOf, ...ChatMessage.anyOf])
 import { waitFor } from '../support/wait'
+import { handlersFor, leave, SYSTEM, transportContract, usernames, validatePeerMessage as validate, type ContractNode, type PeerMessage, type StartOptions } from './transport-contract'
 
-const SYSTEM = 'WebSocketClusterSystem'
 const HOST = '127.0.0.1'
 
-interface TestNode {
-  transport: Transport<PeerMessage>
-  address: string
-  port: number
-  received: Array<{ peer: Hello; message: PeerMessage }>
-  connected: string[]
-  logs: string[]
-}
+type TestNode = ContractNode & { port: number }
 
 const cleanups: Array<() => unknown> = []
 afterEach(async () => {
@@ -38,41 +25,18 @@ function freePort(): number {
   return port
 }
 
-async function startNode(
-  options: {
-    port?: number
-    incarnation?: string
-    maxQueueBytes?: number
-    onConnected?: (node: TestNode, address: string) => void
-    onMessage?: (node: TestNode, message: PeerMessage) => void
-  } = {},
-): Promise<TestNode> {
+async function startNode(options: StartOptions & { port?: number; maxQueueBytes?: number } = {}): Promise<TestNode> {
   const port = options.port ?? freePort()
   const address = formatAddress({ systemName: SYSTEM, host: HOST, port })
   const node = { address, port, received: [], connected: [], logs: [] } as unknown as TestNode
-  node.transport = await createTcpTransport<PeerMessage>({
-    systemName: SYSTEM,
-    address,
-    incarnation: options.incarnation ?? 'inc-1',
-    validate,
-    log: (line) => node.logs.push(line),
-    handlers: {
-      onMessage: (peer, message) => {
-        node.received.push({ peer, message })
-        options.onMessage?.(node, message)
-      },
-      onConnected: (peerAddress) => {
-        node.connected.push(peerAddress)
-        options.onConnected?.(node, peerAddress)
-      },
-    },
-  }, { maxQueueBytes: options.maxQueueBytes })
+  node.transport = await createTcpTransport(
+    { systemName: SYSTEM, address, incarnation: options.incarnation ?? 'inc-1', validate, log: (line) => node.logs.push(line), handlers: handlersFor(node, options) },
+    { maxQueueBytes: options.maxQueueBytes },
+  )
   cleanups.push(() => node.transport.close())
   return node
 }
 
-const leave = (username: string): PeerMessage => ({ type: 'presence_leave', username })
-const usernames = (node: TestNode) => node.received.map(({ message }) => (message.type === 'presence_leave' ? message.username : message.type))
 
 /** A hand-made client on an inbound port, for bytes a real transport never sends. */
 async function rawClient(port: number) {
@@ -119,103 +83,25 @@ describe('parseAddress', () => {
   })
 })
 
+transportContract('tcp', {
+  freeAddress: () => formatAddress({ systemName: SYSTEM, host: HOST, port: freePort() }),
+  start: async (options = {}) => {
+    const port = options.address ? parseAddress(options.address)!.port : undefined
+    return startNode({ ...options, port })
+  },
+  waitFor: (condition, what) => waitFor(condition, 5000, what),
+})
+
 describe('tcp transport', () => {
-  test('messages arrive in order, with the hello of the sender', async () => {
-    const [a, b] = await Promise.all([startNode({ incarnation: 'a-1' }), startNode()])
-    const names = Array.from({ length: 2000 }, (_, i) => `user${i}`)
-    for (const name of names) expect(a.transport.send([b.address], leave(name))).toBe(1)
-    await waitFor(() => b.received.length === names.length, 5000, 'all messages at b')
-    expect(usernames(b)).toEqual(names)
-    expect(b.received[0]!.peer).toEqual({ type: 'hello', version: PROTOCOL_VERSION, systemName: SYSTEM, address: a.address, incarnation: 'a-1' })
-    expect(a.connected).toEqual([b.address])
-    expect(a.transport.stats.framesOut).toBe(names.length + 1) // and the hello
-    expect(b.transport.stats.framesIn).toBe(names.length + 1)
-    expect(b.transport.stats.bytesIn).toBe(a.transport.stats.bytesOut)
-    expect(b.transport.stats.invalid).toBe(0)
-  })
-
-  test('send encodes once for several addresses and counts the links that took it', async () => {
-    const [a, b, c] = await Promise.all([startNode(), startNode(), startNode()])
-    expect(a.transport.send([b.address, c.address], leave('both'))).toBe(2)
-    expect(a.transport.send([b.address, 'not an address'], leave('only-b'))).toBe(1)
-    expect(a.transport.send([], leave('nobody'))).toBe(0)
-    await waitFor(() => b.received.length === 2 && c.received.length === 1, 5000, 'deliveries')
-    expect(usernames(b)).toEqual(['both', 'only-b'])
-    expect(usernames(c)).toEqual(['both'])
-    expect(a.logs.some((line) => line.includes('"not an address"'))).toBe(true)
-  })
-
-  test('a peer that starts after messages were queued still gets them, in order', async () => {
-    const a = await startNode()
-    const port = freePort()
-    const address = formatAddress({ systemName: SYSTEM, host: HOST, port })
-    for (let i = 0; i < 5; i++) expect(a.transport.send([address], leave(`early${i}`))).toBe(1)
-    await waitFor(() => a.logs.some((line) => line.startsWith(`cannot connect to ${address}`)), 5000, 'a failed dial')
-    const b = await startNode({ port })
-    a.transport.send([address], leave('late'))
-    await waitFor(() => b.received.length === 6, 5000, 'queued messages at b')
-    expect(usernames(b)).toEqual(['early0', 'early1', 'early2', 'early3', 'early4', 'late'])
-    expect(a.connected).toEqual([address])
-    // one log line for the streak of failed dials, not one per attempt
-    expect(a.logs.filter((line) => line.startsWith('cannot connect')).length).toBe(1)
-  })
-
-  test('a peer that went away and came back gets new messages; onConnected sends go first', async () => {
-    const a = await startNode({
-      onConnected: (node, address) => node.transport.send([address], { type: 'presence_snapshot', users: [] }),
-    })
-    const port = freePort()
-    const first = await startNode({ port, incarnation: 'b-1' })
-    a.transport.send([first.address], leave('before'))
-    await waitFor(() => first.received.length === 2, 5000, 'first incarnation')
-    expect(usernames(first)).toEqual(['presence_snapshot', 'before'])
-
-    await first.transport.close()
-    await waitFor(() => a.logs.some((line) => line.startsWith(`lost connection to ${first.address}`)), 5000, 'a to notice')
-    a.transport.send([first.address], leave('while-down'))
-    const second = await startNode({ port, incarnation: 'b-2' })
-    a.transport.send([second.address], leave('after'))
-    await waitFor(() => second.received.length === 3, 5000, 'second incarnation')
-    expect(usernames(second)).toEqual(['presence_snapshot', 'while-down', 'after'])
-    expect(second.received.every(({ peer }) => peer.address === a.address)).toBe(true)
-    expect(a.connected).toEqual([first.address, first.address])
-  })
-
-  test('disconnect drops the link; a later send dials again', async () => {
-    const [a, b] = await Promise.all([startNode(), startNode()])
-    a.transport.send([b.address], leave('one'))
-    await waitFor(() => b.received.length === 1, 5000, 'first message')
-    a.transport.disconnect(b.address)
-    a.transport.disconnect('bun://Nobody@127.0.0.1:9') // unknown: a no-op
-    a.transport.send([b.address], leave('two'))
-    await waitFor(() => b.received.length === 2, 5000, 'second message')
-    expect(a.connected).toEqual([b.address, b.address])
-  })
-
-  test('a handler that throws does not stop the connection', async () => {
-    const a = await startNode()
-    const b = await startNode({
-      onMessage: (node, message) => {
-        if (message.type === 'presence_leave' && message.username === 'boom') throw new Error('handler bug')
-      },
-    })
-    a.transport.send([b.address], leave('boom'))
-    a.transport.send([b.address], leave('fine'))
-    await waitFor(() => b.received.length === 2, 5000, 'both messages')
-    expect(b.logs.some((line) => line.includes('handler bug'))).toBe(true)
-    expect(b.transport.stats.invalid).toBe(0)
-  })
-
   test('createTcpTransport rejects clearly when the port is taken', async () => {
     const a = await startNode()
     await expect(startNode({ port: a.port })).rejects.toThrow(`cannot listen on ${HOST}:${a.port}`)
   })
 
-  test('close is idempotent; a closed transport accepts nothing', async () => {
-    const a = await startNode()
-    a.transport.send([formatAddress({ systemName: SYSTEM, host: HOST, port: freePort() })], leave('x'))
-    await Promise.all([a.transport.close(), a.transport.close()])
-    expect(a.transport.send([a.address], leave('after close'))).toBe(0)
+  test('a message to something that is not a node address is refused with a log line', async () => {
+    const [a, b] = await Promise.all([startNode(), startNode()])
+    expect(a.transport.send([b.address, 'not an address'], leave('only-b'))).toBe(1)
+    expect(a.logs.some((line) => line.includes('"not an address"'))).toBe(true)
   })
 })
 
