@@ -191,7 +191,8 @@ export class MemoryNetwork {
         // One log line for a streak of failed dials, as the TCP transport does.
         if (link.failedDials++ === 0) link.from.options.log(`cannot connect to ${link.to}: unreachable; redialling`)
         link.backoff = Math.min(REDIAL_MS_MAX, link.backoff * 2)
-        this.clock.after(link.backoff / 2 + (this.random() * link.backoff) / 2, () => this.dial(link))
+        // Whole milliseconds: due times computed from different moments must compare exactly.
+        this.clock.after(Math.floor(link.backoff / 2 + (this.random() * link.backoff) / 2), () => this.dial(link))
         return
       }
       this.connect(link, target)

@@ -311,8 +311,9 @@ export class SimulationFailure extends Error {
     readonly invariant: string,
     readonly detail: string,
     readonly tick: number,
+    replay = replayCommand(seed),
   ) {
-    super(`seed ${seed}: ${invariant} violated at tick ${tick}: ${detail}\nreplay: ${replayCommand(seed)}`)
+    super(`seed ${seed}: ${invariant} violated at ${replay.includes('--whole') ? 'ms' : 'tick'} ${tick}: ${detail}\nreplay: ${replay}`)
     this.name = 'SimulationFailure'
   }
 }
