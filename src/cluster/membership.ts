@@ -61,7 +61,8 @@ export class Membership {
   term = 0
   votedFor: string | null = null
   leaderId: string | null = null
-  readonly log: Entry[] = []
+  /** The replicated log of member changes (named so it is not mistaken for a logger). */
+  readonly entries: Entry[] = []
   commitIndex = 0
   /** Set once this incarnation's removal is known; it never takes part again. */
   removed = false
@@ -160,11 +161,11 @@ export class Membership {
 
   view(): MembershipView {
     const members: MemberView[] = []
-    const effective = this.membersAt(this.log.length)
+    const effective = this.membersAt(this.entries.length)
     const committed = this.membersAt(this.commitIndex)
     const status = new Map<string, MemberStatus>()
-    for (let i = this.commitIndex; i < this.log.length; i++) {
-      const c = this.log[i]!.change
+    for (let i = this.commitIndex; i < this.entries.length; i++) {
+      const c = this.entries[i]!.change
       if (c.type === 'add') status.set(nodeId(c.member.address, c.member.incarnation), 'Joining')
       if (c.type === 'remove') status.set(c.id, c.reason === 'down' ? 'Down' : 'Leaving')
     }
@@ -197,12 +198,12 @@ export class Membership {
 
   /** The member list committed at `index`: the same on every node that has committed it. */
   membersAt(index: number): Map<string, MemberInfo> {
-    const lastTerm = this.log[this.log.length - 1]?.term ?? 0
-    const hit = this.configCache.find((c) => c.upTo === index && c.length === this.log.length && c.lastTerm === lastTerm)
+    const lastTerm = this.entries[this.entries.length - 1]?.term ?? 0
+    const hit = this.configCache.find((c) => c.upTo === index && c.length === this.entries.length && c.lastTerm === lastTerm)
     if (hit) return hit.members
     const members = new Map<string, MemberInfo>()
-    for (let i = 0; i < index; i++) applyChange(members, this.log[i]!.change)
-    this.configCache = [{ length: this.log.length, lastTerm, upTo: index, members }, ...this.configCache].slice(0, 2)
+    for (let i = 0; i < index; i++) applyChange(members, this.entries[i]!.change)
+    this.configCache = [{ length: this.entries.length, lastTerm, upTo: index, members }, ...this.configCache].slice(0, 2)
     return members
   }
 
@@ -244,7 +245,7 @@ export class Membership {
     this.silenceElapsed++
     // With no other seed to ask there is nothing to wait for.
     const alone = this.o.seeds.every((s) => s === this.o.self.address)
-    if (this.o.bootstrap && this.log.length === 0 && (alone || this.silenceElapsed >= this.o.bootstrapTicks)) {
+    if (this.o.bootstrap && this.entries.length === 0 && (alone || this.silenceElapsed >= this.o.bootstrapTicks)) {
       this.bootstrap()
       return
     }
@@ -262,7 +263,7 @@ export class Membership {
   private bootstrap(): void {
     this.term = 1
     this.votedFor = this.selfId
-    this.log.push({ term: 1, change: { type: 'add', member: this.o.self } })
+    this.entries.push({ term: 1, change: { type: 'add', member: this.o.self } })
     this.commitIndex = 1
     this.becomeLeader()
   }
@@ -373,7 +374,7 @@ export class Membership {
     this.progress.clear()
     for (const id of this.voters()) if (id !== this.selfId) this.progress.set(id, this.freshProgress())
     // A new leader commits an entry of its own term before it accepts member changes (§4.1 fix).
-    this.log.push({ term: this.term, change: { type: 'noop' } })
+    this.entries.push({ term: this.term, change: { type: 'noop' } })
     this.termStart = this.lastIndex()
     this.maybeCommit()
     this.broadcastAppend()
@@ -393,7 +394,7 @@ export class Membership {
       term: this.term,
       prevIndex,
       prevTerm: this.termAt(prevIndex),
-      entries: this.log.slice(prevIndex, prevIndex + MAX_ENTRIES_PER_APPEND),
+      entries: this.entries.slice(prevIndex, prevIndex + MAX_ENTRIES_PER_APPEND),
       commit: this.commitIndex,
       unreachable: this.unreachable,
     })
@@ -414,9 +415,9 @@ export class Membership {
       const index = m.prevIndex + 1 + i
       if (index <= this.lastIndex() && this.termAt(index) !== entry.term) {
         if (index <= this.commitIndex) throw new Error(`leader ${m.from} conflicts with committed entry ${index}`)
-        this.log.length = index - 1
+        this.entries.length = index - 1
       }
-      if (index > this.lastIndex()) this.log.push(entry)
+      if (index > this.lastIndex()) this.entries.push(entry)
     })
     const matchIndex = m.prevIndex + m.entries.length
     this.advanceCommit(Math.min(m.commit, matchIndex))
@@ -460,7 +461,7 @@ export class Membership {
     // leaving does not wait for an answer that nobody left would give.
     if (this.role === 'leader') {
       for (let i = from; i < index; i++) {
-        const c = this.log[i]!.change
+        const c = this.entries[i]!.change
         if (c.type === 'remove' && c.id !== this.selfId) this.send(c.id, { type: 'not_member' })
       }
     }
@@ -482,7 +483,7 @@ export class Membership {
   // ---- membership changes, one at a time (Raft dissertation §4.1) ----
 
   private onJoinRequest(m: RaftOf<'join_request'>): void {
-    if (this.log.length === 0) return // not in a cluster: stay silent so bootstrap logic works
+    if (this.entries.length === 0) return // not in a cluster: stay silent so bootstrap logic works
     if (this.role !== 'leader') {
       this.send(m.from, { type: 'leader_hint', leader: this.leaderId ? addressOf(this.leaderId) : null })
       return
@@ -532,12 +533,12 @@ export class Membership {
 
   private canChange(): boolean {
     if (this.role !== 'leader' || this.commitIndex < this.termStart) return false
-    for (let i = this.commitIndex; i < this.log.length; i++) if (this.log[i]!.change.type !== 'noop') return false
+    for (let i = this.commitIndex; i < this.entries.length; i++) if (this.entries[i]!.change.type !== 'noop') return false
     return true
   }
 
   private append(change: Change): void {
-    this.log.push({ term: this.term, change })
+    this.entries.push({ term: this.term, change })
     // The new configuration takes effect as soon as it is in the log.
     for (const id of this.voters()) if (id !== this.selfId && !this.progress.has(id)) this.progress.set(id, this.freshProgress())
     for (const id of [...this.progress.keys()]) if (!this.isMemberId(id)) this.progress.delete(id)
@@ -590,15 +591,15 @@ export class Membership {
   /** True when the committed log removed `id`: that incarnation is finished for good. */
   private isRemovedId(id: string): boolean {
     for (let i = 0; i < this.commitIndex; i++) {
-      const c = this.log[i]!.change
+      const c = this.entries[i]!.change
       if (c.type === 'remove' && c.id === id) return true
     }
     return false
   }
 
-  private everAdded(id: string, upTo = this.log.length): boolean {
+  private everAdded(id: string, upTo = this.entries.length): boolean {
     for (let i = 0; i < upTo; i++) {
-      const c = this.log[i]!.change
+      const c = this.entries[i]!.change
       if (c.type === 'add' && nodeId(c.member.address, c.member.incarnation) === id) return true
     }
     return false
@@ -615,11 +616,11 @@ export class Membership {
   }
 
   private lastIndex(): number {
-    return this.log.length
+    return this.entries.length
   }
 
   private termAt(index: number): number {
-    return index === 0 ? 0 : (this.log[index - 1]?.term ?? -1)
+    return index === 0 ? 0 : (this.entries[index - 1]?.term ?? -1)
   }
 
   private randomElectionTimeout(): number {

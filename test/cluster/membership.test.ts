@@ -135,7 +135,7 @@ class Net {
 const committedIds = (m: Membership) => [...m.membersAt(m.commitIndex).keys()].sort()
 const statusOf = (view: MembershipView, id: string) => view.members.find((v) => v.id === id)?.status
 const indexOfAdd = (m: Membership, address: string) =>
-  m.log.findIndex((e) => e.change.type === 'add' && e.change.member.address === address) + 1
+  m.entries.findIndex((e) => e.change.type === 'add' && e.change.member.address === address) + 1
 const joinRequest = (m: Membership, to: string): RaftMessage => {
   const [address, incarnation] = m.selfId.split('#') as [string, string]
   return { type: 'join_request', from: m.selfId, to, member: { address, incarnation, httpUrl: `http://${address}:3000` } }
@@ -156,7 +156,7 @@ function converged(net: Net): boolean {
   if (!leader) return false
   const ids = [...net.nodes.values()].map((m) => m.selfId).sort()
   return [...net.nodes.values()].every(
-    (m) => m.commitIndex === leader.commitIndex && m.log.length === m.commitIndex && committedIds(m).join() === ids.join(),
+    (m) => m.commitIndex === leader.commitIndex && m.entries.length === m.commitIndex && committedIds(m).join() === ids.join(),
   )
 }
 
@@ -167,11 +167,11 @@ describe('bootstrap', () => {
     const n0 = net.start('n0', ['n0', 'n1'])
     net.tick(TIMING.bootstrapTicks - 1)
     expect(n0.role).toBe('follower')
-    expect(n0.log).toHaveLength(0)
+    expect(n0.entries).toHaveLength(0)
     net.tick()
     expect(n0.role).toBe('leader')
     expect(n0.term).toBe(1)
-    expect(n0.log[0]).toEqual({ term: 1, change: { type: 'add', member: { address: 'n0', incarnation: '1', httpUrl: 'http://n0:3000' } } })
+    expect(n0.entries[0]).toEqual({ term: 1, change: { type: 'add', member: { address: 'n0', incarnation: '1', httpUrl: 'http://n0:3000' } } })
     expect(committedIds(n0)).toEqual(['n0#1'])
     const view = n0.view()
     expect(view.status).toBe('Up')
@@ -194,7 +194,7 @@ describe('bootstrap', () => {
     net.tick(10 * TIMING.bootstrapTicks)
     for (const m of [n0, n1]) {
       expect(m.role).toBe('follower')
-      expect(m.log).toHaveLength(0)
+      expect(m.entries).toHaveLength(0)
     }
   })
 })
@@ -222,7 +222,7 @@ describe('joining', () => {
     net.runUntil(() => converged(net), 50, 'join committed')
     for (const m of net.nodes.values()) {
       expect(m.commitIndex).toBe(leader.commitIndex)
-      expect(m.log[index - 1]).toEqual(leader.log[index - 1]!)
+      expect(m.entries[index - 1]).toEqual(leader.entries[index - 1]!)
       expect(statusOf(m.view(), n3.selfId)).toBe('Up')
     }
     expect(n3.view().status).toBe('Up')
@@ -235,7 +235,7 @@ describe('leaving', () => {
     const n2 = net.node('n2')
     const leader = net.node('n0')
     n2.leave()
-    const proposed = () => leader.log.some((e) => e.change.type === 'remove' && e.change.id === n2.selfId)
+    const proposed = () => leader.entries.some((e) => e.change.type === 'remove' && e.change.id === n2.selfId)
     net.runUntilMidTick(proposed, 50, 'removal proposed')
     expect(statusOf(leader.view(), n2.selfId)).toBe('Leaving')
     net.runUntil(() => n2.removed, 100, 'leave done')
@@ -243,7 +243,7 @@ describe('leaving', () => {
     net.crash('n2')
     net.runUntil(() => converged(net), 50)
     for (const m of net.nodes.values()) expect(committedIds(m)).toEqual(['n0#1', 'n1#1'])
-    expect(leader.log.at(-1)?.change).toEqual({ type: 'remove', id: 'n2#1', reason: 'leave' })
+    expect(leader.entries.at(-1)?.change).toEqual({ type: 'remove', id: 'n2#1', reason: 'leave' })
   })
 
   test('a leaving leader hands over with timeout_now once its removal commits', () => {
@@ -275,7 +275,7 @@ describe('§5.2 leader election', () => {
     expect(ticks).toBeGreaterThanOrEqual(electionTicksMin - heartbeatTicks)
     expect(net.leader()!.term).toBeGreaterThan(term)
     // The new leader's first entry of its term is a no-op.
-    expect(net.leader()!.log.at(-1)).toEqual({ term: net.leader()!.term, change: { type: 'noop' } })
+    expect(net.leader()!.entries.at(-1)).toEqual({ term: net.leader()!.term, change: { type: 'noop' } })
   })
 
   test('pre-vote: a partitioned node does not inflate terms or disrupt the leader when it returns', () => {
@@ -347,7 +347,7 @@ describe('§5.3 log replication', () => {
     f.step(append('n0#1', 1, 3, 1, [{ term: 1, change: { type: 'noop' } }], 0))
     const [reply] = f.takeMessages()
     expect(reply!.message).toMatchObject({ type: 'append_response', success: false, matchIndex: 0 })
-    expect(f.log).toHaveLength(0)
+    expect(f.entries).toHaveLength(0)
   })
 
   test('conflicting uncommitted entries are overwritten by the new leader', () => {
@@ -359,18 +359,18 @@ describe('§5.3 log replication', () => {
       { term: 1, change: { type: 'add', member: member('n2') } }, // never committed
     ]
     f.step(append('n0#1', 1, 0, 0, old, 3))
-    expect(f.log).toHaveLength(4)
+    expect(f.entries).toHaveLength(4)
     expect(f.commitIndex).toBe(3)
     f.takeMessages()
     // The leader of term 2 never had entry 4: its no-op goes there instead.
     f.step(append('n2#1', 2, 3, 1, [{ term: 2, change: { type: 'noop' } }], 4))
-    expect(f.log).toHaveLength(4)
-    expect(f.log[3]).toEqual({ term: 2, change: { type: 'noop' } })
+    expect(f.entries).toHaveLength(4)
+    expect(f.entries[3]).toEqual({ term: 2, change: { type: 'noop' } })
     expect(f.commitIndex).toBe(4)
     expect(f.takeMessages()[0]!.message).toMatchObject({ type: 'append_response', success: true, matchIndex: 4 })
     // A stale, reordered copy of the first message does not truncate anything.
     f.step(append('n2#1', 2, 0, 0, old.slice(0, 2), 4))
-    expect(f.log[3]).toEqual({ term: 2, change: { type: 'noop' } })
+    expect(f.entries[3]).toEqual({ term: 2, change: { type: 'noop' } })
   })
 })
 
@@ -387,11 +387,11 @@ describe('§4.1 membership changes', () => {
     net.inject(joinRequest(n3, 'n0'))
     expect(leader.role).toBe('leader')
     expect(leader.commitIndex).toBeLessThan(index)
-    const pending = leader.log.slice(leader.commitIndex).filter((e) => e.change.type !== 'noop')
+    const pending = leader.entries.slice(leader.commitIndex).filter((e) => e.change.type !== 'noop')
     expect(pending.map((e) => e.change.type === 'add' && e.change.member.address)).toEqual(['n2'])
     net.heal()
     net.runUntil(() => converged(net), 300, 'both joins committed')
-    const adds = net.leader()!.log.flatMap((e) => (e.change.type === 'add' ? [e.change.member.address] : []))
+    const adds = net.leader()!.entries.flatMap((e) => (e.change.type === 'add' ? [e.change.member.address] : []))
     expect(adds).toEqual(['n0', 'n1', 'n2', 'n3'])
     expect(n2.view().status).toBe('Up')
     expect(n3.view().status).toBe('Up')
@@ -404,16 +404,16 @@ describe('§4.1 membership changes', () => {
     net.drop = (m) => m.type === 'append_response'
     net.runUntil(() => net.leader() !== undefined, 3 * electionTicksMax, 'new leader')
     const leader = net.leader()!
-    const noopIndex = leader.log.length
-    expect(leader.log[noopIndex - 1]).toEqual({ term: leader.term, change: { type: 'noop' } })
+    const noopIndex = leader.entries.length
+    expect(leader.entries[noopIndex - 1]).toEqual({ term: leader.term, change: { type: 'noop' } })
     expect(leader.commitIndex).toBeLessThan(noopIndex)
     const joiner = net.start('n0', ['n1', 'n2'])
     net.inject(joinRequest(joiner, addressOf(leader.selfId)))
     expect(leader.role).toBe('leader')
-    expect(leader.log).toHaveLength(noopIndex) // refused: the joiner will ask again
+    expect(leader.entries).toHaveLength(noopIndex) // refused: the joiner will ask again
     net.heal()
     net.runUntil(() => converged(net), 300, 'replace and add after the no-op commits')
-    expect(leader.log.slice(noopIndex).map((e) => e.change)).toEqual([
+    expect(leader.entries.slice(noopIndex).map((e) => e.change)).toEqual([
       { type: 'remove', id: 'n0#1', reason: 'replaced' },
       { type: 'add', member: { address: 'n0', incarnation: '2', httpUrl: 'http://n0:3000' } },
     ])
@@ -427,7 +427,7 @@ describe('§4.1 membership changes', () => {
     net.runUntil(() => converged(net), 300, 'replaced')
     const leader = net.node('n0')
     expect(committedIds(leader)).toEqual(['n0#1', 'n1#1', 'n2#2'])
-    const changes = leader.log.filter((e) => e.change.type !== 'noop').map((e) => e.change)
+    const changes = leader.entries.filter((e) => e.change.type !== 'noop').map((e) => e.change)
     expect(changes.slice(-2)).toEqual([
       { type: 'remove', id: 'n2#1', reason: 'replaced' },
       { type: 'add', member: { address: 'n2', incarnation: '2', httpUrl: 'http://n2:3000' } },
@@ -445,10 +445,10 @@ describe('failure detection', () => {
     expect(leader.view().members.find((v) => v.id === 'n2#1')).toMatchObject({ status: 'Up', reachable: false })
     // Followers show the same reachability, learned from the leader's heartbeats.
     expect(net.node('n1').view().members.find((v) => v.id === 'n2#1')?.reachable).toBe(false)
-    const proposed = () => leader.log.some((e) => e.change.type === 'remove' && e.change.id === 'n2#1')
+    const proposed = () => leader.entries.some((e) => e.change.type === 'remove' && e.change.id === 'n2#1')
     net.runUntilMidTick(proposed, downTicks, 'removal proposed')
     expect(statusOf(leader.view(), 'n2#1')).toBe('Down')
-    expect(leader.log.at(-1)?.change).toEqual({ type: 'remove', id: 'n2#1', reason: 'down' })
+    expect(leader.entries.at(-1)?.change).toEqual({ type: 'remove', id: 'n2#1', reason: 'down' })
     net.runUntil(() => converged(net), 50)
     // The committed member list no longer has n2, so the chat layer drops the users it hosted.
     for (const m of net.nodes.values()) {
@@ -469,7 +469,7 @@ describe('failure detection', () => {
     net.tick(downTicks - 4 * heartbeatTicks)
     net.crash('n2')
     net.tick(6 * heartbeatTicks)
-    for (const m of net.nodes.values()) expect(m.log.filter((e) => e.change.type === 'remove')).toEqual([])
+    for (const m of net.nodes.values()) expect(m.entries.filter((e) => e.change.type === 'remove')).toEqual([])
     // Once n4 is back, the three live members remove the two dead ones, one at a time.
     net.heal()
     net.runUntil(() => converged(net), 2 * downTicks + 4 * electionTicksMax, 'recovery')
@@ -491,7 +491,7 @@ describe('failure detection', () => {
     net.tick(3 * downTicks)
     for (const address of ['n0', 'n1']) {
       const m = net.node(address)
-      const removals = m.log.filter((e) => e.change.type === 'remove')
+      const removals = m.entries.filter((e) => e.change.type === 'remove')
       expect(removals).toEqual([])
       expect(m.role).not.toBe('leader')
     }
@@ -530,7 +530,7 @@ describe('regressions found by the simulator', () => {
     net.drop = (m) => m.type === 'append_entries' && m.to === 'n1#1' && ++appends > 1
     net.runUntil(() => n0.role !== 'leader', 200, 'n0 steps down')
     expect(n1.leaderId).toBe('n0#1')
-    expect(n1.log).toHaveLength(0)
+    expect(n1.entries).toHaveLength(0)
     net.heal()
     net.runUntil(() => converged(net), 4 * electionTicksMax, 'n0 leader again, with n1')
     expect(n1.view().status).toBe('Up')
@@ -547,7 +547,7 @@ describe('regressions found by the simulator', () => {
     // n1 and n2 elect a leader whose no-op takes that index; n3 keeps quiet meanwhile.
     net.drop = (m) => m.from === 'n3#1'
     net.runUntil(() => (net.leader()?.commitIndex ?? 0) >= index, 4 * electionTicksMax, 'index overwritten')
-    expect(n3.log[index - 1]?.change.type).toBe('add') // n3 still believes it is a voter
+    expect(n3.entries[index - 1]?.change.type).toBe('add') // n3 still believes it is a voter
     net.heal()
     net.runUntil(() => committedIds(net.leader()!).includes('n3#1') && n3.view().status === 'Up', 200, 'n3 re-added')
   })
@@ -579,9 +579,9 @@ describe('regressions found by the simulator', () => {
     net.cut('n3', 'n0', false)
     n0.leave()
     net.runUntil(() => n0.role !== 'leader', 3 * electionTicksMin, 'n0 steps down')
-    expect(n0.log.at(-1)?.change).toEqual({ type: 'remove', id: 'n0#1', reason: 'leave' })
+    expect(n0.entries.at(-1)?.change).toEqual({ type: 'remove', id: 'n0#1', reason: 'leave' })
     expect(n0.leaderId).toBeNull()
-    const removal = n0.log.length
+    const removal = n0.entries.length
     net.runUntil(() => (net.leader()?.commitIndex ?? 0) >= removal, 4 * electionTicksMax, 'removal committed')
     net.heal()
     net.runUntil(() => n0.removed, 10 * joinRetryTicks, 'n0 learns it has left')

@@ -51,7 +51,7 @@ describe('the checker flags fabricated states', () => {
   const add = (address: string, term = 1): Entry => ({ term, change: { type: 'add', member: { address, incarnation: '1', httpUrl: '' } } })
   const noop = (term: number): Entry => ({ term, change: { type: 'noop' } })
   const node = (selfId: string, fields: Partial<Observed> = {}): Observed => ({
-    selfId, role: 'follower', term: 1, votedFor: null, log: [], commitIndex: 0, ...fields,
+    selfId, role: 'follower', term: 1, votedFor: null, entries: [], commitIndex: 0, ...fields,
   })
   const violation = (f: () => void): string => {
     try {
@@ -82,47 +82,47 @@ describe('the checker flags fabricated states', () => {
 
   test('different entries committed at one index (State Machine Safety)', () => {
     const c = checker()
-    c.observe(node('a#1', { log: [add('a'), noop(1)], commitIndex: 2 }))
-    expect(violation(() => c.observe(node('b#1', { term: 2, log: [add('a'), noop(2)], commitIndex: 2 })))).toBe('State Machine Safety')
+    c.observe(node('a#1', { entries: [add('a'), noop(1)], commitIndex: 2 }))
+    expect(violation(() => c.observe(node('b#1', { term: 2, entries: [add('a'), noop(2)], commitIndex: 2 })))).toBe('State Machine Safety')
   })
 
   test('a committed entry undone', () => {
     const c = checker()
     const log = [add('a'), noop(1)]
-    c.observe(node('a#1', { log, commitIndex: 2 }))
-    expect(violation(() => c.observe(node('a#1', { log, commitIndex: 1 })))).toBe('Committed entries are never undone')
+    c.observe(node('a#1', { entries: log, commitIndex: 2 }))
+    expect(violation(() => c.observe(node('a#1', { entries: log, commitIndex: 1 })))).toBe('Committed entries are never undone')
   })
 
   test('same index and term, different entries (Log Matching)', () => {
     const c = checker()
-    c.observe(node('a#1', { log: [add('a'), add('b')], commitIndex: 1 }))
-    expect(violation(() => c.observe(node('c#1', { log: [add('a'), add('c')], commitIndex: 1 })))).toBe('Log Matching')
+    c.observe(node('a#1', { entries: [add('a'), add('b')], commitIndex: 1 }))
+    expect(violation(() => c.observe(node('c#1', { entries: [add('a'), add('c')], commitIndex: 1 })))).toBe('Log Matching')
   })
 
   test('two uncommitted membership changes', () => {
     const c = checker()
-    expect(violation(() => c.observe(node('a#1', { role: 'leader', log: [add('a'), noop(1), add('b'), add('c')], commitIndex: 2 })))).toBe(
+    expect(violation(() => c.observe(node('a#1', { role: 'leader', entries: [add('a'), noop(1), add('b'), add('c')], commitIndex: 2 })))).toBe(
       'One membership change at a time',
     )
   })
 
   test('a member that never asked to join', () => {
     const c = checker()
-    expect(violation(() => c.observe(node('a#1', { log: [add('a'), add('z')], commitIndex: 1 })))).toBe('Only nodes that asked to join are added')
+    expect(violation(() => c.observe(node('a#1', { entries: [add('a'), add('z')], commitIndex: 1 })))).toBe('Only nodes that asked to join are added')
   })
 
   test('a new leader without an entry committed in an earlier term (Leader Completeness)', () => {
     const c = checker()
-    c.observe(node('a#1', { role: 'leader', term: 1, votedFor: 'a#1', log: [add('a'), noop(1)], commitIndex: 2 }))
-    expect(violation(() => c.observe(node('b#1', { role: 'leader', term: 2, votedFor: 'b#1', log: [add('a')], commitIndex: 1 })))).toBe(
+    c.observe(node('a#1', { role: 'leader', term: 1, votedFor: 'a#1', entries: [add('a'), noop(1)], commitIndex: 2 }))
+    expect(violation(() => c.observe(node('b#1', { role: 'leader', term: 2, votedFor: 'b#1', entries: [add('a')], commitIndex: 1 })))).toBe(
       'Leader Completeness',
     )
   })
 
   test('a consistent history passes', () => {
     const c = checker()
-    c.observe(node('a#1', { role: 'leader', term: 1, votedFor: 'a#1', log: [add('a'), noop(1), add('b')], commitIndex: 3 }))
-    c.observe(node('b#1', { log: [add('a'), noop(1), add('b')], commitIndex: 3 }))
+    c.observe(node('a#1', { role: 'leader', term: 1, votedFor: 'a#1', entries: [add('a'), noop(1), add('b')], commitIndex: 3 }))
+    c.observe(node('b#1', { entries: [add('a'), noop(1), add('b')], commitIndex: 3 }))
     expect(c.committed).toHaveLength(3)
   })
 })

@@ -135,7 +135,7 @@ export interface Observed {
   readonly role: Role
   readonly term: number
   readonly votedFor: string | null
-  readonly log: readonly Entry[]
+  readonly entries: readonly Entry[]
   readonly commitIndex: number
 }
 
@@ -150,7 +150,7 @@ export class InvariantViolation extends Error {
 }
 
 interface Shadow {
-  log: Entry[]
+  entries: Entry[]
   commitIndex: number
   role: Role
   term: number
@@ -173,7 +173,7 @@ export class Checker {
   /** Checks one node after it took a step (its state is compared with what it was before). */
   observe(n: Observed): void {
     let s = this.shadows.get(n.selfId)
-    if (!s) this.shadows.set(n.selfId, (s = { log: [], commitIndex: 0, role: 'follower', term: 0, votedFor: null }))
+    if (!s) this.shadows.set(n.selfId, (s = { entries: [], commitIndex: 0, role: 'follower', term: 0, votedFor: null }))
     if (n.term < s.term) fail('Terms never decrease', `${n.selfId} went from term ${s.term} to ${n.term}`)
     if (n.term === s.term && s.votedFor !== null && n.votedFor !== s.votedFor) {
       fail('One vote per term', `${n.selfId} voted for ${s.votedFor} and then ${n.votedFor} in term ${n.term}`)
@@ -183,10 +183,10 @@ export class Checker {
       if (leader === undefined) this.leaderOfTerm.set(n.term, n.selfId)
       else if (leader !== n.selfId) fail('Election Safety', `two leaders in term ${n.term}: ${leader} and ${n.selfId}`)
     }
-    const log = n.log
+    const log = n.entries
     const changed =
-      log.length !== s.log.length ||
-      log[log.length - 1] !== s.log[s.log.length - 1] ||
+      log.length !== s.entries.length ||
+      log[log.length - 1] !== s.entries[s.entries.length - 1] ||
       n.commitIndex !== s.commitIndex ||
       n.role !== s.role ||
       n.term !== s.term
@@ -199,26 +199,26 @@ export class Checker {
   /** Re-checks a node's whole committed prefix, not only what changed. */
   audit(n: Observed): void {
     for (let i = 0; i < n.commitIndex; i++) {
-      if (!sameEntry(this.committed[i]!, n.log[i]!)) {
-        fail('State Machine Safety', `${n.selfId} holds ${show(n.log[i]!)} at committed index ${i + 1}, committed is ${show(this.committed[i]!)}`)
+      if (!sameEntry(this.committed[i]!, n.entries[i]!)) {
+        fail('State Machine Safety', `${n.selfId} holds ${show(n.entries[i]!)} at committed index ${i + 1}, committed is ${show(this.committed[i]!)}`)
       }
     }
   }
 
   private checkLog(n: Observed, s: Shadow): void {
-    const log = n.log
+    const log = n.entries
     if (n.commitIndex > log.length) fail('Commit within the log', `${n.selfId} commitIndex ${n.commitIndex} > log length ${log.length}`)
     if (n.commitIndex < s.commitIndex) {
       fail('Committed entries are never undone', `${n.selfId} commitIndex went from ${s.commitIndex} to ${n.commitIndex}`)
     }
     let d = 0
-    const common = Math.min(log.length, s.log.length)
-    while (d < common && log[d] === s.log[d]) d++
+    const common = Math.min(log.length, s.entries.length)
+    while (d < common && log[d] === s.entries[d]) d++
     if (d < s.commitIndex) {
       const now = log[d]
-      fail('Committed entries are never undone', `${n.selfId} changed committed entry ${d + 1}: ${show(s.log[d]!)} -> ${now ? show(now) : 'nothing'}`)
+      fail('Committed entries are never undone', `${n.selfId} changed committed entry ${d + 1}: ${show(s.entries[d]!)} -> ${now ? show(now) : 'nothing'}`)
     }
-    if (d < s.log.length && s.role === 'leader' && n.role === 'leader' && s.term === n.term) {
+    if (d < s.entries.length && s.role === 'leader' && n.role === 'leader' && s.term === n.term) {
       fail('Leader Append-Only', `leader ${n.selfId} of term ${n.term} rewrote its log from index ${d + 1}`)
     }
     for (let i = d; i < log.length; i++) {
@@ -274,7 +274,7 @@ export class Checker {
     if (changes > 1) {
       fail('One membership change at a time', `${n.selfId} has ${changes} uncommitted changes after index ${this.committed.length}: ${log.slice(this.committed.length).map(show).join(', ')}`)
     }
-    s.log = log.slice()
+    s.entries = log.slice()
     s.commitIndex = n.commitIndex
   }
 }
@@ -553,13 +553,13 @@ class Simulation {
       throw error
     }
     const m = node.m
-    if (this.trace && m.role === 'leader' && m.log.length > node.proposed) {
-      for (let i = Math.max(node.proposed, m.log.length - 1); i < m.log.length; i++) {
-        const entry = m.log[i]!
+    if (this.trace && m.role === 'leader' && m.entries.length > node.proposed) {
+      for (let i = Math.max(node.proposed, m.entries.length - 1); i < m.entries.length; i++) {
+        const entry = m.entries[i]!
         if (entry.term === m.term && entry.change.type !== 'noop') this.log(`${node.id} proposes ${i + 1}: ${show(entry)}`)
       }
     }
-    node.proposed = m.log.length
+    node.proposed = m.entries.length
     if (m.role !== node.role || m.term !== node.term) {
       if (m.role !== node.role) this.log(`${node.id} ${node.role} -> ${m.role} in term ${m.term}${m.role === 'leader' ? `, ${this.describeLog(m)}` : ''}`)
       node.role = m.role
@@ -761,7 +761,7 @@ class Simulation {
       if (!n.alive && this.now - n.lostAt <= ZOMBIE_TICKS && this.checker.mayJoin.has(n.id)) maybeAdded.push(n.id)
     }
     const configs: Iterable<string>[] = [this.committedMembers()]
-    for (const n of this.liveNodes()) configs.push(n.m.membersAt(n.m.log.length).keys())
+    for (const n of this.liveNodes()) configs.push(n.m.membersAt(n.m.entries.length).keys())
     for (const config of configs) {
       const ids = new Set(config)
       for (const id of maybeAdded) ids.add(id)
@@ -809,8 +809,8 @@ class Simulation {
       if (m.leaderId !== leader.id || m.term !== leader.m.term) {
         return `${n.id} follows ${m.leaderId} in term ${m.term}, not ${leader.id} in term ${leader.m.term}`
       }
-      if (m.commitIndex !== leader.m.commitIndex || m.log.length !== m.commitIndex) {
-        return `${n.id} has commitIndex ${m.commitIndex} and log length ${m.log.length}, the leader ${leader.m.commitIndex}`
+      if (m.commitIndex !== leader.m.commitIndex || m.entries.length !== m.commitIndex) {
+        return `${n.id} has commitIndex ${m.commitIndex} and log length ${m.entries.length}, the leader ${leader.m.commitIndex}`
       }
       const members = [...m.membersAt(m.commitIndex).keys()].sort().join(' ')
       if (members !== expected) return `${n.id} has members [${members}], live are [${expected}]`
@@ -848,7 +848,7 @@ class Simulation {
   }
 
   private describeLog(m: Membership): string {
-    return `log ${m.log.map((e, i) => `${i + 1}:${show(e)}`).join(' ')}`
+    return `log ${m.entries.map((e, i) => `${i + 1}:${show(e)}`).join(' ')}`
   }
 
   private log(line: string): void {

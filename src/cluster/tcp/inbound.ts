@@ -22,97 +22,89 @@ export interface InboundOptions<M extends Typed> {
   log(line: string): void
 }
 
-export interface Inbound {
-  /** Stops listening and drops every inbound connection. */
-  close(): void
-}
+export class InboundListener<M extends Typed> {
+  private readonly sockets = new Set<Socket<InboundData>>()
+  private readonly listener: TCPSocketListener<InboundData>
+  private closed = false
 
-export function listenInbound<M extends Typed>(o: InboundOptions<M>): Inbound {
-  const sockets = new Set<Socket<InboundData>>()
-  let closed = false
-
-  const refuse = (socket: Socket<InboundData>, reason: string): false => {
-    o.stats.invalid++
-    const { remote, peer } = socket.data
-    o.log(peer ? `closed connection from ${peer.address} (${remote}): ${reason}` : `refused connection from ${remote}: ${reason}`)
-    socket.data.closed = true
-    socket.end()
-    return false
-  }
-
-  /** Returns false once the connection has been closed. */
-  const receive = (socket: Socket<InboundData>, value: unknown): boolean => {
-    const state = socket.data
-    if (!state.peer) {
-      const hello = acceptHello(value, o.systemName)
-      if (!hello.ok) return refuse(socket, hello.error)
-      state.peer = hello.value
-      return true
-    }
-    if ((value as Typed | null)?.type === 'hello') return refuse(socket, 'second hello on one connection')
-    const result = o.validate(value)
-    if (!result.ok) return refuse(socket, result.error)
+  constructor(private readonly o: InboundOptions<M>) {
     try {
-      o.onMessage(state.peer, result.value)
+      this.listener = Bun.listen<InboundData>({
+        hostname: o.host,
+        port: o.port,
+        socket: {
+          open: (socket) => {
+            socket.data = { remote: `${socket.remoteAddress}:${socket.remotePort}`, decoder: new FrameDecoder(o.maxFrameBytes), peer: null, closed: false }
+            if (this.closed) return void socket.terminate()
+            this.sockets.add(socket)
+          },
+          data: (socket, chunk) => this.onData(socket, chunk),
+          close: (socket) => void this.sockets.delete(socket),
+          error: (socket, error) => o.log(`inbound connection from ${socket.data?.remote}: ${describe(error)}`),
+        },
+      })
     } catch (error) {
-      o.log(`onMessage threw on ${result.value.type} from ${state.peer.address}: ${describe(error)}`)
+      throw new Error(`cluster transport cannot listen on ${o.host}:${o.port}: ${describe(error)}`)
     }
-    return true
   }
 
-  const onData = (socket: Socket<InboundData>, chunk: Uint8Array) => {
+  /** Stops listening and drops every inbound connection. */
+  close(): void {
+    this.closed = true
+    this.listener.stop(true)
+    for (const socket of this.sockets) socket.terminate()
+  }
+
+  private onData(socket: Socket<InboundData>, chunk: Uint8Array): void {
     if (socket.data.closed) return
-    o.stats.bytesIn += chunk.length
+    this.o.stats.bytesIn += chunk.length
     let values: unknown[]
     try {
       values = socket.data.decoder.push(chunk)
     } catch (error) {
-      refuse(socket, error instanceof FrameError ? `${error.code}: ${error.message}` : describe(error))
+      this.refuse(socket, error instanceof FrameError ? `${error.code}: ${error.message}` : describe(error))
       return
     }
     for (const value of values) {
-      o.stats.framesIn++
+      this.o.stats.framesIn++
       let open: boolean
       try {
-        open = receive(socket, value)
+        open = this.receive(socket, value)
       } catch (error) {
         // validation is not meant to throw, but whatever a peer sends must not escape
-        open = refuse(socket, `cannot check frame: ${describe(error)}`)
+        open = this.refuse(socket, `cannot check frame: ${describe(error)}`)
       }
       if (!open) return
     }
   }
 
-  let listener: TCPSocketListener<InboundData>
-  try {
-    listener = Bun.listen<InboundData>({
-      hostname: o.host,
-      port: o.port,
-      socket: {
-        open(socket) {
-          socket.data = { remote: `${socket.remoteAddress}:${socket.remotePort}`, decoder: new FrameDecoder(o.maxFrameBytes), peer: null, closed: false }
-          if (closed) return void socket.terminate()
-          sockets.add(socket)
-        },
-        data: onData,
-        close(socket) {
-          sockets.delete(socket)
-        },
-        error(socket, error) {
-          o.log(`inbound connection from ${socket.data?.remote}: ${describe(error)}`)
-        },
-      },
-    })
-  } catch (error) {
-    throw new Error(`cluster transport cannot listen on ${o.host}:${o.port}: ${describe(error)}`)
+  /** Returns false once the connection has been closed. */
+  private receive(socket: Socket<InboundData>, value: unknown): boolean {
+    const state = socket.data
+    if (!state.peer) {
+      const hello = acceptHello(value, this.o.systemName)
+      if (!hello.ok) return this.refuse(socket, hello.error)
+      state.peer = hello.value
+      return true
+    }
+    if ((value as Typed | null)?.type === 'hello') return this.refuse(socket, 'second hello on one connection')
+    const result = this.o.validate(value)
+    if (!result.ok) return this.refuse(socket, result.error)
+    try {
+      this.o.onMessage(state.peer, result.value)
+    } catch (error) {
+      this.o.log(`onMessage threw on ${result.value.type} from ${state.peer.address}: ${describe(error)}`)
+    }
+    return true
   }
 
-  return {
-    close() {
-      closed = true
-      listener.stop(true)
-      for (const socket of sockets) socket.terminate()
-    },
+  private refuse(socket: Socket<InboundData>, reason: string): false {
+    this.o.stats.invalid++
+    const { remote, peer } = socket.data
+    this.o.log(peer ? `closed connection from ${peer.address} (${remote}): ${reason}` : `refused connection from ${remote}: ${reason}`)
+    socket.data.closed = true
+    socket.end()
+    return false
   }
 }
 

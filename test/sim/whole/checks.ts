@@ -30,7 +30,7 @@ export function membershipNotConverged(cores: Membership[]): string | null {
   const expected = cores.map((m) => m.selfId).sort().join(' ')
   for (const m of cores) {
     if (m.leaderId !== leader.selfId || m.term !== leader.term) return `${m.selfId} follows ${m.leaderId} in term ${m.term}, not ${leader.selfId} in term ${leader.term}`
-    if (m.commitIndex !== leader.commitIndex || m.log.length !== m.commitIndex) return `${m.selfId} has commit ${m.commitIndex} and log ${m.log.length}, the leader ${leader.commitIndex}`
+    if (m.commitIndex !== leader.commitIndex || m.entries.length !== m.commitIndex) return `${m.selfId} has commit ${m.commitIndex} and log ${m.entries.length}, the leader ${leader.commitIndex}`
     const members = [...m.membersAt(m.commitIndex).keys()].sort().join(' ')
     if (members !== expected) return `${m.selfId} has members [${members}], live are [${expected}]`
     const view = m.view()
