@@ -3,8 +3,8 @@
 // simulator instead (`--hostile` for the transport that loses, duplicates and reorders frames,
 // `--strict` to demand delivery of messages sent during the faults). Exits non-zero on the first
 // failure.
-import { runSeed, SimulationFailure, type SimStats } from './simulator'
-import { runWholeSeed, type WholeStats } from './whole/world'
+import { runSeed, SimulationFailure } from './simulator'
+import { runWholeSeed } from './whole/world'
 
 interface Args {
   from: number
@@ -44,65 +44,19 @@ function usage(problem: string): never {
 }
 
 const args = parseArgs(process.argv.slice(2))
-if (args.whole) await runWhole(args)
-const totals = {
-  elections: 0, commits: 0, steps: 0, ticks: 0, incarnations: 0, delivered: 0, dropped: 0, duplicated: 0,
-  partitions: 0, pauses: 0, crashes: 0, leaves: 0, rejoins: 0,
-}
-let convergedMax = { ticks: -1, seed: -1 }
-const started = performance.now()
-let lastReport = started
-let done = 0
+const trace = args.verbose ? (line: string) => console.log(line) : undefined
 
-for (let seed = args.from; seed < args.from + args.count; seed++) {
-  let stats: SimStats
-  try {
-    stats = runSeed(seed, args.verbose ? { trace: (line) => console.log(line) } : {})
-  } catch (error) {
-    if (error instanceof SimulationFailure) {
-      console.error(`\nFAIL after ${done} passing seeds\n${error.message}`)
-      process.exit(1)
-    }
-    console.error(`\nseed ${seed} crashed the simulator\nreplay: bun run sim --seed ${seed} --verbose`)
-    throw error
-  }
-  done++
-  for (const key of Object.keys(totals) as (keyof typeof totals)[]) totals[key] += stats[key]
-  if (stats.convergedAfter > convergedMax.ticks) convergedMax = { ticks: stats.convergedAfter, seed }
-  const now = performance.now()
-  if (!args.verbose && now - lastReport > 5000) {
-    lastReport = now
-    console.log(`  ${done}/${args.count} seeds, ${rate(done, now - started)} seeds/s`)
-  }
-}
-
-const elapsed = performance.now() - started
-const t = totals
-console.log(
-  [
-    `${done} seeds (${args.from}..${args.from + args.count - 1}) passed in ${(elapsed / 1000).toFixed(1)} s: ${rate(done, elapsed)} seeds/s`,
-    `  ${t.elections} elections, ${t.commits} commits, ${t.incarnations} incarnations, ${t.ticks} ticks, ${t.steps} steps (${rate(t.steps, elapsed)} steps/s)`,
-    `  faults: ${t.dropped} dropped and ${t.duplicated} duplicated of ${t.delivered} delivered, ${t.partitions} partitions, ` +
-      `${t.pauses} pauses, ${t.crashes} crashes, ${t.leaves} leaves, ${t.rejoins} removed-while-alive rejoins`,
-    `  slowest convergence after the faults stopped: ${convergedMax.ticks} ticks (seed ${convergedMax.seed})`,
-  ].join('\n'),
-)
-
-function rate(count: number, ms: number): string {
-  return ms > 0 ? (count / (ms / 1000)).toFixed(count / (ms / 1000) < 10 ? 1 : 0) : '-'
-}
-
-async function runWhole(args: Args): Promise<never> {
-  const options = { profile: args.hostile ? ('hostile' as const) : ('tcp' as const), strictDelivery: args.strict }
-  const totals = { chats: 0, deliveries: 0, users: 0, crashes: 0, leaves: 0, partitions: 0, resets: 0, dropped: 0, duplicated: 0, virtualMs: 0 }
-  let slowest = { ms: -1, seed: -1 }
+/** Runs every seed, stops at the first failure with its replay line, and sums the stats. */
+async function runAll<S extends object>(run: (seed: number) => S | Promise<S>, slowestKey: keyof S) {
+  const totals: Record<string, number> = {}
+  let slowest = { value: -1, seed: -1 }
   const started = performance.now()
   let lastReport = started
   let done = 0
   for (let seed = args.from; seed < args.from + args.count; seed++) {
-    let stats: WholeStats
+    let stats: S
     try {
-      stats = await runWholeSeed(seed, args.verbose ? { ...options, trace: (line) => console.log(line) } : options)
+      stats = await run(seed)
     } catch (error) {
       if (error instanceof SimulationFailure) {
         console.error(`\nFAIL after ${done} passing seeds\n${error.message}`)
@@ -112,8 +66,8 @@ async function runWhole(args: Args): Promise<never> {
       throw error
     }
     done++
-    for (const key of Object.keys(totals) as (keyof typeof totals)[]) totals[key] += stats[key]
-    if (stats.convergedAfterMs > slowest.ms) slowest = { ms: stats.convergedAfterMs, seed }
+    for (const [key, value] of Object.entries(stats)) if (typeof value === 'number') totals[key] = (totals[key] ?? 0) + value
+    if ((stats[slowestKey] as number) > slowest.value) slowest = { value: stats[slowestKey] as number, seed }
     const now = performance.now()
     if (!args.verbose && now - lastReport > 5000) {
       lastReport = now
@@ -121,14 +75,34 @@ async function runWhole(args: Args): Promise<never> {
     }
   }
   const elapsed = performance.now() - started
-  const t = totals
+  const head = `${done} seeds (${args.from}..${args.from + args.count - 1}) passed in ${(elapsed / 1000).toFixed(1)} s: ${rate(done, elapsed)} seeds/s`
+  return { t: totals, slowest, elapsed, head }
+}
+
+if (args.whole) {
+  const options = { profile: args.hostile ? ('hostile' as const) : ('tcp' as const), strictDelivery: args.strict, trace }
+  const { t, slowest, head } = await runAll((seed) => runWholeSeed(seed, options), 'convergedAfterMs')
   console.log(
     [
-      `${done} whole-node seeds (${args.from}..${args.from + args.count - 1}, profile ${options.profile}${args.strict ? ', strict delivery' : ''}) passed in ${(elapsed / 1000).toFixed(1)} s: ${rate(done, elapsed)} seeds/s, ${(t.virtualMs / 1000).toFixed(0)} virtual s`,
+      `whole-node simulator, profile ${options.profile}${args.strict ? ', strict delivery' : ''}: ${head}, ${((t.virtualMs ?? 0) / 1000).toFixed(0)} virtual s`,
       `  ${t.users} connections, ${t.chats} chat messages, ${t.deliveries} deliveries checked`,
       `  faults: ${t.partitions} partitions, ${t.crashes} crashes, ${t.leaves} leaves, ${t.resets} connection resets, ${t.dropped} frames dropped, ${t.duplicated} duplicated`,
-      `  slowest convergence after the faults stopped: ${slowest.ms} ms (seed ${slowest.seed})`,
+      `  slowest convergence after the faults stopped: ${slowest.value} ms (seed ${slowest.seed})`,
     ].join('\n'),
   )
-  process.exit(0)
+} else {
+  const { t, slowest, elapsed, head } = await runAll((seed) => runSeed(seed, { trace }), 'convergedAfter')
+  console.log(
+    [
+      head,
+      `  ${t.elections} elections, ${t.commits} commits, ${t.incarnations} incarnations, ${t.ticks} ticks, ${t.steps} steps (${rate(t.steps ?? 0, elapsed)} steps/s)`,
+      `  faults: ${t.dropped} dropped and ${t.duplicated} duplicated of ${t.delivered} delivered, ${t.partitions} partitions, ` +
+        `${t.pauses} pauses, ${t.crashes} crashes, ${t.leaves} leaves, ${t.rejoins} removed-while-alive rejoins`,
+      `  slowest convergence after the faults stopped: ${slowest.value} ticks (seed ${slowest.seed})`,
+    ].join('\n'),
+  )
+}
+
+function rate(count: number, ms: number): string {
+  return ms > 0 ? (count / (ms / 1000)).toFixed(count / (ms / 1000) < 10 ? 1 : 0) : '-'
 }
