@@ -3,6 +3,8 @@
 // Everything is checked here, once: a config that parses is one the node can run with.
 import { err, ok, type Result } from './result'
 import { formatAddress } from './cluster/address'
+import type { LogLevel } from './io'
+import { LOG_LEVELS } from './log'
 import { DEFAULT_TIMING_MS, timingFromMs, type Timing } from './cluster/timing'
 
 export type Lang = 'en' | 'ko'
@@ -22,6 +24,10 @@ export interface Config {
   downAfterMs: number
   bootstrapTimeoutMs: number
   maxMessageLength: number
+  logFormat: 'text' | 'json'
+  logLevel: LogLevel
+  /** Free-form roles this node advertises in /api/cluster-info, as Pekko's cluster roles. */
+  roles: string[]
   /** The timeouts above in the core's ticks, converted and checked at parse time. */
   timing: Timing
 }
@@ -29,7 +35,9 @@ export interface Config {
 interface FlagSpec {
   key: Exclude<keyof Config, 'timing'>
   env: string
-  kind: 'string' | 'port' | 'ms' | 'seeds' | 'lang' | 'count' | 'name'
+  kind: 'string' | 'port' | 'ms' | 'seeds' | 'choice' | 'count' | 'name' | 'names'
+  /** The accepted values of a `choice`. */
+  choices?: readonly string[]
   help: string
 }
 
@@ -40,13 +48,16 @@ const FLAGS: Record<string, FlagSpec> = {
   '--http-port': { key: 'httpPort', env: 'HTTP_PORT', kind: 'port', help: 'HTTP and WebSocket port (default 8081)' },
   '--seeds': { key: 'seeds', env: 'SEED_NODES', kind: 'seeds', help: 'host:port,host:port of seed nodes (default 127.0.0.1:2551)' },
   '--system-name': { key: 'systemName', env: 'SYSTEM_NAME', kind: 'name', help: 'cluster name; nodes with another name are refused (default WebSocketClusterSystem)' },
-  '--lang': { key: 'lang', env: 'CHAT_LANG', kind: 'lang', help: 'language of system messages: en or ko (default en)' },
+  '--lang': { key: 'lang', env: 'CHAT_LANG', kind: 'choice', choices: ['en', 'ko'], help: 'language of system messages: en or ko (default en)' },
   '--heartbeat-ms': { key: 'heartbeatMs', env: 'HEARTBEAT_MS', kind: 'ms', help: 'leader heartbeat interval (default 100)' },
   '--election-timeout-ms': { key: 'electionTimeoutMs', env: 'ELECTION_TIMEOUT_MS', kind: 'ms', help: 'minimum election timeout; randomized up to twice this (default 500)' },
   '--unreachable-after-ms': { key: 'unreachableAfterMs', env: 'UNREACHABLE_AFTER_MS', kind: 'ms', help: 'silence before a member is shown unreachable (default 1000)' },
   '--down-after-ms': { key: 'downAfterMs', env: 'DOWN_AFTER_MS', kind: 'ms', help: 'silence before a member is removed (default 3000)' },
   '--bootstrap-timeout-ms': { key: 'bootstrapTimeoutMs', env: 'BOOTSTRAP_TIMEOUT_MS', kind: 'ms', help: 'how long the first seed waits for other seeds before founding a cluster (default 1500)' },
   '--max-message-length': { key: 'maxMessageLength', env: 'MAX_MESSAGE_LENGTH', kind: 'count', help: 'longest chat message in characters (default 2000)' },
+  '--log-format': { key: 'logFormat', env: 'LOG_FORMAT', kind: 'choice', choices: ['text', 'json'], help: 'text lines, or JSON lines with time, level, node, event and fields (default text)' },
+  '--log-level': { key: 'logLevel', env: 'LOG_LEVEL', kind: 'choice', choices: LOG_LEVELS, help: 'debug, info, warn or error (default info)' },
+  '--roles': { key: 'roles', env: 'CLUSTER_ROLES', kind: 'names', help: 'comma list of roles shown in /api/cluster-info (default none)' },
 }
 
 export const DEFAULTS: Omit<Config, 'seeds' | 'timing'> & { seeds: string } = {
@@ -59,6 +70,9 @@ export const DEFAULTS: Omit<Config, 'seeds' | 'timing'> & { seeds: string } = {
   lang: 'en',
   ...DEFAULT_TIMING_MS,
   maxMessageLength: 2000,
+  logFormat: 'text',
+  logLevel: 'info',
+  roles: [],
 }
 
 /** A config to run with, or the help text when it was asked for; an error says what is wrong. */
@@ -97,7 +111,7 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     const given = raw.get(flag)
     if (!given && spec.kind !== 'seeds') continue
     const value = given?.value ?? DEFAULTS.seeds
-    const parsed = parseValue(spec.kind, value.trim())
+    const parsed = parseValue(spec, value.trim())
     if (!parsed.ok) return err(`${given?.source ?? flag}: ${parsed.error} (got ${JSON.stringify(value)})`)
     out[spec.key] = parsed.value
   }
@@ -110,7 +124,7 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
   return ok({ config: { ...config, seeds, timing: timing.value } })
 }
 
-function parseValue(kind: FlagSpec['kind'], value: string): Result<unknown> {
+function parseValue({ kind, choices }: FlagSpec, value: string): Result<unknown> {
   switch (kind) {
     case 'string':
       return value.length > 0 && !/\s/.test(value) ? ok(value) : err('expected a host name or address')
@@ -125,8 +139,12 @@ function parseValue(kind: FlagSpec['kind'], value: string): Result<unknown> {
       const n = /^\d+$/.test(value) ? Number(value) : NaN
       return Number.isSafeInteger(n) && n > 0 ? ok(n) : err('expected a positive whole number')
     }
-    case 'lang':
-      return value === 'en' || value === 'ko' ? ok(value) : err('expected en or ko')
+    case 'choice':
+      return choices!.includes(value) ? ok(value) : err(`expected ${choices!.slice(0, -1).join(', ')} or ${choices!.at(-1)}`)
+    case 'names': {
+      const names = value.split(',').map((s) => s.trim()).filter(Boolean)
+      return names.every((n) => /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(n)) ? ok(names) : err('expected a comma list of names (letters, digits, _ . -)')
+    }
     case 'seeds': {
       const seeds = []
       for (const part of value.split(',').map((s) => s.trim()).filter(Boolean)) {

@@ -2,7 +2,9 @@
 // leave the cluster cleanly on SIGINT/SIGTERM. Exit codes: 0 done, 1 cannot start, 2 bad config.
 import { parseConfig } from './config'
 import { tcpTransport } from './cluster/tcp/tcp-transport'
-import { realClock, timestampedConsoleLog, type NodeIo } from './io'
+import { formatAddress } from './cluster/address'
+import { realClock, type NodeIo } from './io'
+import { createLogger } from './log'
 import { createNode } from './node'
 
 const LEAVE_TIMEOUT_MS = 5000
@@ -17,7 +19,11 @@ if ('help' in parsed.value) {
   process.exit(0)
 }
 const config = parsed.value.config
-const log = timestampedConsoleLog
+const log = createLogger({
+  format: config.logFormat,
+  level: config.logLevel,
+  node: formatAddress({ systemName: config.systemName, host: config.host, port: config.clusterPort }),
+})
 const io: NodeIo = {
   transport: tcpTransport(),
   clock: realClock,
@@ -38,10 +44,10 @@ let stopping = false
 async function shutdown(signal: string) {
   if (stopping) return
   stopping = true
-  log(`${signal}: leaving the cluster`)
+  log(`${signal}: leaving the cluster`, { event: 'shutdown', signal })
   const left = await node.shutdown(LEAVE_TIMEOUT_MS)
-  if (!left) log(`leave was not confirmed within ${LEAVE_TIMEOUT_MS / 1000} s; exiting anyway`)
-  log('stopped')
+  if (!left) log(`leave was not confirmed within ${LEAVE_TIMEOUT_MS / 1000} s; exiting anyway`, { level: 'warn', event: 'leave_unconfirmed' })
+  log('stopped', { event: 'stopped' })
   process.exit(0)
 }
 process.on('SIGINT', () => void shutdown('SIGINT'))

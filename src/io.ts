@@ -12,7 +12,11 @@ export interface Clock {
   after(ms: number, fn: () => void): () => void
 }
 
-export type Log = (line: string) => void
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error'
+/** What a machine reading the log wants beside the sentence: level, an event name, its fields. */
+export type LogFields = { level?: LogLevel; event?: string } & Record<string, unknown>
+/** One log line: a sentence for people, fields for machines (see src/log.ts). */
+export type Log = (line: string, fields?: LogFields) => void
 
 export interface NodeIo {
   transport: TransportFactory
@@ -35,5 +39,3 @@ export const realClock: Clock = {
     return () => clearTimeout(timer)
   },
 }
-
-export const timestampedConsoleLog: Log = (line) => console.log(`${new Date().toISOString()} ${line}`)

@@ -63,3 +63,14 @@ describe('parseConfig', () => {
     expect(r.ok && 'help' in r.value && r.value.help).toContain('--cluster-port')
   })
 })
+
+describe('operations flags', () => {
+  test('log format, log level and roles', () => {
+    expect(ok([])).toMatchObject({ logFormat: 'text', logLevel: 'info', roles: [] })
+    expect(ok(['--log-format', 'json', '--log-level', 'warn', '--roles', 'chat, edge'])).toMatchObject({ logFormat: 'json', logLevel: 'warn', roles: ['chat', 'edge'] })
+    expect(ok([], { LOG_FORMAT: 'json', CLUSTER_ROLES: 'a' })).toMatchObject({ logFormat: 'json', roles: ['a'] })
+    expect(error(['--log-format', 'xml'])).toContain('expected text or json')
+    expect(error(['--log-level', 'loud'])).toContain('expected debug, info, warn or error')
+    expect(error(['--roles', 'a b'])).toContain('--roles')
+  })
+})

@@ -76,7 +76,7 @@ export class ClusterNode<A extends Typed> {
       },
     })
     this.core = this.newCore(incarnation, this.settings.seeds[0] === this.address)
-    this.io.log(`node ${this.address} starting as incarnation ${incarnation}, seeds ${this.settings.seeds.join(', ')}`)
+    this.io.log(`node ${this.address} starting as incarnation ${incarnation}, seeds ${this.settings.seeds.join(', ')}`, { event: 'starting', incarnation })
     this.stopTicking = this.io.clock.every(TICK_MS, () => this.tick())
     this.publishView()
   }
@@ -148,7 +148,7 @@ export class ClusterNode<A extends Typed> {
     if (this.stopTicking === null) return
     // A peer speaks only for itself.
     if (addressOf(message.from) !== peer.address) {
-      this.io.log(`dropped ${message.type} from ${peer.address}: it claims to come from ${message.from}`)
+      this.io.log(`dropped ${message.type} from ${peer.address}: it claims to come from ${message.from}`, { level: 'warn', event: 'peer_spoofed', peer: peer.address })
       return
     }
     this.core.step(message)
@@ -178,7 +178,7 @@ export class ClusterNode<A extends Typed> {
     // Removed while alive: the cluster moved on without us. Join again as a new incarnation;
     // local WebSocket users stay connected throughout.
     const incarnation = this.io.newIncarnation()
-    this.io.log(`node ${this.address} was removed from the cluster; rejoining as incarnation ${incarnation}`)
+    this.io.log(`node ${this.address} was removed from the cluster; rejoining as incarnation ${incarnation}`, { level: 'warn', event: 'rejoin', incarnation })
     this.core = this.newCore(incarnation, false)
     // The new incarnation starts from an empty view: report its events afresh rather than
     // logging every member as removed.
@@ -191,7 +191,7 @@ export class ClusterNode<A extends Typed> {
     const changed = !this.lastView || events.length > 0
     this.lastView = view
     if (!changed) return
-    for (const e of events) this.io.log(`cluster: ${e.text}`)
+    for (const e of events) this.io.log(`cluster: ${e.text}`, { event: `member_${e.type}`, member: e.id ?? null, term: view.term })
     this.listener.onView?.(view, events)
     // While a new incarnation is still joining its view is empty; keep talking to the members
     // we knew so chat and presence go on.

@@ -1,6 +1,7 @@
 // How cluster nodes exchange messages. The interface hides sockets, so a whole node runs on the
 // TCP transport (tcp/) in production and on the in-memory one (memory-transport.ts) in the
 // simulator; test/cluster/transport-contract.ts is the suite both pass.
+import type { Log } from '../io'
 import type { Hello } from './messages'
 import type { Typed, Validator } from './validate'
 
@@ -47,7 +48,7 @@ export interface TransportOptions<M extends Typed> {
   systemName: string
   validate: Validator<M>
   handlers: TransportHandlers<M>
-  log: (line: string) => void
+  log: Log
 }
 
 export type TransportFactory = <M extends Typed>(options: TransportOptions<M>) => Promise<Transport<M>>

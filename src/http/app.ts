@@ -95,7 +95,7 @@ export function createApp(deps: AppDeps) {
     })
     .onError(({ code, error, path }) => {
       if (code === 'NOT_FOUND') return Response.json({ error: 'not found', path }, { status: 404 })
-      deps.log(`http error on ${path}: ${String(error)}`)
+      deps.log(`http error on ${path}: ${String(error)}`, { level: 'error', event: 'http_error', path })
       return Response.json({ error: 'internal error' }, { status: 500 })
     })
 }

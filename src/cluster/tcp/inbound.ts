@@ -1,6 +1,7 @@
 // The listening side: peers' outbound connections arrive here. Each must open with a valid hello
 // for this cluster; every later frame is checked with the validator the transport was given.
 // A connection that sends anything else is closed with one log line and counted.
+import type { Log } from '../../io'
 import type { Socket, TCPSocketListener } from 'bun'
 import type { Result } from '../../result'
 import { FrameDecoder, FrameError } from '../codec'
@@ -19,7 +20,7 @@ export interface InboundOptions<M extends Typed> {
   stats: TransportStats
   validate: Validator<M>
   onMessage(peer: Hello, message: M): void
-  log(line: string): void
+  log: Log
 }
 
 export class InboundListener<M extends Typed> {
@@ -101,7 +102,12 @@ export class InboundListener<M extends Typed> {
   private refuse(socket: Socket<InboundData>, reason: string): false {
     this.o.stats.invalid++
     const { remote, peer } = socket.data
-    this.o.log(peer ? `closed connection from ${peer.address} (${remote}): ${reason}` : `refused connection from ${remote}: ${reason}`)
+    this.o.log(peer ? `closed connection from ${peer.address} (${remote}): ${reason}` : `refused connection from ${remote}: ${reason}`, {
+      level: 'warn',
+      event: 'peer_refused',
+      peer: peer?.address ?? null,
+      remote,
+    })
     socket.data.closed = true
     socket.end()
     return false

@@ -1,5 +1,6 @@
 // One outbound link: this node's own connection to one peer. It dials with backoff, sends the
 // hello first, keeps a capped queue while the peer is away, and redials when the connection drops.
+import type { Log } from '../../io'
 import type { Socket } from 'bun'
 import type { NodeAddress } from '../address'
 import type { TransportStats } from '../transport'
@@ -21,7 +22,7 @@ export interface LinkContext {
   readonly maxQueueBytes: number
   /** Called when a (re)connect completed; what it sends goes first on the new connection. */
   onConnected(address: string): void
-  log(line: string): void
+  log: Log
   dial(link: OutboundLink, attempt: number): void
 }
 
