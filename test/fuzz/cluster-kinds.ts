@@ -8,7 +8,7 @@ import { validateChatMessage } from '../../src/chat/messages'
 import type { Typed } from '../../src/cluster/validate'
 import { helloFor, openClusterConnection, openRawConnection, type ClusterConn } from './cluster-conn'
 import { closedByNode, count, type FuzzContext, type Kind } from './context'
-import { CHAT_TYPE_NAMES, deepNesting, lengthPrefixGame, mutate, RAFT_TYPE_NAMES, randomValue, split, templates, type ClusterFacts } from './inputs'
+import { CHAT_TYPE_NAMES, deepNesting, lengthPrefixGame, mutate, RAFT_TYPE_NAMES, randomValue, split, templates, toJson, type ClusterFacts } from './inputs'
 import type { Rng } from './rng'
 import { checkerText } from './checker'
 
@@ -235,7 +235,7 @@ export const clusterKinds: Kind[] = [
       const as = impostor(ctx)
       await withConn(ctx, as, async (conn) => {
         const names = ctx.facts().checkerNames
-        const messages = Array.from({ length: ctx.rng.int(1, 4) }, () => messageOf(ctx, as, CHAT_TYPE_NAMES, true, 0.6)).filter((m) => m !== null && !JSON.stringify(m).includes(names[0]!.slice(0, 8)))
+        const messages = Array.from({ length: ctx.rng.int(1, 4) }, () => messageOf(ctx, as, CHAT_TYPE_NAMES, true, 0.6)).filter((m) => m !== null && !toJson(m).includes(names[0]!.slice(0, 8)))
         await send(ctx, conn, frames(ctx, messages))
         return null
       })

@@ -3,14 +3,14 @@
 // complete request, or a JSON route answering a path it does not own is a finding.
 import { LOOPBACK } from './cluster-conn'
 import { count, type FuzzContext, type Kind } from './context'
-import { randomString } from './inputs'
+import { encodeQuery, randomString } from './inputs'
 
 const WAIT_MS = 5_000
 const RESPONSE_BYTES_MAX = 64 * 1024
 
 function path(ctx: FuzzContext): string {
   const r = ctx.rng
-  const segment = () => r.pick(['api', 'users', 'cluster-info', 'ws', 'chat', '..', '.', '', '%2e%2e', '%2F', 'a', encodeURIComponent(randomString(r, 12)), '_bun', 'public', 'index.html'])
+  const segment = () => r.pick(['api', 'users', 'cluster-info', 'ws', 'chat', '..', '.', '', '%2e%2e', '%2F', 'a', encodeQuery(randomString(r, 12)), '_bun', 'public', 'index.html'])
   const base = r.pick([
     () => '/',
     () => '/api/users',
@@ -24,11 +24,11 @@ function path(ctx: FuzzContext): string {
     () => `/${'a'.repeat(r.pick([100, 5000, 20_000]))}`,
     () => r.pick(['*', 'http://127.0.0.1/api/users', 'api/users', '', '/%00', '/\u00e9']),
   ])()
-  const q = r.chance(0.3) ? `?${encodeURIComponent(randomString(r, 30))}=${encodeURIComponent(randomString(r, 30))}` : ''
+  const q = r.chance(0.3) ? `?${encodeQuery(randomString(r, 30))}=${encodeQuery(randomString(r, 30))}` : ''
   return base + q
 }
 
-function request(ctx: FuzzContext, port: number): { text: string; complete: boolean; upgrade: boolean; target: string; method: string } {
+function request(ctx: FuzzContext, port: number): { text: string; complete: boolean; upgrade: boolean; target: string; method: string; version: string } {
   const r = ctx.rng
   const method = r.pick(['GET', 'GET', 'GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH', 'TRACE', 'CONNECT', 'FOO', 'get', randomString(r, 8).replace(/\s/g, '') || 'X'])
   const target = path(ctx)
@@ -40,7 +40,7 @@ function request(ctx: FuzzContext, port: number): { text: string; complete: bool
   const upgrade = r.chance(0.15)
   if (upgrade) headers.push('Upgrade: websocket', 'Connection: Upgrade', ...(r.chance(0.5) ? ['Sec-WebSocket-Version: 13', 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=='] : []))
   if (r.chance(0.3)) headers.push(`Origin: ${r.pick(['http://evil.example', 'null', `http://${LOOPBACK}:${port}`])}`)
-  for (let i = r.size(5); i > 0; i--) headers.push(`${r.pick(['X-A', 'Accept', 'Cookie', 'Content-Type', 'X-Forwarded-For', 'X-Forwarded-Host', encodeURIComponent(randomString(r, 10)) || 'X'])}: ${randomString(r, 40).replace(/[\r\n]/g, '')}`)
+  for (let i = r.size(5); i > 0; i--) headers.push(`${r.pick(['X-A', 'Accept', 'Cookie', 'Content-Type', 'X-Forwarded-For', 'X-Forwarded-Host', encodeQuery(randomString(r, 10)) || 'X'])}: ${randomString(r, 40).replace(/[\r\n]/g, '')}`)
   let body = ''
   let complete = version.startsWith('HTTP/1')
   const bodyKind = r.int(0, 4)
@@ -57,7 +57,7 @@ function request(ctx: FuzzContext, port: number): { text: string; complete: bool
     complete = body.endsWith('\r\n\r\n')
   }
   if (!headers.some((h) => h.startsWith('Host: ')) && version === 'HTTP/1.1') complete = false
-  return { text: `${method} ${target} ${version}\r\n${headers.join('\r\n')}\r\n\r\n${body}`, complete, upgrade, target, method }
+  return { text: `${method} ${target} ${version}\r\n${headers.join('\r\n')}\r\n\r\n${body}`, complete, upgrade, target, method, version }
 }
 
 /** Sends raw bytes, collects the response until close, a size cap or the timeout. */
@@ -118,7 +118,9 @@ export const httpKinds: Kind[] = [
       const status = /^HTTP\/1\.[01] (\d{3})/.exec(response)?.[1]
       count(ctx.stats, status ? `http_${status}` : timedOut ? 'http_no_answer' : 'http_closed')
       const what = `${req.method} ${req.target.slice(0, 80)} (${req.text.split('\r\n').find((l) => l.startsWith('Host:'))?.slice(0, 40) ?? 'no Host'})`
-      if (status && status.startsWith('5') && !(status === '503' && req.upgrade)) ctx.anomaly(`HTTP ${status} for ${what}`)
+      // 505 is Bun's documented answer to HTTP/2.0 or HTTP/9 on a 1.1 port; 503 will be the node-wide connection limit.
+      const refusal = (status === '505' && !/^HTTP\/1\.[01]$/.test(req.version)) || (status === '503' && req.upgrade)
+      if (status && status.startsWith('5') && !refusal) ctx.anomaly(`HTTP ${status} for ${what}`)
       if (!status && timedOut && req.complete && !ctx.stopped()) ctx.anomaly(`no answer within ${WAIT_MS} ms to a complete request ${what}`)
       // A JSON route answering a path that is not its own (seen with a one-character Host).
       const route = req.target.split('?')[0]!.replace(/\/+$/, '')

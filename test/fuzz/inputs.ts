@@ -43,6 +43,18 @@ export function randomString(rng: Rng, max = 64): string {
   return out
 }
 
+/** encodeURIComponent that does not throw on lone surrogates (they go out as raw %ED%A0%80-style bytes). */
+export function encodeQuery(text: string): string {
+  return [...text].map((c) => {
+    const code = c.codePointAt(0)!
+    if (code >= 0xd800 && code <= 0xdfff) return `%ED%${(0xa0 | ((code >> 6) & 0x1f)).toString(16).toUpperCase()}%${(0x80 | (code & 0x3f)).toString(16).toUpperCase()}`
+    return encodeURIComponent(c)
+  }).join('')
+}
+
+/** JSON.stringify that writes bigints as numbers instead of throwing. */
+export const toJson = (value: unknown): string => JSON.stringify(value, (_, v) => (typeof v === 'bigint' ? Number(v) : v)) ?? 'null'
+
 /** A long string: over the schema caps (512, 100,000) but under the 1 MiB frame. */
 export const longString = (rng: Rng): string => rng.pick(['a', 'é', '가', '\u0000', '\u202e']).repeat(rng.pick([513, 4096, 100_001, 300_000]))
 

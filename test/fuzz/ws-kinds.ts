@@ -6,7 +6,7 @@
 import { validateUsername } from '../../src/chat/protocol'
 import { LOOPBACK } from './cluster-conn'
 import { count, type FuzzContext, type Kind } from './context'
-import { longString, randomString, randomValue } from './inputs'
+import { encodeQuery, longString, randomString, randomValue, toJson } from './inputs'
 
 /** Close codes the server documents (or will, with issue 7's limits); 1006 is an HTTP refusal of the upgrade. */
 export const DOCUMENTED_CLOSE_CODES = new Set([1000, 1001, 1003, 1005, 1006, 1009, 4400, 4401, 4409, 4429])
@@ -56,7 +56,7 @@ const within = <T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> => {
 
 function noteClose(ctx: FuzzContext, info: { code: number; reason: string }, what: string): void {
   count(ctx.stats, `ws_close_${info.code}`)
-  if (!DOCUMENTED_CLOSE_CODES.has(info.code)) ctx.anomaly(`undocumented close ${info.code} ${JSON.stringify(info.reason)} after ${what}`)
+  if (!DOCUMENTED_CLOSE_CODES.has(info.code)) ctx.anomaly(`undocumented close ${info.code} ${toJson(info.reason)} after ${what}`)
 }
 
 async function closeAndWait(socket: Socket): Promise<void> {
@@ -70,10 +70,10 @@ const fuzzName = (ctx: FuzzContext) => `fz${ctx.rng.int(0, 1e9).toString(36)}`
 /** Raw query strings: odd usernames, repeats, bad escapes, junk. Never a checker's name. */
 function query(ctx: FuzzContext): string {
   const r = ctx.rng
-  const name = () => encodeURIComponent(randomString(r, 40))
+  const name = () => encodeQuery(randomString(r, 40))
   return r.pick([
     () => `?username=${name()}`,
-    () => `?username=${encodeURIComponent(fuzzName(ctx))}`,
+    () => `?username=${encodeQuery(fuzzName(ctx))}`,
     () => '',
     () => '?username',
     () => '?username=',
@@ -83,9 +83,9 @@ function query(ctx: FuzzContext): string {
     () => `?username[]=${fuzzName(ctx)}`,
     () => `?username=${fuzzName(ctx)}%00`,
     () => `?&&&=&username=${fuzzName(ctx)}&=x`,
-    () => `?${encodeURIComponent(randomString(r, 60))}=${name()}`,
-    () => `?username=${encodeURIComponent(String(randomValue(r, 0)))}`,
-    () => `?username=${encodeURIComponent(JSON.stringify({ a: 1 }))}`,
+    () => `?${encodeQuery(randomString(r, 60))}=${name()}`,
+    () => `?username=${encodeQuery(String(randomValue(r, 0)))}`,
+    () => `?username=${encodeQuery(toJson({ a: 1 }))}`,
   ])()
 }
 
@@ -93,9 +93,9 @@ function textFrame(ctx: FuzzContext): string {
   const r = ctx.rng
   return r.pick([
     () => randomString(r, 200),
-    () => JSON.stringify(randomValue(r, 3)) ?? 'undefined',
-    () => JSON.stringify({ type: 'chat', message: randomValue(r, 1) }) ?? '{}',
-    () => JSON.stringify({ type: randomString(r, 10), message: 'x' }),
+    () => toJson(randomValue(r, 3)) ?? 'undefined',
+    () => toJson({ type: 'chat', message: randomValue(r, 1) }) ?? '{}',
+    () => toJson({ type: randomString(r, 10), message: 'x' }),
     () => '{"type":"chat"}',
     () => '{"__proto__":{"polluted":1},"type":"chat","message":"p"}',
     () => `${'['.repeat(r.pick([100, 5000]))}${']'.repeat(r.pick([100, 5000]))}`,
@@ -121,7 +121,7 @@ export const wsKinds: Kind[] = [
       if (welcome && welcome !== 'timeout') {
         count(ctx.stats, 'admitted')
         const checked = validateUsername(welcome.username)
-        if (!checked.ok || checked.value !== welcome.username) ctx.anomaly(`admitted username ${JSON.stringify(welcome.username)} that the server's rule refuses (${q.slice(0, 80)})`)
+        if (!checked.ok || checked.value !== welcome.username) ctx.anomaly(`admitted username ${toJson(welcome.username)} that the server's rule refuses (${q.slice(0, 80)})`)
         if (ctx.facts().checkerNames.includes(welcome.username)) ctx.anomaly(`admitted a second ${welcome.username}`)
         await closeAndWait(socket)
       } else if (welcome === 'timeout') {
