@@ -127,6 +127,11 @@ export class Checker {
     return { ...report, closes: this.users.flatMap((u) => (u.unexpectedClose ? [u.unexpectedClose] : [])) }
   }
 
+  /** Every chat frame the checker users received, whoever it claims to be from. */
+  chatSeen(): Received[] {
+    return this.users.flatMap((u) => u.client.frames.filter((f) => f.type === 'chat') as Received[])
+  }
+
   get sent(): number {
     return this.users.reduce((sum, u) => sum + u.sent, 0)
   }
