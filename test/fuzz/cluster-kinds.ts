@@ -2,7 +2,7 @@
 // random msgpack, and mutations of real Raft, chat and presence messages, before and after the
 // handshake. An input the node must refuse (a frame that is not a valid hello first, or fails the
 // schemas afterwards) is expected to close the connection; one that stays open is a finding.
-import { encodeFrame } from '../../src/cluster/codec'
+import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder } from '../../src/cluster/codec'
 import { PROTOCOL_VERSION, RAFT_TYPES, validateHello, validateRaftMessage } from '../../src/cluster/messages'
 import { validateChatMessage } from '../../src/chat/messages'
 import type { Typed } from '../../src/cluster/validate'
@@ -12,15 +12,26 @@ import { CHAT_TYPE_NAMES, deepNesting, lengthPrefixGame, mutate, RAFT_TYPE_NAMES
 import type { Rng } from './rng'
 import { checkerText } from './checker'
 
-/** What the node accepts after the handshake (the same rule as src/cluster/node.ts). */
-export function acceptedAfterHello(value: unknown): boolean {
+/** What the node decodes from `value`: judge inputs by that, not by the JS value (msgpack drops undefined, turns uint64 into bigint...). */
+function roundTrip(value: unknown): unknown {
+  try {
+    return new FrameDecoder(DEFAULT_MAX_FRAME_BYTES).push(encodeFrame(value))[0]
+  } catch {
+    return undefined
+  }
+}
+
+/** What the node accepts after the handshake (the same rule as src/cluster/node.ts), judged on what it decodes. */
+export function acceptedAfterHello(sent: unknown): boolean {
+  const value = roundTrip(sent)
   const type = (value as Typed | null)?.type
   if (type === 'hello') return false
   return RAFT_TYPES.has(type as string) ? validateRaftMessage(value).ok : validateChatMessage(value).ok
 }
 
 /** What the node accepts as the first frame (the same rule as src/cluster/tcp/inbound.ts). */
-export function acceptedAsHello(value: unknown, systemName: string): boolean {
+export function acceptedAsHello(sent: unknown, systemName: string): boolean {
+  const value = roundTrip(sent)
   const checked = validateHello(value)
   return checked.ok && checked.value.version === PROTOCOL_VERSION && checked.value.systemName === systemName
 }

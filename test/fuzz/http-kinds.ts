@@ -118,8 +118,9 @@ export const httpKinds: Kind[] = [
       const status = /^HTTP\/1\.[01] (\d{3})/.exec(response)?.[1]
       count(ctx.stats, status ? `http_${status}` : timedOut ? 'http_no_answer' : 'http_closed')
       const what = `${req.method} ${req.target.slice(0, 80)} (${req.text.split('\r\n').find((l) => l.startsWith('Host:'))?.slice(0, 40) ?? 'no Host'})`
-      // 505 is Bun's documented answer to HTTP/2.0 or HTTP/9 on a 1.1 port; 503 will be the node-wide connection limit.
-      const refusal = (status === '505' && !/^HTTP\/1\.[01]$/.test(req.version)) || (status === '503' && req.upgrade)
+      // 505 is Bun's answer to a request line it cannot parse (HTTP/2.0, HTTP/9, a method that is no token); 503 will be the node-wide connection limit.
+      const malformed = !/^HTTP\/1\.[01]$/.test(req.version) || !/^[A-Za-z]+$/.test(req.method)
+      const refusal = (status === '505' && malformed) || (status === '503' && req.upgrade)
       if (status && status.startsWith('5') && !refusal) ctx.anomaly(`HTTP ${status} for ${what}`)
       if (!status && timedOut && req.complete && !ctx.stopped()) ctx.anomaly(`no answer within ${WAIT_MS} ms to a complete request ${what}`)
       // A JSON route answering a path that is not its own (seen with a one-character Host).

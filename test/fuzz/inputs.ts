@@ -87,10 +87,15 @@ export function randomValue(rng: Rng, depth = 3): unknown {
       return Array.from({ length: rng.size(8) }, () => randomValue(rng, depth - 1))
     default: {
       const out: Record<string, unknown> = {}
-      for (let i = rng.size(6); i > 0; i--) out[rng.chance(0.3) ? rng.pick(FIELD_NAMES) : randomString(rng, 12)] = randomValue(rng, depth - 1)
+      for (let i = rng.size(6); i > 0; i--) setOwn(out, rng.chance(0.3) ? rng.pick(FIELD_NAMES) : randomString(rng, 12), randomValue(rng, depth - 1))
       return out
     }
   }
+}
+
+/** Sets an own property, even for `__proto__` (plain assignment would swap the prototype instead). */
+export function setOwn(target: Record<string, unknown>, key: string, value: unknown): void {
+  Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true })
 }
 
 const FIELD_NAMES = ['type', 'from', 'to', 'term', 'entries', 'member', 'users', 'username', 'message', 'nodeAddress', '__proto__', 'constructor']
@@ -136,17 +141,19 @@ export function mutate(rng: Rng, message: Record<string, unknown>, facts: Cluste
     const keys = Object.keys(target)
     const key = keys.length > 0 && rng.chance(0.85) ? rng.pick(keys) : randomString(rng, 10)
     const op = rng.int(0, 9)
+    const set = (k: string, v: unknown) => setOwn(target, k, v)
+    const current = Object.getOwnPropertyDescriptor(target, key)?.value
     if (op === 0) delete target[key]
-    else if (op === 1) target[key] = randomNumber(rng)
-    else if (op === 2) target[key] = rng.pick(NASTY_NUMBERS)
-    else if (op === 3) target[key] = rng.chance(0.5) ? longString(rng) : randomString(rng)
-    else if (op === 4) target[key] = randomValue(rng, 2)
-    else if (op === 5) target.type = rng.pick([...RAFT_TYPE_NAMES, ...CHAT_TYPE_NAMES, 'hello', randomString(rng, 12)])
-    else if (op === 6) target[randomString(rng, 16) || 'extra'] = randomValue(rng, 1)
-    else if (op === 7) target[key] = rng.pick(facts.nodes).id
-    else if (op === 8) target[key] = rng.pick(facts.nodes).address
-    else if (typeof target[key] === 'number') target[key] = (target[key] as number) + rng.pick([-1, 1, 2 ** 53, -(2 ** 53), 0.5])
-    else target[key] = null
+    else if (op === 1) set(key, randomNumber(rng))
+    else if (op === 2) set(key, rng.pick(NASTY_NUMBERS))
+    else if (op === 3) set(key, rng.chance(0.5) ? longString(rng) : randomString(rng))
+    else if (op === 4) set(key, randomValue(rng, 2))
+    else if (op === 5) set('type', rng.pick([...RAFT_TYPE_NAMES, ...CHAT_TYPE_NAMES, 'hello', randomString(rng, 12)]))
+    else if (op === 6) set(randomString(rng, 16) || 'extra', randomValue(rng, 1))
+    else if (op === 7) set(key, rng.pick(facts.nodes).id)
+    else if (op === 8) set(key, rng.pick(facts.nodes).address)
+    else if (typeof current === 'number') set(key, current + rng.pick([-1, 1, 2 ** 53, -(2 ** 53), 0.5]))
+    else set(key, null)
   }
   return out
 }
