@@ -76,8 +76,12 @@ export class ChatRoom {
 
   onPeerMessage(peer: Hello, m: ChatMessage): void {
     switch (m.type) {
-      case 'chat':
-        return this.d.publish(JSON.stringify(m))
+      case 'chat': {
+        // Only the documented fields: a peer's extra fields (a msgpack uint64 decodes as a BigInt,
+        // which JSON.stringify throws on) must neither break the relay nor reach browsers.
+        const { username, message, nodeAddress, timestamp } = m
+        return this.d.publish(JSON.stringify({ type: 'chat', username, message, nodeAddress, timestamp } satisfies ChatRelay))
+      }
       case 'presence_snapshot':
         return this.apply(this.presence.replaceRemote(peer.address, m.users))
       case 'presence_join':

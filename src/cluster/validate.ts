@@ -14,7 +14,8 @@ export function validatorFor<M extends Typed>(schemas: readonly TSchema[]): Vali
     if (typeof value !== 'object' || value === null || Array.isArray(value)) return err('not an object')
     const type = (value as { type?: unknown }).type
     const checker = typeof type === 'string' ? checkers.get(type) : undefined
-    if (!checker) return err(`unknown message type ${String(type).slice(0, 40)}`)
+    // String() only on primitives: a peer's object with a non-function `toString` makes it throw.
+    if (!checker) return err(`unknown message type ${typeof type === 'object' && type !== null ? 'of kind object' : String(type).slice(0, 40)}`)
     if (!checker.Check(value)) {
       const first = checker.Errors(value).First()
       return err(`invalid ${type}: ${first ? `${first.path} ${first.message}` : 'schema mismatch'}`)

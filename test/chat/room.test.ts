@@ -145,3 +145,16 @@ describe('ChatRoom', () => {
     expect(systems(nodes[1]!.published)).toEqual(['민수 님이 채팅에 참여했습니다', '민수 님이 채팅에서 나갔습니다'])
   })
 })
+
+describe('ChatRoom with a peer sending more than the schema', () => {
+  // Found by the live fuzzer (seed 7): a chat relay with an unknown field holding a msgpack uint64
+  // (decoded as a BigInt) passed validation, then JSON.stringify threw inside onPeerMessage, and
+  // any other unknown field was forwarded to every browser.
+  test('a relayed chat keeps only the documented fields, whatever else the peer adds', () => {
+    const { nodes } = makeCluster(2)
+    const peer: Hello = { type: 'hello', version: 1, systemName: 'S', address: addr(2), incarnation: 'x' }
+    const relay = { type: 'chat', username: 'bob', message: 'hi', nodeAddress: addr(2), timestamp: 5, big: 2n ** 64n - 1n, html: '<b>' }
+    expect(() => nodes[0]!.room.onPeerMessage(peer, relay as unknown as ChatMessage)).not.toThrow()
+    expect(nodes[0]!.published.at(-1)).toEqual({ type: 'chat', username: 'bob', message: 'hi', nodeAddress: addr(2), timestamp: 5 })
+  })
+})
