@@ -12,6 +12,9 @@ import { formatAddress, urlHost } from './cluster/address'
 import { ClusterNode } from './cluster/node'
 import { createApp, TopicFanout } from './http/app'
 import type { NodeIo } from './io'
+import type { MembershipView } from './cluster/membership'
+import { createMetrics } from './metrics'
+import { err, ok, type Result } from './result'
 
 /** Everything of a node but HTTP: what the whole-node simulator runs. */
 export interface ChatNode {
@@ -82,12 +85,24 @@ export class StartError extends Error {
 export function createNode(config: Config, io: NodeIo): Node {
   const fanout = new TopicFanout()
   const chat = createChatNode(config, io, fanout)
+  let draining = false
+  const metrics = createMetrics({
+    gateway: chat.gateway,
+    room: chat.room,
+    view: () => chat.cluster.view(),
+    cluster: chat.cluster,
+    transport: () => chat.cluster.transportStats,
+    sent: () => ({ frames: fanout.stats.frames + chat.gateway.stats.framesOut, bytes: fanout.stats.bytes + chat.gateway.stats.bytesOut }),
+  })
   const app = createApp({
     room: chat.room,
     gateway: chat.gateway,
     selfAddress: chat.address,
+    roles: config.roles,
     clusterView: () => chat.cluster.view(),
     transportStats: () => chat.cluster.transportStats,
+    readiness: () => readiness(chat.cluster.view(), draining),
+    metrics,
     log: io.log,
   })
   return {
@@ -108,6 +123,7 @@ export function createNode(config: Config, io: NodeIo): Node {
       io.log(`HTTP and WebSocket on http://${urlHost(config.host)}:${config.httpPort} (bound to ${config.httpHost})`)
     },
     async shutdown(leaveTimeoutMs) {
+      draining = true
       // Refuse new connections first, so pages reconnect to a node that stays, not to this one.
       void app.server?.stop(false)
       chat.sockets.closeAll(CloseCode.goingAway, 'server shutting down')
@@ -121,4 +137,12 @@ export function createNode(config: Config, io: NodeIo): Node {
       await chat.stop()
     },
   }
+}
+
+/** Ready for traffic: Up in a cluster that has a leader, and not shutting down. */
+export function readiness(view: MembershipView, draining: boolean): Result<true> {
+  if (draining) return err('draining: this node is shutting down')
+  if (view.status !== 'Up') return err(`this node is ${view.status}`)
+  if (!view.leaderId) return err('the cluster has no leader')
+  return ok(true)
 }

@@ -5,7 +5,12 @@ import { CloseCode, parseClientMessage, validateUsername, type ServerMessage } f
 import type { ChatRoom } from './room'
 import type { ClientSocket, Sockets } from './sockets'
 
+/** Why a connection or a frame was refused: the label of the refusal counter in /metrics. */
+export type Refusal = 'bad_username' | 'username_taken' | 'bad_message' | 'binary_frame' | 'message_too_long'
+
 export class ChatGateway {
+  /** Counters for /metrics. */
+  readonly stats = { admitted: 0, closed: 0, framesIn: 0, bytesIn: 0, framesOut: 0, bytesOut: 0, refused: {} as Partial<Record<Refusal, number>> }
   /** Connection id → session of an admitted user; refused sockets never get an entry. */
   private readonly sessions = new Map<string, { username: string; socket: ClientSocket }>()
 
@@ -18,39 +23,57 @@ export class ChatGateway {
   /** A socket opened with these query parameters; it is admitted or closed with a reason. */
   open(id: string, socket: ClientSocket, query: Record<string, unknown>): void {
     const checked = validateUsername(query.username)
-    if (!checked.ok) return socket.close(CloseCode.badUsername, checked.error)
+    if (!checked.ok) return this.refuse('bad_username', () => socket.close(CloseCode.badUsername, checked.error))
     const username = checked.value
-    if (!this.room.available(username)) return socket.close(CloseCode.usernameTaken, 'username taken')
+    if (!this.room.available(username)) return this.refuse('username_taken', () => socket.close(CloseCode.usernameTaken, 'username taken'))
+    this.stats.admitted++
     this.sessions.set(id, { username, socket })
     this.sockets.add(username, socket)
-    send(socket, { type: 'welcome', username, nodeAddress: this.selfAddress })
+    this.send(socket, { type: 'welcome', username, nodeAddress: this.selfAddress })
     socket.subscribe()
     this.room.join(username)
-    send(socket, this.room.usersMessage())
+    this.send(socket, this.room.usersMessage())
   }
 
   message(id: string, data: unknown): void {
     const session = this.sessions.get(id)
     if (!session) return
+    this.stats.framesIn++
+    this.stats.bytesIn += typeof data === 'string' ? data.length : data instanceof Uint8Array ? data.byteLength : 0
     const parsed = parseClientMessage(data)
     if (!parsed.ok) {
-      if (data instanceof Uint8Array || data instanceof ArrayBuffer) return session.socket.close(CloseCode.unsupportedData, parsed.error)
-      send(session.socket, { type: 'error', code: 'bad_message', message: parsed.error })
-      return
+      if (data instanceof Uint8Array || data instanceof ArrayBuffer) return this.refuse('binary_frame', () => session.socket.close(CloseCode.unsupportedData, parsed.error))
+      return this.refuse('bad_message', () => this.send(session.socket, { type: 'error', code: 'bad_message', message: parsed.error }))
     }
     const said = this.room.say(session.username, parsed.value.message)
-    if (!said.ok) send(session.socket, { type: 'error', code: said.error.code, message: said.error.message })
+    if (!said.ok) this.refuse(said.error.code, () => this.send(session.socket, { type: 'error', code: said.error.code, message: said.error.message }))
+  }
+
+  /** Admitted sessions now open. */
+  get sessionCount(): number {
+    return this.sessions.size
+  }
+
+  private send(socket: ClientSocket, message: ServerMessage): void {
+    const json = JSON.stringify(message)
+    this.stats.framesOut++
+    this.stats.bytesOut += json.length
+    socket.send(json)
+  }
+
+  private refuse(reason: Refusal, act: () => void): void {
+    this.stats.refused[reason] = (this.stats.refused[reason] ?? 0) + 1
+    act()
   }
 
   close(id: string): void {
     const session = this.sessions.get(id)
     if (!session) return
+    this.stats.closed++
     this.sessions.delete(id)
     this.sockets.remove(session.username, session.socket)
     this.room.leave(session.username)
   }
 }
 
-function send(socket: ClientSocket, message: ServerMessage): void {
-  socket.send(JSON.stringify(message))
-}
+

@@ -23,6 +23,10 @@ export class Presence {
     return this.visible.get(username)
   }
 
+  get localCount(): number {
+    return this.local.size
+  }
+
   localUsers(): ChatUser[] {
     return [...this.local.values()]
   }

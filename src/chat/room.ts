@@ -30,6 +30,8 @@ export type SayError = { code: 'message_too_long'; message: string }
 export type SayResult = Result<{ delivered: boolean }, SayError>
 
 export class ChatRoom {
+  /** Counters for /metrics: chat said by local users, and chat handed to local users (one per user). */
+  readonly stats = { chatFromUsers: 0, chatFromPeers: 0, chatDelivered: 0 }
   private readonly presence: Presence
   private members = new Set<string>()
 
@@ -69,7 +71,8 @@ export class ChatRoom {
       return err({ code: 'message_too_long', message: `messages are limited to ${this.d.maxMessageLength} characters` })
     }
     const chat: ChatRelay = { type: 'chat', username, message: text, nodeAddress: this.d.selfAddress, timestamp: this.d.now() }
-    this.d.publish(JSON.stringify(chat))
+    this.stats.chatFromUsers++
+    this.publishChat(chat)
     this.d.broadcast(chat)
     return ok({ delivered: true })
   }
@@ -80,7 +83,8 @@ export class ChatRoom {
         // Only the documented fields: a peer's extra fields (a msgpack uint64 decodes as a BigInt,
         // which JSON.stringify throws on) must neither break the relay nor reach browsers.
         const { username, message, nodeAddress, timestamp } = m
-        return this.d.publish(JSON.stringify({ type: 'chat', username, message, nodeAddress, timestamp } satisfies ChatRelay))
+        this.stats.chatFromPeers++
+        return this.publishChat({ type: 'chat', username, message, nodeAddress, timestamp })
       }
       case 'presence_snapshot':
         return this.apply(this.presence.replaceRemote(peer.address, m.users))
@@ -89,6 +93,11 @@ export class ChatRoom {
       case 'presence_leave':
         return this.apply(this.presence.removeRemote(peer.address, m.username))
     }
+  }
+
+  private publishChat(chat: ChatRelay): void {
+    this.stats.chatDelivered += this.presence.localCount
+    this.d.publish(JSON.stringify(chat))
   }
 
   /** A fresh connection (or a new member) gets the whole picture of our users first. */

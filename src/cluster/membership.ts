@@ -66,6 +66,8 @@ export class Membership {
   commitIndex = 0
   /** Set once this incarnation's removal is known; it never takes part again. */
   removed = false
+  /** Elections this incarnation started (real ones, not pre-votes): a metric. */
+  electionsStarted = 0
 
   private outbox: Outbound[] = []
   private now = 0
@@ -277,6 +279,7 @@ export class Membership {
     this.electionTimeout = this.randomElectionTimeout()
     if (!preVote) {
       this.term++
+      this.electionsStarted++
       this.votedFor = this.selfId
     }
     this.votes = new Map([[this.selfId, true]])

@@ -142,6 +142,7 @@ export class MemoryNetwork {
       stats: endpoint.stats,
       send: (addresses, message) => endpoint.send(addresses, message),
       disconnect: (address) => endpoint.disconnect(address),
+      queuedBytes: () => [...endpoint.links.values()].reduce((sum, link) => sum + link.backlogBytes, 0),
       close: async () => this.close(endpoint),
     }
   }
@@ -204,6 +205,7 @@ export class MemoryNetwork {
     link.peer = peer
     link.failedDials = 0
     link.backoff = REDIAL_MS_MIN
+    link.from.stats.connects++
     link.epoch++
     const endpoint = link.from
     // Hello first, then whatever onConnected sends, then the backlog from while the link was down.

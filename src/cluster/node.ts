@@ -99,6 +99,18 @@ export class ClusterNode<A extends Typed> {
     return this.transport.stats
   }
 
+  queuedBytes(): number {
+    return this.transport.queuedBytes()
+  }
+
+  /** Counters for /metrics that outlive an incarnation. */
+  readonly stats = { leaderChanges: 0, rejoins: 0, electionsBefore: 0 }
+
+  /** Elections started by every incarnation of this process. */
+  get electionsStarted(): number {
+    return this.stats.electionsBefore + (this.core?.electionsStarted ?? 0)
+  }
+
   send(address: string, message: A): void {
     this.transport.send([address], message)
   }
@@ -178,6 +190,8 @@ export class ClusterNode<A extends Typed> {
     // Removed while alive: the cluster moved on without us. Join again as a new incarnation;
     // local WebSocket users stay connected throughout.
     const incarnation = this.io.newIncarnation()
+    this.stats.rejoins++
+    this.stats.electionsBefore += this.core.electionsStarted
     this.io.log(`node ${this.address} was removed from the cluster; rejoining as incarnation ${incarnation}`, { level: 'warn', event: 'rejoin', incarnation })
     this.core = this.newCore(incarnation, false)
     // The new incarnation starts from an empty view: report its events afresh rather than
@@ -191,6 +205,7 @@ export class ClusterNode<A extends Typed> {
     const changed = !this.lastView || events.length > 0
     this.lastView = view
     if (!changed) return
+    this.stats.leaderChanges += events.filter((e) => e.type === 'leader_changed').length
     for (const e of events) this.io.log(`cluster: ${e.text}`, { event: `member_${e.type}`, member: e.id ?? null, term: view.term })
     this.listener.onView?.(view, events)
     // While a new incarnation is still joining its view is empty; keep talking to the members

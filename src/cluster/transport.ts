@@ -23,9 +23,11 @@ export interface TransportStats {
   dropped: number
   /** Inbound connections closed for what they sent. */
   invalid: number
+  /** Outbound connections opened, the first ones and every reconnect. */
+  connects: number
 }
 
-export const emptyStats = (): TransportStats => ({ framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0, dropped: 0, invalid: 0 })
+export const emptyStats = (): TransportStats => ({ framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0, dropped: 0, invalid: 0, connects: 0 })
 
 /**
  * At-most-once, FIFO per sender and receiver. Frames queued while a link is down are sent after it
@@ -38,6 +40,8 @@ export interface Transport<M extends Typed = Typed> {
   disconnect(address: string): void
   close(): Promise<void>
   readonly stats: TransportStats
+  /** Bytes waiting to be sent, over all links (a gauge: a slow or absent peer shows here). */
+  queuedBytes(): number
 }
 
 /** What a node gives its transport: who it is, how to check what peers send, where it goes. */

@@ -9,6 +9,8 @@ import { addressOf, incarnationOf } from '../cluster/address'
 import type { MembershipView } from '../cluster/membership'
 import type { TransportStats } from '../cluster/transport'
 import type { Log } from '../io'
+import type { Result } from '../result'
+import type { Registry } from 'prom-client'
 
 export const CHAT_TOPIC = 'chat'
 
@@ -16,14 +18,21 @@ export interface AppDeps {
   room: ChatRoom
   gateway: ChatGateway
   selfAddress: string
+  roles: string[]
   clusterView: () => MembershipView
   transportStats: () => TransportStats
+  /** Whether this node should get traffic now, or why not (for load balancers: /readyz). */
+  readiness: () => Result<true>
+  metrics: Registry
   log: Log
 }
 
-export function clusterInfo(view: MembershipView, selfAddress: string, transport: TransportStats) {
+export function clusterInfo(view: MembershipView, selfAddress: string, transport: TransportStats, roles: string[] = []) {
   return {
     selfAddress,
+    /** As the Pekko example: this node's own status, and its roles. */
+    state: view.status,
+    roles,
     incarnation: incarnationOf(view.selfId),
     leader: view.leaderId ? addressOf(view.leaderId) : null,
     term: view.term,
@@ -48,13 +57,21 @@ export function clusterInfo(view: MembershipView, selfAddress: string, transport
  * Bun's server exists once the app listens; before that no user can be connected, so there is
  * nobody to publish to.
  */
+type TopicServer = { publish(topic: string, data: string): unknown; subscriberCount(topic: string): number }
+
 export class TopicFanout implements Fanout {
-  private server: { publish(topic: string, data: string): unknown } | null = null
-  attach(server: { publish(topic: string, data: string): unknown } | null | undefined) {
+  /** Frames and bytes handed to users: a frame published to n subscribers counts n times. */
+  readonly stats = { frames: 0, bytes: 0 }
+  private server: TopicServer | null = null
+  attach(server: TopicServer | null | undefined) {
     this.server = server ?? null
   }
   publish(json: string) {
-    this.server?.publish(CHAT_TOPIC, json)
+    if (!this.server) return
+    const subscribers = this.server.subscriberCount(CHAT_TOPIC)
+    this.stats.frames += subscribers
+    this.stats.bytes += subscribers * json.length
+    this.server.publish(CHAT_TOPIC, json)
   }
 }
 
@@ -83,7 +100,14 @@ export function createApp(deps: AppDeps) {
       const users = room.users()
       return { users, count: users.length }
     })
-    .get('/api/cluster-info', () => clusterInfo(deps.clusterView(), deps.selfAddress, deps.transportStats()))
+    .get('/api/cluster-info', () => clusterInfo(deps.clusterView(), deps.selfAddress, deps.transportStats(), deps.roles))
+    // Liveness: the process answers. Readiness: Up in a cluster with a leader, and not draining.
+    .get('/healthz', () => ({ status: 'ok' }))
+    .get('/readyz', () => {
+      const ready = deps.readiness()
+      return ready.ok ? Response.json({ status: 'ready' }) : Response.json({ status: 'not ready', reason: ready.error }, { status: 503 })
+    })
+    .get('/metrics', async () => new Response(await deps.metrics.metrics(), { headers: { 'content-type': deps.metrics.contentType } }))
     // A plain GET (no Upgrade header) on the chat socket's path: say what is expected.
     .get('/ws/chat', () =>
       Response.json({ error: 'this is a WebSocket endpoint: connect with ws://…/ws/chat?username=NAME' }, { status: 426, headers: { upgrade: 'websocket' } }),

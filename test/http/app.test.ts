@@ -8,6 +8,8 @@ import { ChatGateway } from '../../src/chat/gateway'
 import { Sockets } from '../../src/chat/sockets'
 import { DEFAULT_TIMING as TIMING } from '../../src/cluster/timing'
 import { createApp } from '../../src/http/app'
+import { createMetrics } from '../../src/metrics'
+import { readiness } from '../../src/node'
 
 const self = 'bun://S@127.0.0.1:2551'
 
@@ -30,10 +32,23 @@ function makeApp() {
     sendTo: () => {},
     disconnect: () => {},
   })
-  const stats = { framesIn: 1, framesOut: 2, bytesIn: 3, bytesOut: 4, dropped: 0, invalid: 0 }
+  const stats = { framesIn: 1, framesOut: 2, bytesIn: 3, bytesOut: 4, dropped: 0, invalid: 0, connects: 1 }
   const gateway = new ChatGateway(room, new Sockets(), self)
-  const app = createApp({ room, gateway, selfAddress: self, clusterView: () => core.view(), transportStats: () => stats, log: () => {} })
-  return { app, room }
+  let draining = false
+  const cluster = { stats: { leaderChanges: 1, rejoins: 0 }, electionsStarted: 0, queuedBytes: () => 0 }
+  const metrics = createMetrics({ gateway, room, view: () => core.view(), cluster, transport: () => stats, sent: () => ({ frames: 0, bytes: 0 }) })
+  const app = createApp({
+    room,
+    gateway,
+    selfAddress: self,
+    roles: ['chat'],
+    clusterView: () => core.view(),
+    transportStats: () => stats,
+    readiness: () => readiness(core.view(), draining),
+    metrics,
+    log: () => {},
+  })
+  return { app, room, gateway, core, drain: () => (draining = true) }
 }
 
 const get = (app: ReturnType<typeof makeApp>['app'], path: string) => app.handle(new Request(`http://localhost${path}`))
@@ -52,6 +67,8 @@ describe('HTTP routes', () => {
     const body = await (await get(app, '/api/cluster-info')).json()
     expect(body).toMatchObject({
       selfAddress: self,
+      state: 'Up',
+      roles: ['chat'],
       incarnation: 'a1',
       leader: self,
       term: 1,
@@ -71,5 +88,62 @@ describe('HTTP routes', () => {
     const plain = await get(app, '/ws/chat?username=a')
     expect(plain.status).toBe(426)
     expect((await plain.json()).error).toContain('WebSocket')
+  })
+})
+
+describe('health and metrics', () => {
+  test('/healthz answers while the process lives; /readyz only while Up with a leader and not draining', async () => {
+    const { app, drain } = makeApp()
+    expect(await (await get(app, '/healthz')).json()).toEqual({ status: 'ok' })
+    const ready = await get(app, '/readyz')
+    expect(ready.status).toBe(200)
+    drain()
+    const draining = await get(app, '/readyz')
+    expect(draining.status).toBe(503)
+    expect(await draining.json()).toEqual({ status: 'not ready', reason: 'draining: this node is shutting down' })
+  })
+
+  test('/readyz is 503 with a reason while the node is still joining', async () => {
+    const joining = new Membership({ self: { address: self, incarnation: 'b1', httpUrl: '' }, seeds: ['bun://S@127.0.0.1:9'], bootstrap: false, ...TIMING, random: () => 0.5 })
+    expect(readiness(joining.view(), false)).toEqual({ ok: false, error: 'this node is Joining' })
+  })
+
+  test('/metrics is Prometheus text whose values move with what happens', async () => {
+    const { app, room, gateway } = makeApp()
+    const scrape = async () => {
+      const response = await get(app, '/metrics')
+      expect(response.headers.get('content-type')).toContain('text/plain')
+      const values = new Map<string, number>()
+      for (const line of (await response.text()).split('\n')) {
+        const m = /^(websocket_cluster_\w+(?:\{[^}]*\})?) (\S+)$/.exec(line)
+        if (m) values.set(m[1]!, Number(m[2]))
+      }
+      return values
+    }
+    const before = await scrape()
+    expect(before.get('websocket_cluster_websocket_connections')).toBe(0)
+    expect(before.get('websocket_cluster_cluster_is_leader')).toBe(1)
+    expect(before.get('websocket_cluster_cluster_members{status="Up"}')).toBe(1)
+    expect(before.get('websocket_cluster_transport_frames_received_total')).toBe(1)
+    const socket = { frames: [] as string[], send(json: string) { this.frames.push(json) }, close() {}, subscribe() {} }
+    gateway.open('c1', socket, { username: 'alice' })
+    gateway.message('c1', 'hello')
+    gateway.message('c1', 'x'.repeat(3000))
+    gateway.open('c2', { send() {}, close() {}, subscribe() {} }, { username: '' })
+    const after = await scrape()
+    expect(after.get('websocket_cluster_websocket_connections')).toBe(1)
+    expect(after.get('websocket_cluster_websocket_joins_total')).toBe(1)
+    expect(after.get('websocket_cluster_chat_messages_received_total')).toBe(1)
+    expect(after.get('websocket_cluster_chat_messages_delivered_total')).toBe(1)
+    expect(after.get('websocket_cluster_websocket_refused_total{reason="message_too_long"}')).toBe(1)
+    expect(after.get('websocket_cluster_websocket_refused_total{reason="bad_username"}')).toBe(1)
+    gateway.close('c1')
+    const closed = await scrape()
+    expect(closed.get('websocket_cluster_websocket_connections')).toBe(0)
+    expect(closed.get('websocket_cluster_websocket_leaves_total')).toBe(1)
+    expect(room.users()).toEqual([])
+    const text = await (await get(app, '/metrics')).text()
+    expect(text).toContain('process_resident_memory_bytes')
+    expect(text).toContain('nodejs_eventloop_lag_seconds')
   })
 })

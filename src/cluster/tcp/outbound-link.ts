@@ -84,6 +84,10 @@ export class OutboundLink {
     this.context.stats.bytesOut += bytes
   }
 
+  get queuedBytes(): number {
+    return this.queue.bytes
+  }
+
   /** True while connected with frames still to write: worth a moment's wait before closing. */
   get sending(): boolean {
     return this.socket !== null && !this.queue.empty
@@ -113,6 +117,7 @@ export class OutboundLink {
     this.dialing = false
     this.socket = socket
     this.connectedAt = Date.now()
+    this.context.stats.connects++
     socket.setNoDelay(true)
     this.context.log(`connected to ${this.address}${this.failedDials ? ` after ${this.failedDials} failed attempts` : ''}`)
     this.failedDials = 0

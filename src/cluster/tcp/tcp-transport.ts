@@ -88,6 +88,12 @@ class TcpTransport<M extends Typed> implements Transport<M> {
     return accepted
   }
 
+  queuedBytes(): number {
+    let bytes = 0
+    for (const link of this.links.values()) bytes += link.queuedBytes
+    return bytes
+  }
+
   disconnect(address: string): void {
     this.links.get(address)?.remove()
     this.links.delete(address)
