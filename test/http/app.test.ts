@@ -30,7 +30,7 @@ function makeApp() {
     sendTo: () => {},
     disconnect: () => {},
   })
-  const stats = { framesIn: 1, framesOut: 2, bytesIn: 3, bytesOut: 4, dropped: 0, invalid: 0 }
+  const stats = { framesIn: 1, framesOut: 2, bytesIn: 3, bytesOut: 4, dropped: 0, invalid: 0, authFailures: 5 }
   const gateway = new ChatGateway(room, new Sockets(), self)
   const app = createApp({ room, gateway, selfAddress: self, clusterView: () => core.view(), transportStats: () => stats, log: () => {} })
   return { app, room }
@@ -58,7 +58,7 @@ describe('HTTP routes', () => {
       status: 'Up',
       role: 'leader',
       members: [{ address: self, status: 'Up', reachable: true, incarnation: 'a1', httpUrl: 'http://127.0.0.1:8081', leader: true }],
-      transport: { framesIn: 1, dropped: 0 },
+      transport: { framesIn: 1, dropped: 0, authFailures: 5 },
     })
     expect(body.commitIndex).toBeGreaterThanOrEqual(1)
   })

@@ -1,39 +1,51 @@
 // The TCP transport. As in Pekko Artery TCP, a node sends only on its own outbound connection to
 // each peer and receives only on inbound ones: per-sender order is FIFO and two nodes dialling
-// each other at once need no tie-break. The parts: inbound.ts (listen, hello, validate),
-// outbound-link.ts (dial, queue, redial), send-queue.ts (batched writes).
+// each other at once need no tie-break. Every connection is authenticated before anything else
+// crosses it (../handshake.ts); the listener answers only during that handshake. The parts:
+// inbound.ts (listen, handshake, validate), outbound-link.ts (dial, handshake, queue, redial),
+// send-queue.ts (batched writes), tls.ts (optional mutual TLS).
+import { randomBytes } from 'node:crypto'
 import type { Socket } from 'bun'
 import { parseAddress } from '../address'
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame } from '../codec'
-import { PROTOCOL_VERSION, type Hello } from '../messages'
+import { NONCE_BYTES, type HandshakeSelf } from '../handshake'
 import { emptyStats, type Transport, type TransportFactory, type TransportOptions } from '../transport'
 import type { Typed } from '../validate'
 import { describe } from './describe'
-import { listenInbound } from './inbound'
+import { HANDSHAKE_TIMEOUT_MS, listenInbound } from './inbound'
 import { OutboundLink, type LinkContext, type OutboundData } from './outbound-link'
+import type { TlsFiles } from './tls'
 
 export const DEFAULT_MAX_QUEUE_BYTES = 8 * 1024 * 1024
 const CLOSE_WAIT_MS = 250
 
-export interface TcpLimits {
+export interface TcpOptions {
   maxFrameBytes?: number
   /** Cap on the unsent bytes queued for one peer; past it, new messages to that peer are dropped. */
   maxQueueBytes?: number
+  /** Cluster secrets, current first (then the previous one during a rotation); none: hello-only handshake. */
+  secrets?: readonly string[]
+  /** Mutual TLS with every peer, verified against `ca`. */
+  tls?: TlsFiles | null
+  /** How long a new connection may take to authenticate (tests shorten it). */
+  handshakeTimeoutMs?: number
 }
 
 /** A transport factory for real nodes: listens on the host and port of the node's own address. */
 export const tcpTransport =
-  (limits: TcpLimits = {}): TransportFactory =>
+  (tcp: TcpOptions = {}): TransportFactory =>
   (options) =>
-    createTcpTransport(options, limits)
+    createTcpTransport(options, tcp)
 
-export async function createTcpTransport<M extends Typed>(options: TransportOptions<M>, limits: TcpLimits = {}): Promise<Transport<M>> {
+export async function createTcpTransport<M extends Typed>(options: TransportOptions<M>, tcp: TcpOptions = {}): Promise<Transport<M>> {
   const { systemName, log, handlers } = options
   const self = parseAddress(options.address)
   if (!self) throw new Error(`not a node address: ${JSON.stringify(options.address)}`)
-  const maxFrameBytes = limits.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES
+  const maxFrameBytes = tcp.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES
+  const tls = tcp.tls ?? null
   const stats = emptyStats()
-  const hello: Hello = { type: 'hello', version: PROTOCOL_VERSION, systemName, address: options.address, incarnation: options.incarnation }
+  const identity: HandshakeSelf = { systemName, address: options.address, incarnation: options.incarnation, secrets: tcp.secrets ?? [] }
+  const nonce = () => new Uint8Array(randomBytes(NONCE_BYTES))
   const links = new Map<string, OutboundLink>()
   const pendingDials = new Set<Promise<unknown>>()
   let closed = false
@@ -42,8 +54,11 @@ export async function createTcpTransport<M extends Typed>(options: TransportOpti
   const inbound = listenInbound({
     host: self.host,
     port: self.port,
-    systemName,
+    self: identity,
+    tls,
+    nonce,
     maxFrameBytes,
+    handshakeTimeoutMs: tcp.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS,
     stats,
     validate: options.validate,
     onMessage: (peer, message) => handlers.onMessage(peer, message),
@@ -51,9 +66,11 @@ export async function createTcpTransport<M extends Typed>(options: TransportOpti
   })
 
   const outboundHandlers = {
-    open: (socket: Socket<OutboundData>) => socket.data.link.opened(socket),
+    open: (socket: Socket<OutboundData>) => socket.data.link.opened(socket, tls !== null),
+    handshake: (socket: Socket<OutboundData>, success: boolean, authorizationError: Error | null) =>
+      socket.data.link.tlsDone(socket, success, success ? (authorizationError?.message ?? null) : (authorizationError?.message ?? 'handshake failed')),
     drain: (socket: Socket<OutboundData>) => socket.data.link.drained(socket),
-    data() {}, // peers never answer on our outbound connection
+    data: (socket: Socket<OutboundData>, chunk: Uint8Array) => socket.data.link.received(socket, chunk),
     close: (socket: Socket<OutboundData>, error?: Error) => socket.data.link.lost(socket.data.attempt, socket, error ? describe(error) : 'closed by peer'),
     connectError: (socket: Socket<OutboundData>, error: Error) => socket.data.link.lost(socket.data.attempt, null, describe(error)),
     error: (socket: Socket<OutboundData>, error: Error) => log(`outbound connection to ${socket.data.link.address}: ${describe(error)}`),
@@ -61,15 +78,23 @@ export async function createTcpTransport<M extends Typed>(options: TransportOpti
 
   const context: LinkContext = {
     stats,
-    helloFrame: encodeFrame(hello),
-    maxQueueBytes: limits.maxQueueBytes ?? DEFAULT_MAX_QUEUE_BYTES,
+    self: identity,
+    nonce,
+    maxQueueBytes: tcp.maxQueueBytes ?? DEFAULT_MAX_QUEUE_BYTES,
+    handshakeTimeoutMs: tcp.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS,
     onConnected: (address) => handlers.onConnected?.(address),
     log,
     dial(link, attempt) {
       const { host, port } = link.target
       let dialing: Promise<unknown>
       try {
-        dialing = Bun.connect<OutboundData>({ hostname: host, port, data: { link, attempt }, socket: outboundHandlers })
+        dialing = Bun.connect<OutboundData>({
+          hostname: host,
+          port,
+          data: { link, attempt },
+          tls: tls ? { cert: tls.cert, key: tls.key, ca: tls.ca, rejectUnauthorized: true } : undefined,
+          socket: outboundHandlers,
+        })
       } catch (error) {
         dialing = Promise.reject(error)
       }
