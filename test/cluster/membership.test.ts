@@ -615,6 +615,21 @@ describe('peers that lie (the core does not take their word)', () => {
     expect(net.sent.slice(before).filter((m) => m.to === 'rogue:1#x')).toEqual([])
   })
 
+  test('... also once the leader is gone and no lease protects the followers', () => {
+    const net = cluster(3)
+    const term = net.node('n1').term
+    net.crash('n0')
+    // Every tick until the survivors have a new leader, the rogue asks both for their vote.
+    net.runUntil(() => {
+      for (const to of ['n1#1', 'n2#1']) {
+        net.inject({ type: 'vote_request', from: 'rogue:1#x', to, term: MAX_TERM, lastIndex: 99, lastTerm: MAX_TERM, preVote: false, transfer: true })
+      }
+      return net.leader() !== undefined
+    }, 4 * electionTicksMax, 'a new leader among n1 and n2')
+    expect(net.leader()!.term).toBeLessThan(term + 10)
+    expect(net.sent.filter((m) => m.to === 'rogue:1#x')).toEqual([])
+  })
+
   test('terms and indexes past MAX_TERM are dropped even from members, so term + 1 is always a new term', () => {
     const net = cluster(3)
     const n1 = net.node('n1')
