@@ -169,7 +169,7 @@ export class OutboundLink {
     const handshaking = this.handshaking
     if (socket !== this.socket) return
     this.context.stats.bytesIn += chunk.length
-    if (!handshaking) return this.refuse(socket, 'unexpected data after the handshake')
+    if (!handshaking) return // a listener says nothing after its hello_ack; there is nothing to act on
     if (!handshaking.state) return this.refuse(socket, 'data before our hello')
     let values: unknown[]
     try {
