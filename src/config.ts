@@ -1,11 +1,20 @@
 // Command line and environment: every flag has an environment twin; the flag wins.
-// Parsing is pure (argv and env in, a config or an error out) so it is tested without a process.
-// Everything is checked here, once: a config that parses is one the node can run with.
+// Parsing is pure (argv, env and a file reader in, a config or an error out) so it is tested
+// without a process. Everything is checked here, once: a config that parses is one the node can
+// run with, including the files it names (secrets, certificates) and whether it is safe to expose.
 import { err, ok, type Result } from './result'
 import { formatAddress } from './cluster/address'
 import type { LogLevel } from './io'
 import { LOG_LEVELS } from './log'
+import type { TlsFiles } from './cluster/tcp/tls'
 import { DEFAULT_TIMING_MS, timingFromMs, type Timing } from './cluster/timing'
+
+/** Reads a whole text file; the command line passes a real one, tests a map. */
+export type ReadFile = (path: string) => Result<string>
+const noFiles: ReadFile = (path) => err(`cannot read ${path}: no file reader given`)
+
+/** Shorter secrets could be guessed offline from a recorded handshake. */
+export const SECRET_MIN_LENGTH = 16
 
 export type Lang = 'en' | 'ko'
 
@@ -28,14 +37,30 @@ export interface Config {
   logLevel: LogLevel
   /** Free-form roles this node advertises in /api/cluster-info, as Pekko's cluster roles. */
   roles: string[]
+  /** Run a cluster port reachable beyond loopback without a secret or TLS (refused otherwise). */
+  insecureCluster: boolean
   /** The timeouts above in the core's ticks, converted and checked at parse time. */
   timing: Timing
+  /** Cluster secrets, current first, then the previous one during a rotation; empty: none. */
+  clusterSecrets: string[]
+  /** Mutual TLS on the cluster port: the PEM contents, read at parse time. */
+  clusterTls: TlsFiles | null
+}
+
+/** Flags read into these and turned into `clusterSecrets` / `clusterTls`. */
+interface RawSecurity {
+  clusterSecret: string
+  clusterSecretFile: string
+  clusterSecretPrevious: string
+  clusterTlsCert: string
+  clusterTlsKey: string
+  clusterTlsCa: string
 }
 
 interface FlagSpec {
-  key: Exclude<keyof Config, 'timing'>
+  key: Exclude<keyof Config, 'timing' | 'clusterSecrets' | 'clusterTls'> | keyof RawSecurity
   env: string
-  kind: 'string' | 'port' | 'ms' | 'seeds' | 'choice' | 'count' | 'name' | 'names'
+  kind: 'string' | 'port' | 'ms' | 'seeds' | 'choice' | 'count' | 'name' | 'names' | 'secret' | 'path' | 'bool'
   /** The accepted values of a `choice`. */
   choices?: readonly string[]
   help: string
@@ -58,9 +83,16 @@ const FLAGS: Record<string, FlagSpec> = {
   '--log-format': { key: 'logFormat', env: 'LOG_FORMAT', kind: 'choice', choices: ['text', 'json'], help: 'text lines, or JSON lines with time, level, node, event and fields (default text)' },
   '--log-level': { key: 'logLevel', env: 'LOG_LEVEL', kind: 'choice', choices: LOG_LEVELS, help: 'debug, info, warn or error (default info)' },
   '--roles': { key: 'roles', env: 'CLUSTER_ROLES', kind: 'names', help: 'comma list of roles shown in /api/cluster-info (default none)' },
+  '--cluster-secret': { key: 'clusterSecret', env: 'CLUSTER_SECRET', kind: 'secret', help: `shared secret every node proves it knows (at least ${SECRET_MIN_LENGTH} characters; prefer the variable or a file: arguments are visible to other local users)` },
+  '--cluster-secret-file': { key: 'clusterSecretFile', env: 'CLUSTER_SECRET_FILE', kind: 'path', help: 'file holding the shared secret (trimmed)' },
+  '--cluster-secret-previous': { key: 'clusterSecretPrevious', env: 'CLUSTER_SECRET_PREVIOUS', kind: 'secret', help: 'the secret being replaced, also accepted during a rotation' },
+  '--cluster-tls-cert': { key: 'clusterTlsCert', env: 'CLUSTER_TLS_CERT', kind: 'path', help: 'PEM certificate of this node for mutual TLS on the cluster port' },
+  '--cluster-tls-key': { key: 'clusterTlsKey', env: 'CLUSTER_TLS_KEY', kind: 'path', help: 'PEM private key of this node' },
+  '--cluster-tls-ca': { key: 'clusterTlsCa', env: 'CLUSTER_TLS_CA', kind: 'path', help: "PEM certificate of the CA that signs every node's certificate" },
+  '--insecure-cluster': { key: 'insecureCluster', env: 'INSECURE_CLUSTER', kind: 'bool', help: 'allow a non-loopback --host with neither secret nor TLS (no value)' },
 }
 
-export const DEFAULTS: Omit<Config, 'seeds' | 'timing'> & { seeds: string } = {
+export const DEFAULTS: Omit<Config, 'seeds' | 'timing' | 'clusterSecrets' | 'clusterTls'> & { seeds: string } = {
   host: '127.0.0.1',
   httpHost: '0.0.0.0',
   clusterPort: 2551,
@@ -73,23 +105,24 @@ export const DEFAULTS: Omit<Config, 'seeds' | 'timing'> & { seeds: string } = {
   logFormat: 'text',
   logLevel: 'info',
   roles: [],
+  insecureCluster: false,
 }
 
 /** A config to run with, or the help text when it was asked for; an error says what is wrong. */
 export type ParseResult = Result<{ config: Config } | { help: string }>
 
 export function usage(): string {
-  const lines = Object.entries(FLAGS).map(([flag, s]) => `  ${flag.padEnd(24)} ${s.env.padEnd(22)} ${s.help}`)
+  const lines = Object.entries(FLAGS).map(([flag, s]) => `  ${flag.padEnd(26)} ${s.env.padEnd(24)} ${s.help}`)
   return [
     'Usage: websocket-cluster [flags]',
     '',
-    `  ${'flag'.padEnd(24)} ${'environment'.padEnd(22)} meaning`,
+    `  ${'flag'.padEnd(26)} ${'environment'.padEnd(24)} meaning`,
     ...lines,
-    `  ${'--help'.padEnd(24)} ${''.padEnd(22)} print this help`,
+    `  ${'--help'.padEnd(26)} ${''.padEnd(24)} print this help`,
   ].join('\n')
 }
 
-export function parseConfig(argv: string[], env: Record<string, string | undefined>): ParseResult {
+export function parseConfig(argv: string[], env: Record<string, string | undefined>, readFile: ReadFile = noFiles): ParseResult {
   const raw = new Map<string, { value: string; source: string }>()
   for (const [flag, spec] of Object.entries(FLAGS)) {
     const value = env[spec.env]
@@ -101,7 +134,7 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     const eq = arg.indexOf('=')
     const flag = eq > 0 ? arg.slice(0, eq) : arg
     if (!FLAGS[flag]) return err(`unknown flag ${JSON.stringify(arg)} (see --help)`)
-    const value = eq > 0 ? arg.slice(eq + 1) : argv[++i]
+    const value = eq > 0 ? arg.slice(eq + 1) : FLAGS[flag].kind === 'bool' ? 'true' : argv[++i]
     if (value === undefined) return err(`${flag} needs a value`)
     raw.set(flag, { value, source: flag })
   }
@@ -112,16 +145,66 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     if (!given && spec.kind !== 'seeds') continue
     const value = given?.value ?? DEFAULTS.seeds
     const parsed = parseValue(spec, value.trim())
-    if (!parsed.ok) return err(`${given?.source ?? flag}: ${parsed.error} (got ${JSON.stringify(value)})`)
+    // A secret's value is never echoed in an error message.
+    if (!parsed.ok) return err(`${given?.source ?? flag}: ${parsed.error}${spec.kind === 'secret' ? '' : ` (got ${JSON.stringify(value)})`}`)
     out[spec.key] = parsed.value
   }
-  const config = out as unknown as Omit<Config, 'seeds' | 'timing'> & { seeds: Array<{ host: string; port: number }> }
+  const config = out as unknown as Omit<Config, 'seeds' | 'timing' | 'clusterSecrets' | 'clusterTls'> & Partial<RawSecurity> & { seeds: Array<{ host: string; port: number }> }
   const seeds = config.seeds.map((s) => formatAddress({ systemName: config.systemName, host: s.host, port: s.port }))
   if (config.clusterPort === config.httpPort) return err(`cluster port and HTTP port must differ (both ${config.clusterPort})`)
   if (config.maxMessageLength > 16_000) return err('--max-message-length must be at most 16000')
   const timing = timingFromMs(config)
   if (!timing.ok) return timing
-  return ok({ config: { ...config, seeds, timing: timing.value } })
+  const secrets = clusterSecrets(config, readFile)
+  if (!secrets.ok) return secrets
+  const tls = clusterTls(config, readFile)
+  if (!tls.ok) return tls
+  // Like Redis's protected mode: a cluster port others can reach must not trust whoever connects.
+  if (!isLoopback(config.host) && secrets.value.length === 0 && !tls.value && !config.insecureCluster) {
+    return err(
+      `--host ${config.host} is not a loopback address, so other machines can reach the cluster port, ` +
+        'but no cluster secret or TLS is configured: anyone who connects could join the cluster. ' +
+        'Set --cluster-secret-file, CLUSTER_SECRET or --cluster-tls-*, or pass --insecure-cluster on a network you trust.',
+    )
+  }
+  const { clusterSecret, clusterSecretFile, clusterSecretPrevious, clusterTlsCert, clusterTlsKey, clusterTlsCa, ...rest } = config
+  return ok({ config: { ...rest, seeds, timing: timing.value, clusterSecrets: secrets.value, clusterTls: tls.value } })
+}
+
+/** 127.0.0.0/8, ::1 and localhost: only this machine can reach a port bound there. */
+export function isLoopback(host: string): boolean {
+  const h = host.toLowerCase().replace(/^\[|\]$/g, '')
+  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h)
+}
+
+function clusterSecrets(c: Partial<RawSecurity>, readFile: ReadFile): Result<string[]> {
+  if (c.clusterSecret !== undefined && c.clusterSecretFile !== undefined) return err('give --cluster-secret or --cluster-secret-file, not both')
+  let current = c.clusterSecret
+  if (c.clusterSecretFile !== undefined) {
+    const read = readFile(c.clusterSecretFile)
+    if (!read.ok) return err(`--cluster-secret-file: ${read.error}`)
+    current = read.value.trim()
+    if (current.length < SECRET_MIN_LENGTH) return err(`--cluster-secret-file: the secret in ${c.clusterSecretFile} is shorter than ${SECRET_MIN_LENGTH} characters`)
+  }
+  if (current === undefined) {
+    return c.clusterSecretPrevious === undefined ? ok([]) : err('--cluster-secret-previous needs a current secret too')
+  }
+  return ok(c.clusterSecretPrevious === undefined || c.clusterSecretPrevious === current ? [current] : [current, c.clusterSecretPrevious])
+}
+
+function clusterTls(c: Partial<RawSecurity>, readFile: ReadFile): Result<TlsFiles | null> {
+  const paths = { cert: c.clusterTlsCert, key: c.clusterTlsKey, ca: c.clusterTlsCa }
+  const given = Object.values(paths).filter((p) => p !== undefined).length
+  if (given === 0) return ok(null)
+  if (given < 3) return err('--cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca go together')
+  const files: Partial<TlsFiles> = {}
+  for (const [name, path] of Object.entries(paths) as Array<[keyof TlsFiles, string]>) {
+    const read = readFile(path)
+    if (!read.ok) return err(`--cluster-tls-${name}: ${read.error}`)
+    if (!read.value.includes('-----BEGIN ')) return err(`--cluster-tls-${name}: ${path} is not a PEM file`)
+    files[name] = read.value
+  }
+  return ok(files as TlsFiles)
 }
 
 function parseValue({ kind, choices }: FlagSpec, value: string): Result<unknown> {
@@ -145,6 +228,12 @@ function parseValue({ kind, choices }: FlagSpec, value: string): Result<unknown>
       const names = value.split(',').map((s) => s.trim()).filter(Boolean)
       return names.every((n) => /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(n)) ? ok(names) : err('expected a comma list of names (letters, digits, _ . -)')
     }
+    case 'secret':
+      return value.length >= SECRET_MIN_LENGTH ? ok(value) : err(`the secret must be at least ${SECRET_MIN_LENGTH} characters`)
+    case 'path':
+      return value.length > 0 ? ok(value) : err('expected a file path')
+    case 'bool':
+      return /^(1|true|yes)$/i.test(value) ? ok(true) : /^(0|false|no)$/i.test(value) ? ok(false) : err('expected true or false')
     case 'seeds': {
       const seeds = []
       for (const part of value.split(',').map((s) => s.trim()).filter(Boolean)) {

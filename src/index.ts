@@ -1,6 +1,8 @@
 // Command line entry: parse the configuration, start one node with the real outside world, and
 // leave the cluster cleanly on SIGINT/SIGTERM. Exit codes: 0 done, 1 cannot start, 2 bad config.
-import { parseConfig } from './config'
+import { readFileSync } from 'node:fs'
+import { parseConfig, type ReadFile } from './config'
+import { err, ok } from './result'
 import { tcpTransport } from './cluster/tcp/tcp-transport'
 import { formatAddress } from './cluster/address'
 import { realClock, type NodeIo } from './io'
@@ -9,7 +11,15 @@ import { createNode } from './node'
 
 const LEAVE_TIMEOUT_MS = 5000
 
-const parsed = parseConfig(process.argv.slice(2), process.env)
+const readFile: ReadFile = (path) => {
+  try {
+    return ok(readFileSync(path, 'utf8'))
+  } catch (error) {
+    return err(`cannot read ${path}: ${(error as Error).message}`)
+  }
+}
+
+const parsed = parseConfig(process.argv.slice(2), process.env, readFile)
 if (!parsed.ok) {
   console.error(`error: ${parsed.error}`)
   process.exit(2)
@@ -25,12 +35,18 @@ const log = createLogger({
   node: formatAddress({ systemName: config.systemName, host: config.host, port: config.clusterPort }),
 })
 const io: NodeIo = {
-  transport: tcpTransport(),
+  transport: tcpTransport({ secrets: config.clusterSecrets, tls: config.clusterTls }),
   clock: realClock,
   random: Math.random,
   newIncarnation: () => crypto.randomUUID().slice(0, 8),
   log,
 }
+
+const security = [
+  config.clusterSecrets.length ? `shared secret${config.clusterSecrets.length > 1 ? ' (and the previous one, rotating)' : ''}` : null,
+  config.clusterTls ? 'mutual TLS' : null,
+].filter(Boolean)
+log(`cluster port: ${security.length ? security.join(' + ') : 'no authentication (loopback or --insecure-cluster)'}`)
 
 const node = createNode(config, io)
 try {

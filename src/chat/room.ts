@@ -2,9 +2,10 @@
 // chat and presence arrive from the cluster, and everything local users must see goes out
 // through one `publish` of pre-encoded JSON (one encoding per node, not per user).
 import type { Lang } from '../config'
-import type { Hello } from '../cluster/messages'
+import type { Peer } from '../cluster/transport'
 import { err, ok, type Result } from '../result'
 import type { ChatMessage, ChatRelay } from './messages'
+import { checkPeerMessage } from './peer-rules'
 import { Presence, type PresenceChange } from './presence'
 import { CloseCode, systemMessage, type ServerMessage, type UserEntry } from './protocol'
 
@@ -77,7 +78,19 @@ export class ChatRoom {
     return ok({ delivered: true })
   }
 
-  onPeerMessage(peer: Hello, m: ChatMessage): void {
+  /**
+   * A message from a peer node. Presence is filed under the peer's own address, so a peer cannot
+   * speak for another node's users; the rest is checked by peer-rules.ts. A refusal is returned
+   * for the shell to close that peer's connection.
+   */
+  onPeerMessage(peer: Peer, m: ChatMessage): Result<void> {
+    const checked = checkPeerMessage(peer, m, this.d.maxMessageLength)
+    if (!checked.ok) return checked
+    this.deliver(peer, m)
+    return ok(undefined)
+  }
+
+  private deliver(peer: Peer, m: ChatMessage): void {
     switch (m.type) {
       case 'chat': {
         // Only the documented fields: a peer's extra fields (a msgpack uint64 decodes as a BigInt,

@@ -36,6 +36,9 @@ export function encodeFrame(message: unknown): Uint8Array {
   return frame
 }
 
+/** What `FrameDecoder.next` returns when no whole frame is buffered (msgpack can decode to undefined). */
+export const NO_FRAME: unique symbol = Symbol('no frame')
+
 export class FrameDecoder {
   // Unconsumed input: `chunks[0]` starting at `offset`, then the rest of `chunks` whole.
   private chunks: Uint8Array[] = []
@@ -45,34 +48,49 @@ export class FrameDecoder {
   private bodyLength = -1
   private failure: FrameError | null = null
 
-  constructor(private readonly maxFrameBytes: number) {}
+  /** May be raised later: a connection is held to small frames until it has authenticated. */
+  constructor(public maxFrameBytes: number) {}
 
+  /** Buffers `chunk` and returns every frame now complete. */
   push(chunk: Uint8Array): unknown[] {
+    this.append(chunk)
+    const values: unknown[] = []
+    for (let value = this.next(); value !== NO_FRAME; value = this.next()) values.push(value)
+    return values
+  }
+
+  /** Buffers `chunk` without decoding; `next` then takes frames one at a time. */
+  append(chunk: Uint8Array): void {
     if (this.failure) throw this.failure
     if (chunk.length > 0) {
       this.chunks.push(chunk)
       this.buffered += chunk.length
     }
-    const values: unknown[] = []
-    for (;;) {
-      if (this.bodyLength < 0) {
-        if (this.buffered < HEADER_BYTES) break
-        const header = this.take(HEADER_BYTES)
-        this.bodyLength = ((header[0]! << 24) | (header[1]! << 16) | (header[2]! << 8) | header[3]!) >>> 0
-        if (this.bodyLength > this.maxFrameBytes) {
-          this.fail('frame_too_large', `frame of ${this.bodyLength} bytes exceeds the limit of ${this.maxFrameBytes}`)
-        }
-      }
-      if (this.buffered < this.bodyLength) break
-      const body = this.take(this.bodyLength)
-      this.bodyLength = -1
-      try {
-        values.push(unpackr.unpack(body))
-      } catch (error) {
-        this.fail('bad_msgpack', `frame body is not one valid msgpack value: ${error instanceof Error ? error.message : String(error)}`.slice(0, 200))
-      }
+  }
+
+  /**
+   * The next complete frame, or NO_FRAME. One at a time, so a caller may change `maxFrameBytes`
+   * between frames (a connection allowed bigger frames once it authenticated).
+   */
+  next(): unknown {
+    if (this.failure) throw this.failure
+    if (this.bodyLength < 0) {
+      if (this.buffered < HEADER_BYTES) return NO_FRAME
+      const header = this.take(HEADER_BYTES)
+      this.bodyLength = ((header[0]! << 24) | (header[1]! << 16) | (header[2]! << 8) | header[3]!) >>> 0
     }
-    return values
+    // Checked on every call, not only when the header arrives: the limit may have changed.
+    if (this.bodyLength > this.maxFrameBytes) {
+      this.fail('frame_too_large', `frame of ${this.bodyLength} bytes exceeds the limit of ${this.maxFrameBytes}`)
+    }
+    if (this.buffered < this.bodyLength) return NO_FRAME
+    const body = this.take(this.bodyLength)
+    this.bodyLength = -1
+    try {
+      return unpackr.unpack(body)
+    } catch (error) {
+      this.fail('bad_msgpack', `frame body is not one valid msgpack value: ${error instanceof Error ? error.message : String(error)}`.slice(0, 200))
+    }
   }
 
   private fail(code: FrameError['code'], message: string): never {

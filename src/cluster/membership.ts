@@ -3,7 +3,7 @@
 // Pure and deterministic: messages and ticks go in through step() and tick(); messages to send
 // and the current view come out. No sockets, clocks, timers or Math.random: the shell injects
 // `random` and turns milliseconds into ticks.
-import type { Change, Entry, MemberInfo, RaftMessage } from './messages'
+import { MAX_TERM, type Change, type Entry, type MemberInfo, type RaftMessage } from './messages'
 import { addressOf, nodeId } from './address'
 import { checkTiming, type Timing } from './timing'
 
@@ -54,6 +54,10 @@ interface Progress {
 }
 
 const MAX_ENTRIES_PER_APPEND = 64
+/** Joiners the leader has probed and is waiting to hear back from; more are simply asked again later. */
+const PENDING_PROBES_MAX = 16
+/** How far ahead of ours a term from a leader outside our configuration may be. */
+const MAX_TERM_JUMP = 2 ** 20
 
 export class Membership {
   readonly selfId: string
@@ -82,6 +86,8 @@ export class Membership {
   private progress = new Map<string, Progress>()
   private termStart = 0
   private unreachable: string[] = []
+  /** Leader only: joiners sent a probe, by id, with the token they must echo. */
+  private probes = new Map<string, string>()
   private configCache: { length: number; lastTerm: number; upTo: number; members: Map<string, MemberInfo> }[] = []
 
   constructor(private readonly o: MembershipOptions) {
@@ -124,6 +130,16 @@ export class Membership {
     // A message for an earlier incarnation at this address is not ours.
     if (m.to !== this.selfId && m.to !== this.o.self.address) return
     if (m.from === this.selfId) return
+    // The transport's schemas cap these already; the core does not rely on it: past 2^53 a
+    // float's `term + 1 === term`, and a term nobody could reach would end every election.
+    if (!withinLimits(m)) return
+    // Only a voter may campaign. A vote request from outside the configuration we know, whatever
+    // its term, is not believed: it would otherwise raise our term and depose the leader. (A node
+    // with an empty log knows no configuration yet, and a leader that added it may need its vote.)
+    if (m.type === 'vote_request' && this.entries.length > 0 && !this.isMemberId(m.from)) return
+    // A leader we do not know yet can be real (our log lags behind its addition), but not one
+    // that claims a million elections happened since the term we know.
+    if (m.type === 'append_entries' && this.isVoter() && !this.isMemberId(m.from) && m.term > this.term + MAX_TERM_JUMP) return
     // A leaving leader hands over with timeout_now right after its own removal commits.
     if (this.isRemovedId(m.from) && m.type !== 'timeout_now') {
       if (m.type !== 'not_member') this.send(m.from, { type: 'not_member' })
@@ -137,9 +153,10 @@ export class Membership {
         return this.onLeaveRequest(m)
       case 'leader_hint':
         this.silenceElapsed = 0
-        if (m.leader && m.leader !== addressOf(m.from) && !this.isCommittedMember() && !this.leaving) {
-          this.send(m.leader, { type: 'join_request', member: this.o.self })
-        }
+        if (this.isCommittedMember() || this.leaving) return
+        if (m.leader && m.leader !== addressOf(m.from)) this.send(m.leader, { type: 'join_request', member: this.o.self })
+        // The leader reached us over its own link: answer its probe so it adds us.
+        else if (m.probe !== undefined && m.leader === addressOf(m.from)) this.send(m.from, { type: 'join_request', member: this.o.self, probe: m.probe })
         return
       case 'not_member':
         // Only sent once the sender's committed log removed this id, and ids are never re-added.
@@ -154,7 +171,9 @@ export class Membership {
       case 'vote_response':
         return this.onVoteResponse(m)
       case 'timeout_now':
-        if (this.isVoter()) this.campaign(false, true)
+        // Only from the leader we follow, in its term (checkTerm ignores a newer one): anyone
+        // else asking us to start an election is not handing over anything.
+        if (this.isVoter() && m.from === this.leaderId && m.term === this.term) this.campaign(false, true)
         return
       default:
         return assertNever(m)
@@ -337,13 +356,19 @@ export class Membership {
   private checkTerm(m: RaftOf<'append_entries' | 'append_response' | 'vote_request' | 'vote_response' | 'timeout_now'>): boolean {
     if (m.term > this.term) {
       if (m.type === 'vote_request') {
-        // Leader lease: while a live leader is heard, disruptive candidates are ignored.
+        // Leader lease: while a live leader is heard, disruptive candidates are ignored. A
+        // hand-over (transfer) may cut it short only once that leader has removed itself from
+        // the configuration (a leader transfers only after its own removal), so the flag alone
+        // cannot depose a healthy leader.
         const inLease = this.leaderId !== null && this.electionElapsed < this.o.electionTicksMin
-        if (inLease && !m.transfer) return false
+        const leaderLeaving = this.leaderId !== null && !this.isMemberId(this.leaderId)
+        if (inLease && !(m.transfer && leaderLeaving)) return false
         if (m.preVote) return true
       }
       if (m.type === 'vote_response' && m.preVote && m.granted) return true
-      const leader = m.type === 'append_entries' || m.type === 'timeout_now' ? m.from : null
+      // A hand-over is only taken from the leader of our own term (see step).
+      if (m.type === 'timeout_now') return false
+      const leader = m.type === 'append_entries' ? m.from : null
       this.becomeFollower(m.term, leader)
       return true
     }
@@ -367,6 +392,7 @@ export class Membership {
     this.electionTimeout = this.randomElectionTimeout()
     this.progress.clear()
     this.unreachable = []
+    this.probes.clear()
   }
 
   private becomeLeader(): void {
@@ -485,19 +511,55 @@ export class Membership {
 
   // ---- membership changes, one at a time (Raft dissertation §4.1) ----
 
+  /**
+   * Joining takes two steps, so the leader adds only a node it can reach: a join_request is
+   * answered with a leader_hint carrying a probe token over the leader's own link to the
+   * joiner's address, and only a join_request that echoes it (proof that the hint arrived there)
+   * is acted on. A node whose address nobody can dial back would be a voter that never answers,
+   * and enough of them would leave the cluster without a quorum.
+   */
   private onJoinRequest(m: RaftOf<'join_request'>): void {
     if (this.entries.length === 0) return // not in a cluster: stay silent so bootstrap logic works
     if (this.role !== 'leader') {
       this.send(m.from, { type: 'leader_hint', leader: this.leaderId ? addressOf(this.leaderId) : null })
       return
     }
-    this.send(m.from, { type: 'leader_hint', leader: this.o.self.address })
     const id = nodeId(m.member.address, m.member.incarnation)
-    if (id !== m.from || this.membersAt(this.lastIndex()).has(id) || this.everAdded(id)) return
-    if (!this.canChange()) return // the joiner retries
+    if (id !== m.from || this.membersAt(this.lastIndex()).has(id) || this.everAdded(id)) {
+      this.send(m.from, { type: 'leader_hint', leader: this.o.self.address })
+      return
+    }
+    const token = this.probes.get(id)
+    if (token === undefined || m.probe !== token) {
+      this.send(m.from, { type: 'leader_hint', leader: this.o.self.address, probe: this.probeFor(id) })
+      return
+    }
+    if (!this.canChange() || !this.canAdmit()) return // the joiner retries
+    this.probes.delete(id)
     const previous = [...this.membersAt(this.lastIndex()).keys()].find((other) => addressOf(other) === m.member.address)
     // A restart at the same address: drop the old incarnation first, then admit the new one.
     this.append(previous ? { type: 'remove', id: previous, reason: 'replaced' } : { type: 'add', member: m.member })
+  }
+
+  private probeFor(id: string): string {
+    let token = this.probes.get(id)
+    if (token === undefined) {
+      if (this.probes.size >= PENDING_PROBES_MAX) this.probes.delete(this.probes.keys().next().value!)
+      token = Math.floor(this.o.random() * 2 ** 48).toString(36)
+      this.probes.set(id, token)
+    }
+    return token
+  }
+
+  /**
+   * Adding a voter raises the quorum; do it only while the members heard within the last few
+   * heartbeats, with the joiner (just heard), are a majority of the larger configuration, so an
+   * addition can always commit and never leaves the cluster short of a quorum.
+   */
+  private canAdmit(): boolean {
+    const voters = this.voters()
+    const fresh = voters.filter((id) => id === this.selfId || this.now - this.progressOf(id).lastHeard <= 3 * this.o.heartbeatTicks).length
+    return (fresh + 1) * 2 > voters.length + 1
   }
 
   private onLeaveRequest(m: RaftOf<'leave_request'>): void {
@@ -629,6 +691,25 @@ export class Membership {
   private randomElectionTimeout(): number {
     const { electionTicksMin: min, electionTicksMax: max } = this.o
     return min + Math.floor(this.o.random() * (max - min))
+  }
+}
+
+const safe = (n: number) => Number.isSafeInteger(n) && n >= 0 && n <= MAX_TERM
+
+/** Every term and index in `m` is a whole number no larger than MAX_TERM. */
+function withinLimits(m: RaftMessage): boolean {
+  switch (m.type) {
+    case 'append_entries':
+      return safe(m.term) && safe(m.prevIndex) && safe(m.prevTerm) && safe(m.commit) && m.entries.every((e) => safe(e.term))
+    case 'append_response':
+      return safe(m.term) && safe(m.matchIndex)
+    case 'vote_request':
+      return safe(m.term) && safe(m.lastIndex) && safe(m.lastTerm)
+    case 'vote_response':
+    case 'timeout_now':
+      return safe(m.term)
+    default:
+      return true
   }
 }
 

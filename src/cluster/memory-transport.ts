@@ -9,8 +9,7 @@
 // reordered frames, to test what sits above a transport that misbehaves.
 import type { Clock } from '../io'
 import { encodeFrame, FrameDecoder } from './codec'
-import { PROTOCOL_VERSION, type Hello } from './messages'
-import { emptyStats, type Transport, type TransportFactory, type TransportOptions, type TransportStats } from './transport'
+import { emptyStats, type Peer, type Transport, type TransportFactory, type TransportOptions, type TransportStats } from './transport'
 import type { Typed } from './validate'
 
 export interface NetworkFaults {
@@ -66,14 +65,15 @@ class Link {
 class MemoryEndpoint {
   readonly stats: TransportStats = emptyStats()
   readonly links = new Map<string, Link>()
-  readonly hello: Hello
+  /** Who this endpoint is to its peers: the in-memory stand-in for an authenticated handshake. */
+  readonly peer: Peer
   closed = false
 
   constructor(
     readonly network: MemoryNetwork,
     readonly options: TransportOptions<Typed>,
   ) {
-    this.hello = { type: 'hello', version: PROTOCOL_VERSION, systemName: options.systemName, address: options.address, incarnation: options.incarnation }
+    this.peer = { address: options.address, incarnation: options.incarnation }
   }
 
   send(addresses: string[], message: Typed): number {
@@ -209,7 +209,7 @@ export class MemoryNetwork {
     link.epoch++
     const endpoint = link.from
     // Hello first, then whatever onConnected sends, then the backlog from while the link was down.
-    this.transmit(link, encodeFrame(endpoint.hello), true)
+    this.transmit(link, encodeFrame({ type: 'hello', ...endpoint.peer }), true)
     const backlog = link.backlog
     link.backlog = []
     link.backlogBytes = 0
@@ -262,7 +262,12 @@ export class MemoryNetwork {
     }
     this.counters.delivered++
     try {
-      target.options.handlers.onMessage(link.from.hello, result.value)
+      const verdict = target.options.handlers.onMessage(link.from.peer, result.value)
+      if (!verdict.ok) {
+        target.stats.invalid++
+        target.options.log(`closed connection from ${fromAddress}: ${verdict.error}`)
+        this.drop(link, 'refused by peer')
+      }
     } catch (error) {
       target.options.log(`onMessage threw on ${result.value.type} from ${fromAddress}: ${(error as Error).message}`)
     }

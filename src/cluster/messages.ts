@@ -4,10 +4,16 @@
 import { Type as T, type Static } from '@sinclair/typebox'
 import { typesOf, validatorFor, type Typed } from './validate'
 
-export const PROTOCOL_VERSION = 1
+export const PROTOCOL_VERSION = 2
+
+/**
+ * Largest term or log index a peer may send. Far beyond anything real (a term a millisecond
+ * would last 8,900 years), and far below 2^53, so `term + 1` is always a new number.
+ */
+export const MAX_TERM = 2 ** 48
 
 const Str = (maxLength = 512) => T.String({ maxLength })
-const Nat = () => T.Integer({ minimum: 0 })
+const Nat = () => T.Integer({ minimum: 0, maximum: MAX_TERM })
 
 /** A node identity: `bun://System@host:port#incarnation`. A restart gets a new incarnation. */
 const Id = () => Str(300)
@@ -29,24 +35,62 @@ export type Change = Static<typeof Change>
 export const Entry = T.Object({ term: Nat(), change: Change })
 export type Entry = Static<typeof Entry>
 
-/** Sent first on every connection; nothing else is accepted before it. */
+// The handshake (handshake.ts): the dialer sends `hello`, the listener answers `hello_ack`
+// with its proofs, the dialer answers `auth` with its own. Nothing else is accepted before it.
+/** How a node proves it belongs: an HMAC-SHA256 challenge-response over a shared secret, or nothing. */
+export const AuthMode = T.Union([T.Literal('none'), T.Literal('hmac-sha256')])
+export type AuthMode = Static<typeof AuthMode>
+const Nonce = () => T.Uint8Array({ minByteLength: 16, maxByteLength: 64 })
+const Proof = () => T.Uint8Array({ minByteLength: 32, maxByteLength: 32 })
+
+/** Sent first by the dialing side of every connection. */
 export const Hello = T.Object({
   type: T.Literal('hello'),
   version: T.Integer(),
   systemName: Str(128),
   address: Str(256),
   incarnation: Str(40),
+  auth: AuthMode,
+  nonce: Nonce(),
 })
 export type Hello = Static<typeof Hello>
+
+/** The listener's answer: who it is, its challenge, and its proof under each secret it holds. */
+export const HelloAck = T.Object({
+  type: T.Literal('hello_ack'),
+  version: T.Integer(),
+  systemName: Str(128),
+  address: Str(256),
+  auth: AuthMode,
+  nonce: Nonce(),
+  /** One per secret the listener accepts (current, then previous during a rotation); none without a secret. */
+  proofs: T.Array(Proof(), { maxItems: 2 }),
+})
+export type HelloAck = Static<typeof HelloAck>
+
+/** The dialer's proof, under the secret that verified the listener's; empty without a secret. */
+export const Auth = T.Object({ type: T.Literal('auth'), proof: T.Uint8Array({ maxByteLength: 32 }) })
+export type Auth = Static<typeof Auth>
+
+export const HANDSHAKE_TYPES = new Set(['hello', 'hello_ack', 'auth'])
 
 // Membership (Raft-style). `from` and `to` are node ids; `to` may be a bare address when the
 // sender does not know who lives there yet (a join sent to a seed).
 const routed = { from: Id(), to: Id() }
 
-export const JoinRequest = T.Object({ type: T.Literal('join_request'), ...routed, member: MemberInfo })
+export const JoinRequest = T.Object({ type: T.Literal('join_request'), ...routed, member: MemberInfo, probe: T.Optional(Str(32)) })
 export const LeaveRequest = T.Object({ type: T.Literal('leave_request'), ...routed })
-/** A member's answer to a join or leave request: where the leader is, if it knows. */
-export const LeaderHint = T.Object({ type: T.Literal('leader_hint'), ...routed, leader: T.Union([Str(256), T.Null()]) })
+/**
+ * A member's answer to a join or leave request: where the leader is, if it knows. The leader's
+ * own answer to a join carries a `probe` the joiner must echo in a second join_request: the
+ * leader adds only a node it has reached over its own link (see Membership.onJoinRequest).
+ */
+export const LeaderHint = T.Object({
+  type: T.Literal('leader_hint'),
+  ...routed,
+  leader: T.Union([Str(256), T.Null()]),
+  probe: T.Optional(Str(32)),
+})
 /** "Your removal is committed": the receiving incarnation is finished and must rejoin as a new one. */
 export const NotMember = T.Object({ type: T.Literal('not_member'), ...routed })
 export const AppendEntries = T.Object({
@@ -97,3 +141,5 @@ export const RAFT_TYPES = typesOf(RaftMessage.anyOf)
 export const isRaftMessage = (m: Typed): m is RaftMessage => RAFT_TYPES.has(m.type)
 export const validateRaftMessage = validatorFor<RaftMessage>(RaftMessage.anyOf)
 export const validateHello = validatorFor<Hello>([Hello])
+export const validateHelloAck = validatorFor<HelloAck>([HelloAck])
+export const validateAuth = validatorFor<Auth>([Auth])

@@ -7,9 +7,10 @@ import type { NodeIo } from '../io'
 import { addressOf } from './address'
 import { diffViews, type MemberEvent } from './events'
 import { Membership, type MembershipView } from './membership'
-import { isRaftMessage, RAFT_TYPES, validateRaftMessage, type Hello, type MemberInfo, type RaftMessage } from './messages'
+import { isRaftMessage, RAFT_TYPES, validateRaftMessage, type MemberInfo, type RaftMessage } from './messages'
 import { TICK_MS, type Timing } from './timing'
-import type { Transport } from './transport'
+import { ACCEPTED, type Peer, type Transport, type Verdict } from './transport'
+import { err } from '../result'
 import type { Typed, Validator } from './validate'
 
 const HELD_MESSAGES_MAX = 10_000
@@ -31,8 +32,12 @@ export interface ClusterListener<A> {
    * or a rejoin): peers may have missed what it said while it was not a member.
    */
   onMembers(peers: string[], selfUp: boolean): void
-  /** An application message from a peer, already validated. */
-  onMessage(peer: Hello, message: A): void
+  /**
+   * An application message from an authenticated peer, checked against its schema. The
+   * application checks what only it can (e.g. that the peer speaks only for itself); a refusal
+   * closes that peer's connection.
+   */
+  onMessage(peer: Peer, message: A): Verdict
   /** A new outbound connection to `address`: whatever is sent now arrives first on it. */
   onPeerConnected(address: string): void
   /** Every view change, with the events it implies (for logs and metrics). */
@@ -155,16 +160,14 @@ export class ClusterNode<A extends Typed> {
     this.afterStep()
   }
 
-  private onMessage(peer: Hello, message: RaftMessage | A): void {
+  private onMessage(peer: Peer, message: RaftMessage | A): Verdict {
     if (!isRaftMessage(message)) return this.listener.onMessage(peer, message as A)
-    if (this.stopTicking === null) return
-    // A peer speaks only for itself.
-    if (addressOf(message.from) !== peer.address) {
-      this.io.log(`dropped ${message.type} from ${peer.address}: it claims to come from ${message.from}`, { level: 'warn', event: 'peer_spoofed', peer: peer.address })
-      return
-    }
+    // A peer speaks only for itself: a frame claiming another sender is not a mistake a node makes.
+    if (addressOf(message.from) !== peer.address) return err(`${message.type} claims to come from ${message.from.slice(0, 300)}`)
+    if (this.stopTicking === null) return ACCEPTED
     this.core.step(message)
     this.afterStep()
+    return ACCEPTED
   }
 
   private afterStep(): void {

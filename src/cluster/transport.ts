@@ -3,11 +3,19 @@
 // simulator; test/cluster/transport-contract.ts is the suite both pass.
 import type { Log } from '../io'
 import type { Hello } from './messages'
+import { ok, type Result } from '../result'
 import type { Typed, Validator } from './validate'
 
+/** What a receiver says of a message: a refusal closes the connection it came on, with one log line. */
+export type Verdict = Result<void>
+export const ACCEPTED: Verdict = ok(undefined)
+
+/** Who sent a message: the node that authenticated the connection it came on. */
+export type Peer = Pick<Hello, 'address' | 'incarnation'>
+
 export interface TransportHandlers<M> {
-  /** A validated message from a peer; `peer` is the hello that peer sent on this connection. */
-  onMessage(peer: Hello, message: M): void
+  /** A validated message from an authenticated peer. A refusal closes that peer's connection. */
+  onMessage(peer: Peer, message: M): Verdict
   /** An outbound link to `address` completed a (re)connect and sent its hello. Fires on every reconnect. Messages sent from inside this callback must be the first ones after the hello on the new connection. */
   onConnected?(address: string): void
 }
@@ -21,13 +29,15 @@ export interface TransportStats {
   bytesOut: number
   /** Messages refused by `send` (queue full, or larger than a frame may be), one per address. */
   dropped: number
-  /** Inbound connections closed for what they sent. */
+  /** Authenticated inbound connections closed for what they sent. */
   invalid: number
-  /** Outbound connections opened, the first ones and every reconnect. */
+  /** Connections (either direction) closed before authenticating: bad handshake, wrong or missing secret, timeout. */
+  authFailures: number
+  /** Outbound connections that completed the handshake: the first ones and every reconnect. */
   connects: number
 }
 
-export const emptyStats = (): TransportStats => ({ framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0, dropped: 0, invalid: 0, connects: 0 })
+export const emptyStats = (): TransportStats => ({ framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0, dropped: 0, invalid: 0, authFailures: 0, connects: 0 })
 
 /**
  * At-most-once, FIFO per sender and receiver. Frames queued while a link is down are sent after it

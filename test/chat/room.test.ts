@@ -1,6 +1,5 @@
 // Two or three rooms wired together in memory, the way the cluster wires them over TCP.
 import { describe, expect, test } from 'bun:test'
-import type { Hello } from '../../src/cluster/messages'
 import type { ChatMessage } from '../../src/chat/messages'
 import { ChatRoom } from '../../src/chat/room'
 
@@ -29,8 +28,9 @@ function makeCluster(size: number, lang: 'en' | 'ko' = 'en') {
   const deliver = () => {
     while (outbox.length) {
       const { from, to, message } = outbox.shift()!
-      const peer: Hello = { type: 'hello', version: 1, systemName: 'S', address: from, incarnation: 'x' }
-      nodes.find((n) => n.self === to)?.room.onPeerMessage(peer, message)
+      const verdict = nodes.find((n) => n.self === to)?.room.onPeerMessage({ address: from, incarnation: 'x' }, message)
+      // What one room sends, another accepts: the peer rules never refuse a real node.
+      if (verdict && !verdict.ok) throw new Error(`room ${to} refused ${message.type} from ${from}: ${verdict.error}`)
     }
   }
   for (const n of nodes) n.setMembers(nodes.map((m) => m.self))
@@ -152,9 +152,52 @@ describe('ChatRoom with a peer sending more than the schema', () => {
   // any other unknown field was forwarded to every browser.
   test('a relayed chat keeps only the documented fields, whatever else the peer adds', () => {
     const { nodes } = makeCluster(2)
-    const peer: Hello = { type: 'hello', version: 1, systemName: 'S', address: addr(2), incarnation: 'x' }
+    const peer = { address: addr(2), incarnation: 'x' }
     const relay = { type: 'chat', username: 'bob', message: 'hi', nodeAddress: addr(2), timestamp: 5, big: 2n ** 64n - 1n, html: '<b>' }
     expect(() => nodes[0]!.room.onPeerMessage(peer, relay as unknown as ChatMessage)).not.toThrow()
     expect(nodes[0]!.published.at(-1)).toEqual({ type: 'chat', username: 'bob', message: 'hi', nodeAddress: addr(2), timestamp: 5 })
+  })
+})
+
+describe('ChatRoom and frames from peers', () => {
+  const peer = { address: addr(2), incarnation: 'x' }
+  const room = () => makeCluster(2).nodes[0]!.room
+  const chat = (over: Partial<Extract<ChatMessage, { type: 'chat' }>> = {}): ChatMessage => ({
+    type: 'chat', username: 'bob', message: 'hi', nodeAddress: addr(2), timestamp: 1, ...over,
+  })
+
+  test('a peer speaks only for itself: chat claiming another node is refused and not shown', () => {
+    const { nodes } = makeCluster(3)
+    const before = nodes[0]!.published.length
+    const verdict = nodes[0]!.room.onPeerMessage(peer, chat({ nodeAddress: addr(3) }))
+    expect(verdict).toEqual({ ok: false, error: `chat claims node "${addr(3)}", sent by ${addr(2)}` })
+    expect(nodes[0]!.published.length).toBe(before)
+  })
+
+  test('fields are held to the browser rules: usernames, text length, control characters', () => {
+    const refused: ChatMessage[] = [
+      chat({ username: 'bad\u0000name' }),
+      chat({ username: 'a'.repeat(33) }),
+      chat({ username: '  padded ' }), // valid once trimmed, but a node sends the canonical form
+      chat({ username: 'Jose\u0301' }), // not NFC
+      chat({ message: 'x'.repeat(21) }), // maxMessageLength is 20 in these rooms
+      chat({ message: 'bell\u0007' }),
+      chat({ message: 'esc\u001b[2J' }),
+      chat({ message: '   ' }),
+      { type: 'presence_join', user: { username: '\u202Eevil', connectedAt: 1 } },
+      { type: 'presence_snapshot', users: [{ username: 'ok', connectedAt: 1 }, { username: '', connectedAt: 2 }] },
+      { type: 'presence_snapshot', users: [{ username: 'twice', connectedAt: 1 }, { username: 'twice', connectedAt: 2 }] },
+      { type: 'presence_leave', username: 'x\u0000' },
+    ]
+    for (const m of refused) expect(room().onPeerMessage(peer, m).ok).toBe(false)
+    for (const m of [chat({ message: 'line one\n\tline two' }), chat({ username: '김철수', message: '안녕하세요' }), chat({ message: 'x'.repeat(20) })]) {
+      expect(room().onPeerMessage(peer, m)).toEqual({ ok: true, value: undefined })
+    }
+  })
+
+  test("presence from a peer is filed under that peer's own node", () => {
+    const { nodes } = makeCluster(3)
+    nodes[0]!.room.onPeerMessage(peer, { type: 'presence_join', user: { username: 'mallory', connectedAt: 5 } })
+    expect(nodes[0]!.room.users()).toEqual([{ username: 'mallory', nodeAddress: addr(2), connectedAt: 5 }])
   })
 })

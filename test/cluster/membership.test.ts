@@ -5,7 +5,7 @@
 import { describe, expect, test } from 'bun:test'
 import { Membership, type MembershipView } from '../../src/cluster/membership'
 import { addressOf } from '../../src/cluster/address'
-import type { Entry, RaftMessage } from '../../src/cluster/messages'
+import { MAX_TERM, type Entry, type RaftMessage } from '../../src/cluster/messages'
 import { DEFAULT_TIMING as TIMING } from '../../src/cluster/timing'
 import { Checker, membershipOptions, Prng } from '../sim/simulator'
 
@@ -305,7 +305,7 @@ describe('§5.2 leader election', () => {
     expect(net.leader()!.selfId).not.toBe('n0#1')
   })
 
-  test('leader lease: while followers hear a leader they ignore higher-term candidates, unless it is a hand-over', () => {
+  test('leader lease: while followers hear a leader they ignore higher-term candidates, even ones claiming a hand-over', () => {
     const net = cluster(3)
     const n1 = net.node('n1')
     const term = n1.term
@@ -317,9 +317,11 @@ describe('§5.2 leader election', () => {
     expect(n1.term).toBe(term)
     expect(n1.leaderId).toBe('n0#1')
     expect(net.sent.slice(before)).toEqual([]) // not even a refusal
+    // n0 is a healthy member: `transfer` is only believed once the leader has removed itself.
     net.inject(request(true))
-    expect(n1.term).toBe(term + 5)
-    expect(n1.votedFor).toBe('n2#1')
+    expect(n1.term).toBe(term)
+    expect(n1.leaderId).toBe('n0#1')
+    expect(net.sent.slice(before)).toEqual([])
   })
 
   test('leader lease: a removed node that comes back cannot depose a healthy leader', () => {
@@ -591,4 +593,127 @@ describe('regressions found by the simulator', () => {
 test('the constructor refuses inconsistent timing (a programmer error: config checks it first)', () => {
   const good = membershipOptions('n0', '1', ['n0'], true, () => 0.5)
   expect(() => new Membership({ ...good, electionTicksMax: 10 })).toThrow(/invalid membership options/)
+})
+
+describe('peers that lie (the core does not take their word)', () => {
+  const huge = [2 ** 53, 2 ** 53 + 2, MAX_TERM + 1, Number.MAX_VALUE]
+
+  test('a vote request from outside the configuration is ignored, whatever its term or flags', () => {
+    const net = cluster(3)
+    const before = net.sent.length
+    const terms = [...net.nodes.values()].map((m) => m.term)
+    for (const term of [...huge, MAX_TERM, 1000]) {
+      for (const preVote of [false, true]) {
+        for (const transfer of [false, true]) {
+          net.inject({ type: 'vote_request', from: 'rogue:1#x', to: 'n1#1', term, lastIndex: term, lastTerm: term, preVote, transfer })
+        }
+      }
+    }
+    expect([...net.nodes.values()].map((m) => m.term)).toEqual(terms)
+    expect(net.node('n1').leaderId).toBe('n0#1')
+    expect(net.node('n1').votedFor).not.toBe('rogue:1#x')
+    expect(net.sent.slice(before).filter((m) => m.to === 'rogue:1#x')).toEqual([])
+  })
+
+  test('... also once the leader is gone and no lease protects the followers', () => {
+    const net = cluster(3)
+    const term = net.node('n1').term
+    net.crash('n0')
+    // Every tick until the survivors have a new leader, the rogue asks both for their vote.
+    net.runUntil(() => {
+      for (const to of ['n1#1', 'n2#1']) {
+        net.inject({ type: 'vote_request', from: 'rogue:1#x', to, term: MAX_TERM, lastIndex: 99, lastTerm: MAX_TERM, preVote: false, transfer: true })
+      }
+      return net.leader() !== undefined
+    }, 4 * electionTicksMax, 'a new leader among n1 and n2')
+    expect(net.leader()!.term).toBeLessThan(term + 10)
+    expect(net.sent.filter((m) => m.to === 'rogue:1#x')).toEqual([])
+  })
+
+  test('terms and indexes past MAX_TERM are dropped even from members, so term + 1 is always a new term', () => {
+    const net = cluster(3)
+    const n1 = net.node('n1')
+    const term = n1.term
+    for (const big of huge) {
+      net.inject({ type: 'append_entries', from: 'n0#1', to: 'n1#1', term: big, prevIndex: 0, prevTerm: 0, entries: [], commit: 0, unreachable: [] })
+      net.inject({ type: 'vote_request', from: 'n2#1', to: 'n1#1', term: big, lastIndex: 0, lastTerm: 0, preVote: false, transfer: true })
+      net.inject({ type: 'append_response', from: 'n1#1', to: 'n0#1', term: big, success: false, matchIndex: big })
+    }
+    expect(n1.term).toBe(term)
+    expect(net.node('n0').role).toBe('leader')
+    expect(net.node('n0').term).toBe(term)
+  })
+
+  test('a leader outside our configuration a million terms ahead is not believed by a voter', () => {
+    const net = cluster(3)
+    const term = net.node('n1').term
+    net.inject({ type: 'append_entries', from: 'rogue:1#x', to: 'n1#1', term: term + 2 ** 21, prevIndex: 0, prevTerm: 0, entries: [], commit: 0, unreachable: [] })
+    expect(net.node('n1').term).toBe(term)
+    expect(net.node('n1').leaderId).toBe('n0#1')
+  })
+
+  test('timeout_now is taken only from the leader we follow, in its own term', () => {
+    const net = cluster(3)
+    const n1 = net.node('n1')
+    const term = n1.term
+    net.inject({ type: 'timeout_now', from: 'n2#1', to: 'n1#1', term }) // a follower
+    net.inject({ type: 'timeout_now', from: 'n0#1', to: 'n1#1', term: term + 1000 }) // the leader, but not its term
+    net.inject({ type: 'timeout_now', from: 'rogue:1#x', to: 'n1#1', term: term + 1 })
+    expect(n1.term).toBe(term)
+    expect(n1.role).toBe('follower')
+    expect(n1.leaderId).toBe('n0#1')
+  })
+
+  test('a join from an address nobody can reach is never added, however often it asks', () => {
+    const net = cluster(3)
+    const leader = net.node('n0')
+    const length = leader.entries.length
+    const rogue = (i: number): RaftMessage => ({
+      type: 'join_request', from: `gone${i}#1`, to: 'n0', member: { address: `gone${i}`, incarnation: '1', httpUrl: 'http://x' },
+    })
+    // Three at once, repeatedly, then guesses at the probe: the hints go to addresses where nobody listens.
+    for (let round = 0; round < 5; round++) {
+      for (let i = 0; i < 3; i++) net.inject(rogue(i))
+      for (let i = 0; i < 3; i++) net.inject({ ...rogue(i), probe: String(round) } as RaftMessage)
+      for (let t = 0; t < heartbeatTicks; t++) net.tick()
+    }
+    expect(leader.entries.length).toBe(length)
+    const hints = net.sent.filter((m) => m.type === 'leader_hint' && m.to.startsWith('gone'))
+    expect(hints.length).toBeGreaterThan(0)
+    expect(hints.every((m) => m.type === 'leader_hint' && typeof m.probe === 'string')).toBe(true)
+    // The cluster still works: a real node joins, and losing one node leaves a quorum.
+    const n3 = net.start('n3', ['n0'])
+    net.runUntil(() => converged(net), 300, 'n3 joins')
+    expect(committedIds(leader)).toEqual(['n0#1', 'n1#1', 'n2#1', 'n3#1'])
+    expect(n3.view().status).toBe('Up')
+  }, 10_000)
+
+  test('a real join takes two steps: the leader adds a joiner only after it echoed the probe', () => {
+    const net = cluster(2)
+    const n2 = net.start('n2', ['n0'])
+    net.runUntil(() => converged(net), 300, 'n2 joins')
+    const toLeader = net.sent.filter((m) => (m.type === 'join_request' && m.to.startsWith('n0')) || (m.type === 'leader_hint' && m.to === n2.selfId))
+    const firstProbe = toLeader.findIndex((m) => m.type === 'leader_hint' && m.probe !== undefined)
+    expect(firstProbe).toBeGreaterThan(0)
+    const probe = (toLeader[firstProbe] as Extract<RaftMessage, { type: 'leader_hint' }>).probe
+    expect(toLeader.slice(firstProbe + 1).some((m) => m.type === 'join_request' && m.probe === probe)).toBe(true)
+  })
+
+  test('the leader does not add a voter while too few members are fresh to commit it', () => {
+    const net = cluster(3)
+    const leader = net.node('n0')
+    // The leader hears neither follower; it stays leader until check-quorum ends its term, and
+    // meanwhile a joiner that reaches it asks in. {n0, n3} of 4 could never commit the addition.
+    net.cut('n0', 'n1')
+    net.cut('n0', 'n2')
+    for (let t = 0; t < 3 * heartbeatTicks + 1; t++) net.tick()
+    expect(leader.role).toBe('leader')
+    const length = leader.entries.length
+    net.start('n3', ['n0'])
+    while (leader.role === 'leader') net.tick()
+    expect(leader.entries.slice(length).some((e) => e.change.type === 'add')).toBe(false)
+    expect(net.sent.some((m) => m.type === 'join_request' && m.from === 'n3#1' && m.probe !== undefined)).toBe(true) // it did ask with the probe
+    net.heal()
+    net.runUntil(() => converged(net), 600, 'n3 joins once the cluster is whole again')
+  })
 })

@@ -1,9 +1,14 @@
-import { afterEach, describe, expect, test } from 'bun:test'
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test'
 import type { Socket } from 'bun'
+import { randomBytes } from 'node:crypto'
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder } from '../../src/cluster/codec'
 import { formatAddress, parseAddress } from '../../src/cluster/address'
+import { dialerOnAck, dialerStart, listenerOnAuth, listenerOnHello, NONCE_BYTES, type ListenerState } from '../../src/cluster/handshake'
 import { PROTOCOL_VERSION, type Hello } from '../../src/cluster/messages'
-import { createTcpTransport } from '../../src/cluster/tcp/tcp-transport'
+import { createTcpTransport, type TcpOptions } from '../../src/cluster/tcp/tcp-transport'
+import { ACCEPTED } from '../../src/cluster/transport'
+import type { TlsFiles } from '../../src/cluster/tcp/tls'
+import { makeCerts, type CertSet } from '../support/certs'
 import { waitFor } from '../support/wait'
 import { handlersFor, leave, SYSTEM, transportContract, usernames, validatePeerMessage as validate, type ContractNode, type PeerMessage, type StartOptions } from './transport-contract'
 
@@ -25,13 +30,13 @@ function freePort(): number {
   return port
 }
 
-async function startNode(options: StartOptions & { port?: number; maxQueueBytes?: number } = {}): Promise<TestNode> {
+async function startNode(options: StartOptions & { port?: number; maxQueueBytes?: number; tcp?: TcpOptions } = {}): Promise<TestNode> {
   const port = options.port ?? freePort()
   const address = formatAddress({ systemName: SYSTEM, host: HOST, port })
   const node = { address, port, received: [], connected: [], logs: [] } as unknown as TestNode
   node.transport = await createTcpTransport(
     { systemName: SYSTEM, address, incarnation: options.incarnation ?? 'inc-1', validate, log: (line) => node.logs.push(line), handlers: handlersFor(node, options) },
-    { maxQueueBytes: options.maxQueueBytes },
+    { maxQueueBytes: options.maxQueueBytes, ...options.tcp },
   )
   cleanups.push(() => node.transport.close())
   return node
@@ -39,21 +44,46 @@ async function startNode(options: StartOptions & { port?: number; maxQueueBytes?
 
 
 /** A hand-made client on an inbound port, for bytes a real transport never sends. */
-async function rawClient(port: number) {
+async function rawClient(port: number, options: { secrets?: string[]; address?: string } = {}) {
   let closed = false
+  const decoder = new FrameDecoder(DEFAULT_MAX_FRAME_BYTES)
+  const frames: unknown[] = []
   const socket = await Bun.connect({
     hostname: HOST,
     port,
     socket: {
-      data() {},
+      data(socket, chunk) {
+        try {
+          frames.push(...decoder.push(chunk))
+        } catch {
+          socket.end() // not our framing (e.g. a TLS alert)
+        }
+      },
       close() {
         closed = true
       },
     },
   })
   cleanups.push(() => socket.terminate())
+  const self = {
+    systemName: SYSTEM,
+    address: options.address ?? 'bun://WebSocketClusterSystem@127.0.0.1:1',
+    incarnation: 'raw',
+    secrets: options.secrets ?? [],
+  }
   return {
     write: (bytes: Uint8Array) => socket.write(bytes),
+    frames,
+    /** Runs the dialer's side of the handshake as a real node would. */
+    async handshake() {
+      const target = formatAddress({ systemName: SYSTEM, host: HOST, port })
+      const state = dialerStart(self, target, new Uint8Array(randomBytes(NONCE_BYTES)))
+      socket.write(encodeFrame(state.hello))
+      await waitFor(() => frames.length > 0 || closed, 5000, 'hello_ack')
+      const auth = dialerOnAck(state, frames[0])
+      if (!auth.ok) throw new Error(auth.error)
+      socket.write(encodeFrame(auth.value))
+    },
     get closed() {
       return closed
     },
@@ -66,6 +96,8 @@ const hello = (overrides: Partial<Hello> = {}): Hello => ({
   systemName: SYSTEM,
   address: 'bun://WebSocketClusterSystem@127.0.0.1:1',
   incarnation: 'raw',
+  auth: 'none',
+  nonce: new Uint8Array(NONCE_BYTES),
   ...overrides,
 })
 
@@ -93,6 +125,23 @@ transportContract('tcp', {
 })
 
 describe('tcp transport', () => {
+  test('the handshake costs the dialer two frames (hello, auth) and the listener one (hello_ack)', async () => {
+    const [a, b] = await Promise.all([startNode({ incarnation: 'a-1' }), startNode()])
+    const names = Array.from({ length: 2000 }, (_, i) => `user${i}`)
+    for (const name of names) expect(a.transport.send([b.address], leave(name))).toBe(1)
+    await waitFor(() => b.received.length === names.length, 5000, 'all messages at b')
+    expect(usernames(b)).toEqual(names)
+    expect(b.received[0]!.peer).toMatchObject({ address: a.address, incarnation: 'a-1' })
+    expect(a.connected).toEqual([b.address])
+    expect(a.transport.stats.framesOut).toBe(names.length + 2) // and the hello and auth
+    expect(b.transport.stats.framesIn).toBe(names.length + 2)
+    expect(a.transport.stats.framesIn).toBe(1) // the hello_ack
+    expect(b.transport.stats.framesOut).toBe(1)
+    expect(b.transport.stats.bytesIn).toBe(a.transport.stats.bytesOut)
+    expect(b.transport.stats.invalid).toBe(0)
+    expect(a.transport.stats.authFailures + b.transport.stats.authFailures).toBe(0)
+  })
+
   test('createTcpTransport rejects clearly when the port is taken', async () => {
     const a = await startNode()
     await expect(startNode({ port: a.port })).rejects.toThrow(`cannot listen on ${HOST}:${a.port}`)
@@ -106,29 +155,34 @@ describe('tcp transport', () => {
 })
 
 describe('tcp transport against bad peers', () => {
-  const cases: Array<[string, () => Uint8Array[], string]> = [
-    ['garbage bytes', () => [new Uint8Array([0, 0, 0, 3, 0xc4, 0xff, 0xff])], 'bad_msgpack'],
-    ['an oversize length', () => [new Uint8Array([0x7f, 0xff, 0xff, 0xff])], 'frame_too_large'],
-    ['a non-hello first frame', () => [encodeFrame(leave('sneaky'))], 'first frame is presence_leave, not hello'],
-    ['an invalid first frame', () => [encodeFrame({ type: 'hello' })], 'first frame is not a hello'],
-    ['a wrong system name', () => [encodeFrame(hello({ systemName: 'Other' }))], `system name "Other" != "${SYSTEM}"`],
-    ['a wrong protocol version', () => [encodeFrame(hello({ version: PROTOCOL_VERSION + 1 }))], 'protocol version'],
-    ['a second hello', () => [encodeFrame(hello()), encodeFrame(hello())], 'second hello'],
-    ['an invalid message after the hello', () => [encodeFrame(hello()), encodeFrame({ type: 'chat', username: 7 })], 'invalid chat'],
-    ['a bigint message type after the hello', () => [encodeFrame(hello()), encodeFrame({ type: 2n ** 63n })], 'unknown message type 9223372036854775808'],
-    ['an oversize frame after the hello', () => [encodeFrame(hello()), new Uint8Array([0, 0x20, 0, 0])], 'frame_too_large'],
+  // [what, handshake first?, frames, expected log text, the counter it lands in]
+  const cases: Array<[string, boolean, () => Uint8Array[], string, 'authFailures' | 'invalid']> = [
+    ['garbage bytes', false, () => [new Uint8Array([0, 0, 0, 3, 0xc4, 0xff, 0xff])], 'bad_msgpack', 'authFailures'],
+    ['an oversize length', false, () => [new Uint8Array([0x7f, 0xff, 0xff, 0xff])], 'frame_too_large', 'authFailures'],
+    ['a 5 KB frame before authenticating', false, () => [new Uint8Array([0, 0, 0x14, 0])], 'frame_too_large', 'authFailures'],
+    ['a non-hello first frame', false, () => [encodeFrame(leave('sneaky'))], 'first frame is presence_leave, not hello', 'authFailures'],
+    ['an invalid first frame', false, () => [encodeFrame({ type: 'hello' })], 'first frame is not a hello', 'authFailures'],
+    ['a wrong system name', false, () => [encodeFrame(hello({ systemName: 'Other' }))], `system name "Other" != "${SYSTEM}"`, 'authFailures'],
+    ['a wrong protocol version', false, () => [encodeFrame(hello({ version: PROTOCOL_VERSION + 1 }))], 'protocol version', 'authFailures'],
+    ['a message after the hello, without auth', false, () => [encodeFrame(hello()), encodeFrame(leave('sneaky'))], 'presence_leave before authentication', 'authFailures'],
+    ['a second hello', true, () => [encodeFrame(hello())], 'hello after the handshake', 'invalid'],
+    ['an invalid message after the handshake', true, () => [encodeFrame({ type: 'chat', username: 7 })], 'invalid chat', 'invalid'],
+    ['a bigint message type after the handshake', true, () => [encodeFrame({ type: 2n ** 63n })], 'unknown message type 9223372036854775808', 'invalid'],
+    ['an oversize frame after the handshake', true, () => [new Uint8Array([0, 0x20, 0, 0])], 'frame_too_large', 'invalid'],
   ]
 
-  for (const [what, frames, expected] of cases) {
-    test(`a client sending ${what} is disconnected; real links keep working`, async () => {
+  for (const [what, handshake, frames, expected, counter] of cases) {
+    test(`a client sending ${what} is disconnected and counted; real links keep working`, async () => {
       const [a, b] = await Promise.all([startNode(), startNode()])
       a.transport.send([b.address], leave('before'))
       await waitFor(() => b.received.length === 1, 5000, 'first real message')
 
       const raw = await rawClient(b.port)
+      if (handshake) await raw.handshake()
       for (const frame of frames()) raw.write(frame)
       await waitFor(() => raw.closed, 5000, 'the bad client to be disconnected')
-      expect(b.transport.stats.invalid).toBe(1)
+      expect(b.transport.stats[counter]).toBe(1)
+      expect(b.transport.stats[counter === 'invalid' ? 'authFailures' : 'invalid']).toBe(0)
       const lines = b.logs.filter((line) => line.includes(expected))
       expect(lines).toHaveLength(1)
       expect(lines[0]).toMatch(/^(refused|closed) connection from /)
@@ -138,6 +192,25 @@ describe('tcp transport against bad peers', () => {
       expect(usernames(b)).toEqual(['before', 'after'])
     })
   }
+
+  test('a refusal by the receiver closes the connection and counts it invalid', async () => {
+    const a = await startNode()
+    const b = await startNode({ onMessage: (_, m) => (m.type === 'presence_leave' && m.username === 'forged' ? { ok: false, error: 'forged name' } : ACCEPTED) })
+    a.transport.send([b.address], leave('forged'))
+    await waitFor(() => b.transport.stats.invalid === 1, 5000, 'the refusal')
+    expect(b.logs.filter((line) => line.startsWith(`closed connection from ${a.address}`) && line.endsWith('forged name'))).toHaveLength(1)
+    // the dialer reconnects and goes on
+    a.transport.send([b.address], leave('fine'))
+    await waitFor(() => usernames(b).includes('fine'), 5000, 'the next message on a new connection')
+  })
+
+  test('a client that connects and says nothing is closed after the handshake timeout', async () => {
+    const b = await startNode({ tcp: { handshakeTimeoutMs: 100 } })
+    const raw = await rawClient(b.port)
+    await waitFor(() => raw.closed, 5000, 'the silent client to be closed')
+    expect(b.transport.stats.authFailures).toBe(1)
+    expect(b.logs.some((line) => line.endsWith('no authentication within 100 ms'))).toBe(true)
+  })
 
   test('a refusal names the remote end', async () => {
     const b = await startNode()
@@ -177,25 +250,36 @@ describe('tcp transport send queue', () => {
 
   test('a peer that stops reading makes the queue hit the cap; it drains intact when the peer reads again', async () => {
     const a = await startNode({ maxQueueBytes: 256 * 1024 })
-    // A hand-made peer that can stop reading, and decodes what it gets once it reads again.
+    // A hand-made peer that answers the handshake, then can stop reading, and decodes what it
+    // gets once it reads again.
     const decoder = new FrameDecoder(DEFAULT_MAX_FRAME_BYTES)
     const decoded: unknown[] = []
     let peer: Socket<undefined> | null = null
+    let listenerState: ListenerState | null = null
+    const slowPort = freePort()
+    const address = formatAddress({ systemName: SYSTEM, host: HOST, port: slowPort })
     const slow = Bun.listen({
       hostname: HOST,
-      port: 0,
+      port: slowPort,
       socket: {
-        open(socket) {
-          socket.pause() // the kernel buffers a few MB, then the sender's writes stop
-          peer = socket
-        },
-        data(_, chunk) {
-          decoded.push(...decoder.push(chunk))
+        data(socket, chunk) {
+          for (const value of decoder.push(chunk)) {
+            if (peer) decoded.push(value)
+            else if (!listenerState) {
+              const answer = listenerOnHello({ systemName: SYSTEM, address, incarnation: 'slow', secrets: [] }, value, new Uint8Array(NONCE_BYTES))
+              if (!answer.ok) throw new Error(answer.error)
+              listenerState = answer.value.state
+              socket.write(encodeFrame(answer.value.ack))
+            } else {
+              if (!listenerOnAuth(listenerState, value).ok) throw new Error('auth refused')
+              socket.pause() // the kernel buffers a few MB, then the sender's writes stop
+              peer = socket
+            }
+          }
         },
       },
     })
     cleanups.push(() => slow.stop(true))
-    const address = formatAddress({ systemName: SYSTEM, host: HOST, port: slow.port })
     // Mixed sizes, so that small frames are batched and big ones are split by partial writes.
     let sequence = 0
     const accepted: number[] = []
@@ -222,14 +306,131 @@ describe('tcp transport send queue', () => {
     expect(dropped).toBe(sequence - accepted.length)
 
     peer!.resume()
-    await waitFor(() => decoded.length === accepted.length + 1, 10_000, 'every accepted message at the peer')
-    expect((decoded[0] as Hello).type).toBe('hello')
-    expect(decoded.slice(1).map((message) => (message as { timestamp: number }).timestamp)).toEqual(accepted)
-    for (const message of decoded.slice(1) as Array<{ timestamp: number; message: string }>) {
+    await waitFor(() => decoded.length === accepted.length, 10_000, 'every accepted message at the peer')
+    expect(decoded.map((message) => (message as { timestamp: number }).timestamp)).toEqual(accepted)
+    for (const message of decoded as Array<{ timestamp: number; message: string }>) {
       expect(message.message.length).toBe([10, 3_000, 70_000, 200][message.timestamp % 4]!)
     }
-    expect(a.transport.stats.framesOut).toBe(accepted.length + 1)
+    expect(a.transport.stats.framesOut).toBe(accepted.length + 2) // and the hello and auth
     expect(a.transport.stats.dropped).toBe(dropped)
   })
 
+})
+
+describe('tcp transport authentication', () => {
+  const SECRET = 'correct horse battery staple'
+
+  test('nodes with the same secret talk; the secret never crosses the wire', async () => {
+    let wire = ''
+    const [a, b] = await Promise.all([startNode({ tcp: { secrets: [SECRET] } }), startNode({ tcp: { secrets: [SECRET] } })])
+    a.transport.send([b.address], leave('hello'))
+    await waitFor(() => b.received.length === 1, 5000, 'the message')
+    expect(a.transport.stats.authFailures + b.transport.stats.authFailures).toBe(0)
+    // a listener that records everything a real dialer sends
+    const port = freePort()
+    const recorder = Bun.listen({ hostname: HOST, port, socket: { data: (_, chunk) => void (wire += Buffer.from(chunk).toString('latin1')) } })
+    cleanups.push(() => recorder.stop(true))
+    a.transport.send([formatAddress({ systemName: SYSTEM, host: HOST, port })], leave('x'))
+    await waitFor(() => wire.length > 0, 5000, 'the hello')
+    expect(wire).not.toContain(SECRET)
+  })
+
+  test('a wrong secret is refused on both sides, logged and counted, and nothing is delivered', async () => {
+    const [a, b] = await Promise.all([startNode({ tcp: { secrets: [SECRET] } }), startNode({ tcp: { secrets: ['another secret entirely'] } })])
+    a.transport.send([b.address], leave('never'))
+    b.transport.send([a.address], leave('never'))
+    await waitFor(() => a.transport.stats.authFailures >= 2 && b.transport.stats.authFailures >= 2, 5000, 'refusals on both sides')
+    expect(a.received).toEqual([])
+    expect(b.received).toEqual([])
+    // the dialer says it once per streak; the listener once per connection
+    expect(a.logs.filter((line) => line.startsWith(`refused ${b.address}: listener proof does not match the cluster secret`))).toHaveLength(1)
+    expect(b.logs.some((line) => line.startsWith('refused connection from') && line.includes('closed by the peer during the handshake'))).toBe(true)
+  })
+
+  test('a link that fails authentication redials with backoff, not in a tight loop', async () => {
+    const [a, b] = await Promise.all([startNode({ tcp: { secrets: [SECRET] } }), startNode({ tcp: { secrets: ['another secret entirely'] } })])
+    a.transport.send([b.address], leave('never'))
+    await waitFor(() => a.transport.stats.authFailures >= 1, 5000, 'the first refusal')
+    const first = performance.now()
+    await waitFor(() => a.transport.stats.authFailures >= 5, 10_000, 'four more refusals')
+    // redials wait at least half of 50, 100, 200 and 400 ms (a tight loop would take a few ms)
+    expect(performance.now() - first).toBeGreaterThanOrEqual(25 + 50 + 100 + 200 - 10)
+  })
+
+  test('a node with a secret and one without refuse each other with a clear reason', async () => {
+    const [a, b] = await Promise.all([startNode({ tcp: { secrets: [SECRET] } }), startNode()])
+    a.transport.send([b.address], leave('never'))
+    b.transport.send([a.address], leave('never'))
+    await waitFor(
+      () => b.logs.some((l) => l.includes('peer uses a cluster secret; this node has none')) && a.logs.some((l) => l.includes('peer has no cluster secret; this node requires one')),
+      5000,
+      'both refusals',
+    )
+    expect(a.received.length + b.received.length).toBe(0)
+  })
+
+  test('a rogue client that knows the protocol but not the secret gets no further than hello', async () => {
+    const b = await startNode({ tcp: { secrets: [SECRET] } })
+    const raw = await rawClient(b.port, { secrets: ['a guess at the secret'] })
+    await expect(raw.handshake()).rejects.toThrow('listener proof does not match the cluster secret')
+    // and forging the proof instead of checking the listener's gets it closed
+    const forger = await rawClient(b.port, { secrets: [] })
+    forger.write(encodeFrame(hello({ auth: 'hmac-sha256', nonce: new Uint8Array(randomBytes(NONCE_BYTES)) })))
+    await waitFor(() => forger.frames.length === 1, 5000, 'hello_ack')
+    forger.write(encodeFrame({ type: 'auth', proof: new Uint8Array(32) }))
+    forger.write(encodeFrame(leave('injected')))
+    await waitFor(() => forger.closed, 5000, 'the forger to be closed')
+    expect(b.received).toEqual([])
+    expect(b.logs.some((line) => line.endsWith('dialer proof does not match the cluster secret'))).toBe(true)
+  })
+
+  test('rotation: a node holding the new and the previous secret talks to nodes holding either', async () => {
+    const rotated = await startNode({ tcp: { secrets: ['the new secret, long', SECRET] } })
+    const [old, fresh] = await Promise.all([startNode({ tcp: { secrets: [SECRET] } }), startNode({ tcp: { secrets: ['the new secret, long'] } })])
+    for (const [from, to] of [[rotated, old], [old, rotated], [rotated, fresh], [fresh, rotated]] as const) from.transport.send([to.address], leave(from.address))
+    await waitFor(() => rotated.received.length === 2 && old.received.length === 1 && fresh.received.length === 1, 5000, 'every message')
+    expect(rotated.transport.stats.authFailures + old.transport.stats.authFailures + fresh.transport.stats.authFailures).toBe(0)
+  })
+})
+
+describe('tcp transport over TLS', () => {
+  let certs: CertSet
+  beforeAll(() => {
+    certs = makeCerts()
+  })
+  afterAll(() => certs.remove())
+  const tls = (cert: 'node' | 'rogue'): TlsFiles => ({
+    cert: certs.read(cert === 'node' ? certs.nodeCert : certs.rogueCert),
+    key: certs.read(cert === 'node' ? certs.nodeKey : certs.rogueKey),
+    ca: certs.read(certs.ca),
+  })
+
+  test('nodes with certificates from the cluster CA talk over mutual TLS', async () => {
+    const [a, b] = await Promise.all([startNode({ tcp: { tls: tls('node'), secrets: ['s3cret over tls'] } }), startNode({ tcp: { tls: tls('node'), secrets: ['s3cret over tls'] } })])
+    for (let i = 0; i < 100; i++) a.transport.send([b.address], leave(`u${i}`))
+    b.transport.send([a.address], leave('back'))
+    await waitFor(() => b.received.length === 100 && a.received.length === 1, 5000, 'messages both ways')
+    expect(usernames(b)).toEqual(Array.from({ length: 100 }, (_, i) => `u${i}`))
+  })
+
+  test('a node whose certificate another CA signed is refused, both as dialer and as listener', async () => {
+    const good = await startNode({ tcp: { tls: tls('node') } })
+    const rogue = await startNode({ tcp: { tls: tls('rogue') } })
+    rogue.transport.send([good.address], leave('from rogue'))
+    good.transport.send([rogue.address], leave('to rogue'))
+    await waitFor(() => good.transport.stats.authFailures >= 2, 5000, 'both refusals at the good node')
+    expect(good.received).toEqual([])
+    expect(rogue.received).toEqual([])
+    expect(good.logs.some((line) => line.startsWith('refused connection from') && line.includes('TLS:'))).toBe(true)
+    expect(good.logs.some((line) => line.startsWith(`refused ${rogue.address}: TLS:`))).toBe(true)
+  })
+
+  test('a plain TCP client gets nothing from a TLS port', async () => {
+    const b = await startNode({ tcp: { tls: tls('node') } })
+    const raw = await rawClient(b.port)
+    raw.write(encodeFrame(hello()))
+    raw.write(encodeFrame(leave('plain')))
+    await waitFor(() => raw.closed, 5000, 'the plain client to be closed')
+    expect(b.received).toEqual([])
+  })
 })

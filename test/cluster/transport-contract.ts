@@ -2,8 +2,8 @@
 // implementation: the TCP one (tcp-transport.test.ts) and the in-memory one the simulator uses
 // (memory-transport.test.ts). After Hono's router/common.case.test.ts.
 import { describe, expect, test } from 'bun:test'
-import { PROTOCOL_VERSION, RaftMessage, type Hello } from '../../src/cluster/messages'
-import type { Transport } from '../../src/cluster/transport'
+import { RaftMessage } from '../../src/cluster/messages'
+import { ACCEPTED, type Peer, type Transport, type Verdict } from '../../src/cluster/transport'
 import { validatorFor } from '../../src/cluster/validate'
 import { ChatMessage } from '../../src/chat/messages'
 
@@ -14,7 +14,7 @@ export const SYSTEM = 'WebSocketClusterSystem'
 export interface ContractNode {
   transport: Transport<PeerMessage>
   address: string
-  received: Array<{ peer: Hello; message: PeerMessage }>
+  received: Array<{ peer: Peer; message: PeerMessage }>
   connected: string[]
   logs: string[]
 }
@@ -23,7 +23,7 @@ export interface StartOptions {
   address?: string
   incarnation?: string
   onConnected?: (node: ContractNode, address: string) => void
-  onMessage?: (node: ContractNode, message: PeerMessage) => void
+  onMessage?: (node: ContractNode, message: PeerMessage) => Verdict | void
 }
 
 export interface ContractEnv {
@@ -41,9 +41,9 @@ export const usernames = (node: ContractNode) =>
 /** The handlers that record what a contract node receives. */
 export function handlersFor(node: ContractNode, options: StartOptions) {
   return {
-    onMessage: (peer: Hello, message: PeerMessage) => {
+    onMessage: (peer: Peer, message: PeerMessage): Verdict => {
       node.received.push({ peer, message })
-      options.onMessage?.(node, message)
+      return options.onMessage?.(node, message) ?? ACCEPTED
     },
     onConnected: (peerAddress: string) => {
       node.connected.push(peerAddress)
@@ -54,16 +54,17 @@ export function handlersFor(node: ContractNode, options: StartOptions) {
 
 export function transportContract(name: string, env: ContractEnv): void {
   describe(`${name} transport contract`, () => {
-    test('messages arrive in order, with the hello of the sender', async () => {
+    test('messages arrive in order, from the peer that sent them', async () => {
       const [a, b] = await Promise.all([env.start({ incarnation: 'a-1' }), env.start()])
       const names = Array.from({ length: 2000 }, (_, i) => `user${i}`)
       for (const name of names) expect(a.transport.send([b.address], leave(name))).toBe(1)
       await env.waitFor(() => b.received.length === names.length, 'all messages at b')
       expect(usernames(b)).toEqual(names)
-      expect(b.received[0]!.peer).toEqual({ type: 'hello', version: PROTOCOL_VERSION, systemName: SYSTEM, address: a.address, incarnation: 'a-1' })
+      expect(b.received[0]!.peer).toEqual({ address: a.address, incarnation: 'a-1' })
       expect(a.connected).toEqual([b.address])
-      expect(a.transport.stats.framesOut).toBe(names.length + 1) // and the hello
-      expect(b.transport.stats.framesIn).toBe(names.length + 1)
+      // Every frame a wrote (its handshake too) arrived at b, and nothing else did.
+      expect(a.transport.stats.framesOut).toBeGreaterThan(names.length)
+      expect(b.transport.stats.framesIn).toBe(a.transport.stats.framesOut)
       expect(b.transport.stats.bytesIn).toBe(a.transport.stats.bytesOut)
       expect(b.transport.stats.invalid).toBe(0)
     })
@@ -136,6 +137,16 @@ export function transportContract(name: string, env: ContractEnv): void {
       await env.waitFor(() => b.received.length === 2, 'both messages')
       expect(b.logs.some((line) => line.includes('handler bug'))).toBe(true)
       expect(b.transport.stats.invalid).toBe(0)
+    })
+
+    test('a message the receiver refuses closes that connection and is counted; the sender reconnects', async () => {
+      const a = await env.start()
+      const b = await env.start({ onMessage: (_node, m) => (m.type === 'presence_leave' && m.username === 'no' ? { ok: false, error: 'not wanted' } : ACCEPTED) })
+      a.transport.send([b.address], leave('no'))
+      await env.waitFor(() => b.transport.stats.invalid === 1, 'the refusal')
+      expect(b.logs.some((line) => line.includes('not wanted'))).toBe(true)
+      a.transport.send([b.address], leave('yes'))
+      await env.waitFor(() => usernames(b).includes('yes'), 'the next message on a new connection')
     })
 
     test('a message the validator refuses closes that connection and is counted; the sender reconnects', async () => {

@@ -1,11 +1,15 @@
 // One raw connection to a node's cluster port, as a peer (or an impostor) would open it.
 // `openClusterConnection` is the single place that knows how a cluster connection is opened and
-// authenticated: today the handshake is one `hello` frame; when the cluster port gains a
-// shared-secret challenge-response (issue 7), it goes into `performHandshake` and every fuzzer
-// input that is meant to arrive "after the handshake" keeps working unchanged.
+// authenticated: the dialer's side of the handshake (src/cluster/handshake.ts: hello, the node's
+// hello_ack, our auth), with the cluster secret when the fuzzer was given it. Every fuzzer input
+// meant to arrive "after the handshake" goes through it.
+import { randomBytes } from 'node:crypto'
 import type { Socket } from 'bun'
+import { formatAddress } from '../../src/cluster/address'
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder } from '../../src/cluster/codec'
+import { dialerOnAck, dialerStart, NONCE_BYTES } from '../../src/cluster/handshake'
 import { PROTOCOL_VERSION, type Hello } from '../../src/cluster/messages'
+import { waitFor } from '../support/wait'
 
 export const LOOPBACK = '127.0.0.1'
 /** Never queue more than this for one fuzz connection: a node that stops reading is not our problem to flood. */
@@ -13,7 +17,7 @@ const QUEUE_BYTES_MAX = 2 * 1024 * 1024
 
 export interface HandshakeConfig {
   systemName: string
-  /** Reserved for the shared-secret handshake; unused while the cluster port has none. */
+  /** The cluster secret, when the nodes have one: connections that know it authenticate. */
   secret?: string
 }
 
@@ -146,16 +150,29 @@ export async function openRawConnection(port: number): Promise<ClusterConn> {
   }
 }
 
+const nonce = () => new Uint8Array(randomBytes(NONCE_BYTES))
+
+/** A well-formed first frame of a handshake (mutated by some inputs). */
 export function helloFor(config: HandshakeConfig, address: string, incarnation: string): Hello {
-  return { type: 'hello', version: PROTOCOL_VERSION, systemName: config.systemName, address, incarnation }
+  return { type: 'hello', version: PROTOCOL_VERSION, systemName: config.systemName, address, incarnation, auth: config.secret ? 'hmac-sha256' : 'none', nonce: nonce() }
 }
 
 /**
- * Performs whatever handshake the cluster port requires, as the peer `address#incarnation`.
- * Today: send a hello. Resolves false when the node refused (closed the connection).
+ * Performs the cluster port's handshake as the peer `address#incarnation` towards the node on
+ * `port`. Resolves false when the node refused (closed the connection, or answered wrongly).
  */
-export async function performHandshake(conn: ClusterConn, config: HandshakeConfig, address: string, incarnation: string): Promise<boolean> {
-  if (!conn.write(encodeFrame(helloFor(config, address, incarnation)))) return false
+export async function performHandshake(conn: ClusterConn, config: HandshakeConfig, address: string, incarnation: string, port: number): Promise<boolean> {
+  const target = formatAddress({ systemName: config.systemName, host: LOOPBACK, port })
+  const state = dialerStart({ systemName: config.systemName, address, incarnation, secrets: config.secret ? [config.secret] : [] }, target, nonce())
+  if (!conn.write(encodeFrame(state.hello))) return false
+  try {
+    await waitFor(() => conn.received.length > 0 || conn.isClosed(), 5000, 'hello_ack')
+  } catch {
+    return false
+  }
+  if (conn.isClosed()) return false
+  const auth = dialerOnAck(state, conn.received.shift())
+  if (!auth.ok || !conn.write(encodeFrame(auth.value))) return false
   await conn.flushed()
   return !conn.isClosed()
 }
@@ -164,7 +181,7 @@ export async function performHandshake(conn: ClusterConn, config: HandshakeConfi
 export async function openClusterConnection(port: number, config: HandshakeConfig, address: string, incarnation: string): Promise<ClusterConn | null> {
   const conn = await openRawConnection(port)
   if (conn.isClosed()) return null
-  if (await performHandshake(conn, config, address, incarnation)) return conn
+  if (await performHandshake(conn, config, address, incarnation, port)) return conn
   conn.terminate()
   return null
 }

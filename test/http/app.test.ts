@@ -32,7 +32,7 @@ function makeApp() {
     sendTo: () => {},
     disconnect: () => {},
   })
-  const stats = { framesIn: 1, framesOut: 2, bytesIn: 3, bytesOut: 4, dropped: 0, invalid: 0, connects: 1 }
+  const stats = { framesIn: 1, framesOut: 2, bytesIn: 3, bytesOut: 4, dropped: 0, invalid: 0, authFailures: 5, connects: 1 }
   const gateway = new ChatGateway(room, new Sockets(), self)
   let draining = false
   const cluster = { stats: { leaderChanges: 1, rejoins: 0 }, electionsStarted: 0, queuedBytes: () => 0 }
@@ -75,7 +75,7 @@ describe('HTTP routes', () => {
       status: 'Up',
       role: 'leader',
       members: [{ address: self, status: 'Up', reachable: true, incarnation: 'a1', httpUrl: 'http://127.0.0.1:8081', leader: true }],
-      transport: { framesIn: 1, dropped: 0 },
+      transport: { framesIn: 1, dropped: 0, authFailures: 5 },
     })
     expect(body.commitIndex).toBeGreaterThanOrEqual(1)
   })

@@ -1,158 +1,167 @@
 // The TCP transport. As in Pekko Artery TCP, a node sends only on its own outbound connection to
 // each peer and receives only on inbound ones: per-sender order is FIFO and two nodes dialling
-// each other at once need no tie-break. The parts: inbound.ts (listen, hello, validate),
-// outbound-link.ts (dial, queue, redial), send-queue.ts (batched writes).
-import type { Socket, SocketHandler } from 'bun'
+// each other at once need no tie-break. Every connection is authenticated before anything else
+// crosses it (../handshake.ts); the listener answers only during that handshake. The parts:
+// inbound.ts (listen, handshake, validate), outbound-link.ts (dial, handshake, queue, redial),
+// send-queue.ts (batched writes), tls.ts (optional mutual TLS).
+import { randomBytes } from 'node:crypto'
+import type { Socket } from 'bun'
 import { parseAddress } from '../address'
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame } from '../codec'
-import { PROTOCOL_VERSION, type Hello } from '../messages'
+import { NONCE_BYTES, type HandshakeSelf } from '../handshake'
 import { emptyStats, type Transport, type TransportFactory, type TransportOptions } from '../transport'
 import type { Typed } from '../validate'
 import { describe } from './describe'
-import { InboundListener } from './inbound'
+import { HANDSHAKE_TIMEOUT_MS, listenInbound } from './inbound'
 import { OutboundLink, type LinkContext, type OutboundData } from './outbound-link'
+import type { TlsFiles } from './tls'
 
 export const DEFAULT_MAX_QUEUE_BYTES = 8 * 1024 * 1024
 const CLOSE_WAIT_MS = 250
 
-export interface TcpLimits {
+export interface TcpOptions {
   maxFrameBytes?: number
   /** Cap on the unsent bytes queued for one peer; past it, new messages to that peer are dropped. */
   maxQueueBytes?: number
+  /** Cluster secrets, current first (then the previous one during a rotation); none: hello-only handshake. */
+  secrets?: readonly string[]
+  /** Mutual TLS with every peer, verified against `ca`. */
+  tls?: TlsFiles | null
+  /** How long a new connection may take to authenticate (tests shorten it). */
+  handshakeTimeoutMs?: number
 }
 
 /** A transport factory for real nodes: listens on the host and port of the node's own address. */
 export const tcpTransport =
-  (limits: TcpLimits = {}): TransportFactory =>
-  async (options) =>
-    new TcpTransport(options, limits)
+  (tcp: TcpOptions = {}): TransportFactory =>
+  (options) =>
+    createTcpTransport(options, tcp)
 
-export async function createTcpTransport<M extends Typed>(options: TransportOptions<M>, limits: TcpLimits = {}): Promise<Transport<M>> {
-  return new TcpTransport(options, limits)
-}
+export async function createTcpTransport<M extends Typed>(options: TransportOptions<M>, tcp: TcpOptions = {}): Promise<Transport<M>> {
+  const { systemName, log, handlers } = options
+  const self = parseAddress(options.address)
+  if (!self) throw new Error(`not a node address: ${JSON.stringify(options.address)}`)
+  const maxFrameBytes = tcp.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES
+  const tls = tcp.tls ?? null
+  const stats = emptyStats()
+  const identity: HandshakeSelf = { systemName, address: options.address, incarnation: options.incarnation, secrets: tcp.secrets ?? [] }
+  const nonce = () => new Uint8Array(randomBytes(NONCE_BYTES))
+  const links = new Map<string, OutboundLink>()
+  const pendingDials = new Set<Promise<unknown>>()
+  let closed = false
+  let closing: Promise<void> | null = null
 
-class TcpTransport<M extends Typed> implements Transport<M> {
-  readonly stats = emptyStats()
-  private readonly links = new Map<string, OutboundLink>()
-  private readonly pendingDials = new Set<Promise<unknown>>()
-  private readonly inbound: InboundListener<M>
-  private readonly context: LinkContext
-  private readonly maxFrameBytes: number
-  private closed = false
-  private closing: Promise<void> | null = null
+  const inbound = listenInbound({
+    host: self.host,
+    port: self.port,
+    self: identity,
+    tls,
+    nonce,
+    maxFrameBytes,
+    handshakeTimeoutMs: tcp.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS,
+    stats,
+    validate: options.validate,
+    onMessage: (peer, message) => handlers.onMessage(peer, message),
+    log,
+  })
 
-  constructor(
-    private readonly options: TransportOptions<M>,
-    limits: TcpLimits,
-  ) {
-    const self = parseAddress(options.address)
-    if (!self) throw new Error(`not a node address: ${JSON.stringify(options.address)}`)
-    this.maxFrameBytes = limits.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES
-    const hello: Hello = { type: 'hello', version: PROTOCOL_VERSION, systemName: options.systemName, address: options.address, incarnation: options.incarnation }
-    this.inbound = new InboundListener({
-      host: self.host,
-      port: self.port,
-      systemName: options.systemName,
-      maxFrameBytes: this.maxFrameBytes,
-      stats: this.stats,
-      validate: options.validate,
-      onMessage: (peer, message) => options.handlers.onMessage(peer, message),
-      log: options.log,
-    })
-    this.context = {
-      stats: this.stats,
-      helloFrame: encodeFrame(hello),
-      maxQueueBytes: limits.maxQueueBytes ?? DEFAULT_MAX_QUEUE_BYTES,
-      onConnected: (address) => options.handlers.onConnected?.(address),
-      log: options.log,
-      dial: (link, attempt) => this.dial(link, attempt),
-    }
+  const outboundHandlers = {
+    open: (socket: Socket<OutboundData>) => socket.data.link.opened(socket, tls !== null),
+    handshake: (socket: Socket<OutboundData>, success: boolean, authorizationError: Error | null) =>
+      socket.data.link.tlsDone(socket, success, success ? (authorizationError?.message ?? null) : (authorizationError?.message ?? 'handshake failed')),
+    drain: (socket: Socket<OutboundData>) => socket.data.link.drained(socket),
+    data: (socket: Socket<OutboundData>, chunk: Uint8Array) => socket.data.link.received(socket, chunk),
+    close: (socket: Socket<OutboundData>, error?: Error) => socket.data.link.lost(socket.data.attempt, socket, error ? describe(error) : 'closed by peer'),
+    connectError: (socket: Socket<OutboundData>, error: Error) => socket.data.link.lost(socket.data.attempt, null, describe(error)),
+    error: (socket: Socket<OutboundData>, error: Error) => log(`outbound connection to ${socket.data.link.address}: ${describe(error)}`),
   }
 
-  send(addresses: string[], message: M): number {
-    if (this.closed || addresses.length === 0) return 0
+  const context: LinkContext = {
+    stats,
+    self: identity,
+    nonce,
+    maxQueueBytes: tcp.maxQueueBytes ?? DEFAULT_MAX_QUEUE_BYTES,
+    handshakeTimeoutMs: tcp.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS,
+    onConnected: (address) => handlers.onConnected?.(address),
+    log,
+    dial(link, attempt) {
+      const { host, port } = link.target
+      let dialing: Promise<unknown>
+      try {
+        dialing = Bun.connect<OutboundData>({
+          hostname: host,
+          port,
+          data: { link, attempt },
+          tls: tls ? { cert: tls.cert, key: tls.key, ca: tls.ca, rejectUnauthorized: true } : undefined,
+          socket: outboundHandlers,
+        })
+      } catch (error) {
+        dialing = Promise.reject(error)
+      }
+      // A failed dial both rejects and calls connectError; the link ignores the second report.
+      const settled = dialing.then(
+        () => {},
+        (error) => link.lost(attempt, null, describe(error)),
+      )
+      pendingDials.add(settled)
+      void settled.finally(() => pendingDials.delete(settled))
+    },
+  }
+
+  const linkTo = (address: string): OutboundLink | null => {
+    let link = links.get(address)
+    if (link) return link
+    const target = parseAddress(address)
+    if (!target) {
+      log(`cannot send to ${JSON.stringify(address)}: not a node address`)
+      return null
+    }
+    link = new OutboundLink(address, target, context)
+    links.set(address, link)
+    return link
+  }
+
+  const send = (addresses: string[], message: M): number => {
+    if (closed || addresses.length === 0) return 0
     let frame: Uint8Array
     try {
       frame = encodeFrame(message)
     } catch (error) {
-      this.options.log(`cannot encode ${message?.type}: ${describe(error)}`)
+      log(`cannot encode ${message?.type}: ${describe(error)}`)
       return 0
     }
-    if (frame.length - 4 > this.maxFrameBytes) {
-      this.stats.dropped += addresses.length
-      this.options.log(`dropping ${message.type} of ${frame.length - 4} bytes: larger than the frame limit of ${this.maxFrameBytes}`)
+    if (frame.length - 4 > maxFrameBytes) {
+      stats.dropped += addresses.length
+      log(`dropping ${message.type} of ${frame.length - 4} bytes: larger than the frame limit of ${maxFrameBytes}`)
       return 0
     }
     let accepted = 0
-    for (const address of addresses) if (this.linkTo(address)?.enqueue(frame)) accepted++
+    for (const address of addresses) if (linkTo(address)?.enqueue(frame)) accepted++
     return accepted
   }
 
-  queuedBytes(): number {
-    let bytes = 0
-    for (const link of this.links.values()) bytes += link.queuedBytes
-    return bytes
-  }
-
-  disconnect(address: string): void {
-    this.links.get(address)?.remove()
-    this.links.delete(address)
-  }
-
-  close(): Promise<void> {
-    return (this.closing ??= this.shutDown())
-  }
-
-  private async shutDown(): Promise<void> {
-    this.closed = true
-    this.inbound.close()
+  const close = async () => {
+    closed = true
+    inbound.close()
     // Give connected links a moment to write what is queued (a shutdown's last messages).
     const deadline = Date.now() + CLOSE_WAIT_MS
-    while ([...this.links.values()].some((l) => l.sending) && Date.now() < deadline) await Bun.sleep(5)
-    for (const link of this.links.values()) link.remove()
-    this.links.clear()
+    while ([...links.values()].some((l) => l.sending) && Date.now() < deadline) await Bun.sleep(5)
+    for (const link of links.values()) link.remove()
+    links.clear()
     // A dial in flight is terminated as soon as it opens. Loopback dials settle at once, but one
     // to a host that drops SYNs could take minutes, so do not wait for it forever.
-    if (this.pendingDials.size > 0) await settledWithin(Promise.all(this.pendingDials), CLOSE_WAIT_MS)
+    if (pendingDials.size > 0) await settledWithin(Promise.all(pendingDials), CLOSE_WAIT_MS)
   }
 
-  private linkTo(address: string): OutboundLink | null {
-    let link = this.links.get(address)
-    if (link) return link
-    const target = parseAddress(address)
-    if (!target) {
-      this.options.log(`cannot send to ${JSON.stringify(address)}: not a node address`)
-      return null
-    }
-    link = new OutboundLink(address, target, this.context)
-    this.links.set(address, link)
-    return link
-  }
-
-  private dial(link: OutboundLink, attempt: number): void {
-    const { host, port } = link.target
-    let dialing: Promise<unknown>
-    try {
-      dialing = Bun.connect<OutboundData>({ hostname: host, port, data: { link, attempt }, socket: this.outboundHandlers })
-    } catch (error) {
-      dialing = Promise.reject(error)
-    }
-    // A failed dial both rejects and calls connectError; the link ignores the second report.
-    const settled = dialing.then(
-      () => {},
-      (error) => link.lost(attempt, null, describe(error)),
-    )
-    this.pendingDials.add(settled)
-    void settled.finally(() => this.pendingDials.delete(settled))
-  }
-
-  private readonly outboundHandlers: SocketHandler<OutboundData> = {
-    open: (socket) => socket.data.link.opened(socket),
-    drain: (socket) => socket.data.link.drained(socket),
-    data() {}, // peers never answer on our outbound connection
-    close: (socket: Socket<OutboundData>, error?: Error) => socket.data.link.lost(socket.data.attempt, socket, error ? describe(error) : 'closed by peer'),
-    connectError: (socket, error) => socket.data.link.lost(socket.data.attempt, null, describe(error)),
-    error: (socket, error) => this.options.log(`outbound connection to ${socket.data.link.address}: ${describe(error)}`),
+  return {
+    stats,
+    send,
+    queuedBytes: () => [...links.values()].reduce((sum, link) => sum + link.queuedBytes, 0),
+    disconnect(address) {
+      links.get(address)?.remove()
+      links.delete(address)
+    },
+    close: () => (closing ??= close()),
   }
 }
 
