@@ -60,7 +60,7 @@ export function transportContract(name: string, env: ContractEnv): void {
       for (const name of names) expect(a.transport.send([b.address], leave(name))).toBe(1)
       await env.waitFor(() => b.received.length === names.length, 'all messages at b')
       expect(usernames(b)).toEqual(names)
-      expect(b.received[0]!.peer).toEqual({ address: a.address, incarnation: 'a-1' })
+      expect(b.received[0]!.peer).toMatchObject({ address: a.address, incarnation: 'a-1' })
       expect(a.connected).toEqual([b.address])
       // Every frame a wrote (its handshake too) arrived at b, and nothing else did.
       expect(a.transport.stats.framesOut).toBeGreaterThan(names.length)
