@@ -30,19 +30,7 @@ export const CloseCode = {
   goingAway: 1001,
 } as const
 
-const USERNAME_MAX = 32
-// Letters and digits of any script (with combining marks, so Korean and accented names work),
-// plus space, underscore, hyphen and dot.
-const USERNAME_PATTERN = /^[\p{L}\p{M}\p{N} _.-]+$/u
-
-export function validateUsername(raw: unknown): Result<string> {
-  if (typeof raw !== 'string' || raw.trim() === '') return err('username is required')
-  const username = raw.trim().normalize('NFC')
-  const length = [...username].length
-  if (length > USERNAME_MAX) return err(`username is longer than ${USERNAME_MAX} characters`)
-  if (!USERNAME_PATTERN.test(username)) return err('username may contain only letters, digits, spaces, "_", "-" and "."')
-  return ok(username)
-}
+export { validateUsername } from './username'
 
 /**
  * Turns what Elysia hands the message handler back into a client message. A plain text frame is

@@ -45,7 +45,7 @@ export class ChatRoom {
     return { type: 'users', users: this.users() }
   }
 
-  /** Whether nobody in the cluster (as far as this node knows) holds the name. */
+  /** Whether nobody in the cluster (as far as this node knows) holds the name or a look-alike of it. */
   available(username: string): boolean {
     return !this.presence.owner(username) && !this.presence.isLocal(username)
   }
@@ -58,7 +58,8 @@ export class ChatRoom {
   }
 
   leave(username: string): void {
-    if (!this.presence.isLocal(username)) return
+    // Exactly this name: a look-alike of it is another user (who may hold the key by now).
+    if (this.presence.localUser(username)?.username !== username) return
     this.apply(this.presence.removeLocal(username))
     this.d.broadcast({ type: 'presence_leave', username })
   }
@@ -117,10 +118,13 @@ export class ChatRoom {
   /** A name we admitted locally is held by an earlier user elsewhere: ours gives way. */
   private giveWay(changes: PresenceChange[]): void {
     for (const { event, user } of changes) {
-      if (event !== 'join' || user.nodeAddress === this.d.selfAddress || !this.presence.isLocal(user.username)) continue
-      this.d.disconnect(user.username, CloseCode.usernameTaken, 'username taken')
-      this.presence.removeLocal(user.username)
-      this.d.broadcast({ type: 'presence_leave', username: user.username })
+      if (event !== 'join' || user.nodeAddress === this.d.selfAddress) continue
+      // Ours may be a look-alike of theirs (same key, other spelling): close ours by its own name.
+      const mine = this.presence.localUser(user.username)
+      if (!mine) continue
+      this.d.disconnect(mine.username, CloseCode.usernameTaken, 'username taken')
+      this.presence.removeLocal(mine.username)
+      this.d.broadcast({ type: 'presence_leave', username: mine.username })
     }
   }
 
