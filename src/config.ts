@@ -22,6 +22,18 @@ export interface Config {
   downAfterMs: number
   bootstrapTimeoutMs: number
   maxMessageLength: number
+  /** HS256 secret for user tokens (`?token=`); null: no tokens with a secret. */
+  authJwtSecret: string | null
+  /** Path of a PEM public key (RS256 or ES256) for user tokens; read at start-up by the shell. */
+  authJwtPublicKey: string | null
+  /** Origins (`scheme://host[:port]`) allowed to open the chat socket; null: any. */
+  allowedOrigins: string[] | null
+  /** Chat messages per second per connection (token bucket refill); 0: no limit. */
+  rateLimit: number
+  /** Token bucket size: messages a connection may send at once before the rate applies. */
+  rateBurst: number
+  maxConnectionsPerIp: number
+  maxConnections: number
   /** The timeouts above in the core's ticks, converted and checked at parse time. */
   timing: Timing
 }
@@ -29,7 +41,7 @@ export interface Config {
 interface FlagSpec {
   key: Exclude<keyof Config, 'timing'>
   env: string
-  kind: 'string' | 'port' | 'ms' | 'seeds' | 'lang' | 'count' | 'name'
+  kind: 'string' | 'port' | 'ms' | 'seeds' | 'lang' | 'count' | 'count0' | 'name' | 'secret' | 'path' | 'origins'
   help: string
 }
 
@@ -47,6 +59,13 @@ const FLAGS: Record<string, FlagSpec> = {
   '--down-after-ms': { key: 'downAfterMs', env: 'DOWN_AFTER_MS', kind: 'ms', help: 'silence before a member is removed (default 3000)' },
   '--bootstrap-timeout-ms': { key: 'bootstrapTimeoutMs', env: 'BOOTSTRAP_TIMEOUT_MS', kind: 'ms', help: 'how long the first seed waits for other seeds before founding a cluster (default 1500)' },
   '--max-message-length': { key: 'maxMessageLength', env: 'MAX_MESSAGE_LENGTH', kind: 'count', help: 'longest chat message in characters (default 2000)' },
+  '--auth-jwt-secret': { key: 'authJwtSecret', env: 'AUTH_JWT_SECRET', kind: 'secret', help: 'require ?token=<JWT> signed with this HS256 secret (at least 32 characters)' },
+  '--auth-jwt-public-key': { key: 'authJwtPublicKey', env: 'AUTH_JWT_PUBLIC_KEY', kind: 'path', help: 'require ?token=<JWT> signed by this PEM public key (RS256 or ES256)' },
+  '--allowed-origins': { key: 'allowedOrigins', env: 'ALLOWED_ORIGINS', kind: 'origins', help: 'comma list of origins allowed to open the chat socket (default any)' },
+  '--rate-limit': { key: 'rateLimit', env: 'RATE_LIMIT', kind: 'count0', help: 'chat messages per second per connection, 0 for none (default 20)' },
+  '--rate-burst': { key: 'rateBurst', env: 'RATE_BURST', kind: 'count', help: 'messages a connection may send at once (default 40)' },
+  '--max-connections-per-ip': { key: 'maxConnectionsPerIp', env: 'MAX_CONNECTIONS_PER_IP', kind: 'count', help: 'chat sockets per client address (default 200)' },
+  '--max-connections': { key: 'maxConnections', env: 'MAX_CONNECTIONS', kind: 'count', help: 'chat sockets on this node (default 10000)' },
 }
 
 export const DEFAULTS: Omit<Config, 'seeds' | 'timing'> & { seeds: string } = {
@@ -59,6 +78,13 @@ export const DEFAULTS: Omit<Config, 'seeds' | 'timing'> & { seeds: string } = {
   lang: 'en',
   ...DEFAULT_TIMING_MS,
   maxMessageLength: 2000,
+  authJwtSecret: null,
+  authJwtPublicKey: null,
+  allowedOrigins: null,
+  rateLimit: 20,
+  rateBurst: 40,
+  maxConnectionsPerIp: 200,
+  maxConnections: 10_000,
 }
 
 /** A config to run with, or the help text when it was asked for; an error says what is wrong. */
@@ -105,6 +131,7 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
   const seeds = config.seeds.map((s) => formatAddress({ systemName: config.systemName, host: s.host, port: s.port }))
   if (config.clusterPort === config.httpPort) return err(`cluster port and HTTP port must differ (both ${config.clusterPort})`)
   if (config.maxMessageLength > 16_000) return err('--max-message-length must be at most 16000')
+  if (config.authJwtSecret !== null && config.authJwtPublicKey !== null) return err('give --auth-jwt-secret or --auth-jwt-public-key, not both')
   const timing = timingFromMs(config)
   if (!timing.ok) return timing
   return ok({ config: { ...config, seeds, timing: timing.value } })
@@ -125,6 +152,24 @@ function parseValue(kind: FlagSpec['kind'], value: string): Result<unknown> {
       const n = /^\d+$/.test(value) ? Number(value) : NaN
       return Number.isSafeInteger(n) && n > 0 ? ok(n) : err('expected a positive whole number')
     }
+    case 'count0': {
+      const n = /^\d+$/.test(value) ? Number(value) : NaN
+      return Number.isSafeInteger(n) ? ok(n) : err('expected a whole number (0 for none)')
+    }
+    case 'secret':
+      // HS256 is only as strong as its secret; a short one can be brute-forced offline from one token.
+      return value.length >= 32 ? ok(value) : err('expected a secret of at least 32 characters')
+    case 'path':
+      return value.length > 0 ? ok(value) : err('expected a file path')
+    case 'origins': {
+      const origins = []
+      for (const part of value.split(',').map((s) => s.trim()).filter(Boolean)) {
+        const origin = parseOrigin(part)
+        if (origin === null) return err(`malformed origin ${JSON.stringify(part)}, expected scheme://host[:port]`)
+        origins.push(origin)
+      }
+      return origins.length ? ok(origins) : err('expected at least one origin')
+    }
     case 'lang':
       return value === 'en' || value === 'ko' ? ok(value) : err('expected en or ko')
     case 'seeds': {
@@ -137,6 +182,16 @@ function parseValue(kind: FlagSpec['kind'], value: string): Result<unknown> {
       }
       return seeds.length ? ok(seeds) : err('expected at least one host:port')
     }
+  }
+}
+
+/** `scheme://host[:port]` in the form browsers send in `Origin` (lower case, default port left out). */
+function parseOrigin(value: string): string | null {
+  if (!/^https?:\/\/[^/?#\s]+\/?$/i.test(value)) return null
+  try {
+    return new URL(value).origin
+  } catch {
+    return null
   }
 }
 

@@ -6,7 +6,7 @@ import type { Hello } from '../cluster/messages'
 import { err, ok, type Result } from '../result'
 import type { ChatMessage, ChatRelay } from './messages'
 import { Presence, type PresenceChange } from './presence'
-import { CloseCode, systemMessage, type ServerMessage, type UserEntry } from './protocol'
+import { CloseCode, hasForbiddenControl, systemMessage, type ServerMessage, type UserEntry } from './protocol'
 
 const SNAPSHOT_CHUNK = 5_000
 
@@ -25,7 +25,7 @@ export interface RoomDeps {
   disconnect: (username: string, code: number, reason: string) => void
 }
 
-export type SayError = { code: 'message_too_long'; message: string }
+export type SayError = { code: 'message_too_long' | 'bad_message'; message: string }
 /** `delivered: false` for a blank message, which is ignored. */
 export type SayResult = Result<{ delivered: boolean }, SayError>
 
@@ -66,6 +66,7 @@ export class ChatRoom {
 
   say(username: string, text: string): SayResult {
     if (text.trim() === '') return ok({ delivered: false })
+    if (hasForbiddenControl(text)) return err({ code: 'bad_message', message: 'messages may not contain control characters other than newline and tab' })
     if (text.length > this.d.maxMessageLength && [...text].length > this.d.maxMessageLength) {
       return err({ code: 'message_too_long', message: `messages are limited to ${this.d.maxMessageLength} characters` })
     }

@@ -8,6 +8,7 @@ import { ChatGateway } from '../../src/chat/gateway'
 import { Sockets } from '../../src/chat/sockets'
 import { DEFAULT_TIMING as TIMING } from '../../src/cluster/timing'
 import { createApp } from '../../src/http/app'
+import { anonymous } from '../../src/chat/identity'
 
 const self = 'bun://S@127.0.0.1:2551'
 
@@ -31,8 +32,18 @@ function makeApp() {
     disconnect: () => {},
   })
   const stats = { framesIn: 1, framesOut: 2, bytesIn: 3, bytesOut: 4, dropped: 0, invalid: 0 }
-  const gateway = new ChatGateway(room, new Sockets(), self)
-  const app = createApp({ room, gateway, selfAddress: self, clusterView: () => core.view(), transportStats: () => stats, log: () => {} })
+  const gateway = new ChatGateway({ room, sockets: new Sockets(), selfAddress: self, now: () => 1000, rateLimit: { perSecond: 20, burst: 40 } })
+  const app = createApp({
+    room,
+    gateway,
+    selfAddress: self,
+    clusterView: () => core.view(),
+    transportStats: () => stats,
+    log: () => {},
+    identify: anonymous,
+    allowedOrigins: ['http://good.example'],
+    connectionCaps: { perIp: 2, total: 3 },
+  })
   return { app, room }
 }
 
