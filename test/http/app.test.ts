@@ -83,4 +83,22 @@ describe('HTTP routes', () => {
     expect(plain.status).toBe(426)
     expect((await plain.json()).error).toContain('WebSocket')
   })
+
+  test('a one-character Host does not shift the path (Elysia standardHostname off)', async () => {
+    const { app } = makeApp()
+    expect((await app.handle(new Request('http://a/abc/api/users'))).status).toBe(404)
+    expect((await app.handle(new Request('http://a/api/users'))).status).toBe(200)
+    expect((await app.handle(new Request('http://a:1/x/api/cluster-info'))).status).toBe(404)
+  })
+
+  test('a socket upgrade from an origin not allowed gets a JSON 403 before the upgrade', async () => {
+    const { app } = makeApp()
+    const upgrade = (origin: string) =>
+      app.handle(new Request('http://localhost/ws/chat?username=a', { headers: { origin, upgrade: 'websocket', connection: 'Upgrade', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==' } }))
+    const evil = await upgrade('http://evil.example')
+    expect(evil.status).toBe(403)
+    expect(await evil.json()).toEqual({ error: 'origin http://evil.example is not allowed' })
+    // An allowed origin passes the check (in-process there is no server to upgrade with).
+    expect((await upgrade('http://good.example')).status).not.toBe(403)
+  })
 })
