@@ -19,6 +19,12 @@ import { cpus, release } from 'node:os'
 import { readFileSync } from 'node:fs'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { runningNodes, startCluster, startNode, stopAll, type NodeHandle } from '../test/support/cluster'
+
+/**
+ * The per-connection rate limit and the connection caps are off here: every simulated client
+ * comes from one address, and the unpaced phase sends as fast as it can on purpose.
+ */
+export const BENCH_NODE_ARGS = ['--rate-limit', '0', '--max-connections-per-ip', '1000000', '--max-connections', '1000000']
 import { chatUrl } from '../test/support/ws-client'
 
 // ---------------------------------------------------------------- options
@@ -581,7 +587,7 @@ export interface MemoryResult {
 }
 
 export async function runMemory(k: number): Promise<MemoryResult> {
-  const node = track(await startNode({ name: 'mem' }))
+  const node = track(await startNode({ name: 'mem', args: BENCH_NODE_ARGS }))
   const pid = node.proc.pid
   try {
     await sleep(1000) // startup garbage, timers, first GC
@@ -937,14 +943,14 @@ async function main(): Promise<void> {
   let mem: MemoryResult | null = null
   const run = async (log: (line: string) => void, idle: number) => {
     log('A: starting 1 node')
-    const single = track(await startNode({ name: 'A-node1' }))
+    const single = track(await startNode({ name: 'A-node1', args: BENCH_NODE_ARGS }))
     log(`A: ${o.clients} clients, ${o.senders * o.messages} messages`)
     a = await runScenario('A', [single], o)
     log(`A: done; ${summary(a)}`)
     await single.stop(5000)
 
     log('B: starting a 3-node cluster')
-    const cluster = track(await startCluster(3))
+    const cluster = track(await startCluster(3, { args: BENCH_NODE_ARGS }))
     log(`B: ${o.clients} clients over 3 nodes, ${o.senders * o.messages} messages`)
     b = await runScenario('B', cluster, o)
     log(`B: done; ${summary(b)}`)

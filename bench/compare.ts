@@ -35,6 +35,7 @@ import {
   onCleanup,
   parseOptions,
   perDelivery,
+  BENCH_NODE_ARGS,
   rssKiB,
   runMemory,
   runScenario,
@@ -340,7 +341,7 @@ async function run(log: (line: string) => void, idle: number): Promise<void> {
   const command = socketIoCommand(runtime, buildDir)
 
   log(`ours: starting a ${NODES}-node cluster`)
-  const cluster = track(await startCluster(NODES))
+  const cluster = track(await startCluster(NODES, { args: BENCH_NODE_ARGS }))
   log(`ours: ${o.clients} clients over ${NODES} nodes`)
   ours = await runScenario('ours', cluster, o)
   log('ours: done')

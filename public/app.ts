@@ -18,6 +18,8 @@ const STORAGE_KEY = 'cluster-chat.username'
 // Close codes the server uses to refuse a connection: no reconnect after these.
 const CLOSE_INVALID_USERNAME = 4400
 const CLOSE_USERNAME_TAKEN = 4409
+const CLOSE_UNAUTHORIZED = 4401
+const CLOSE_FLOODING = 4429
 const CLOSE_UNSUPPORTED_DATA = 1003
 const CLOSE_MESSAGE_TOO_BIG = 1009
 
@@ -57,7 +59,19 @@ interface WelcomeFrame {
   username: string
   nodeAddress: string
 }
-type ServerFrame = ChatFrame | SystemFrame | UsersFrame | PresenceFrame | WelcomeFrame
+/** The last frame we sent was refused (too long, bad characters, over the rate limit). */
+interface ErrorFrame {
+  type: 'error'
+  code: string
+  message: string
+}
+type ServerFrame = ChatFrame | SystemFrame | UsersFrame | PresenceFrame | WelcomeFrame | ErrorFrame
+
+/**
+ * A signed token given in this page's own URL (`/?token=…`), for servers that require one: the
+ * page connects with it instead of asking for a name, and the server takes the name from it.
+ */
+const pageToken = new URLSearchParams(location.search).get('token')
 
 interface ClusterMember {
   address: string
@@ -301,7 +315,8 @@ function renderUsers(users: UserEntry[]): void {
 
 function socketUrl(username: string): string {
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:'
-  return `${scheme}//${location.host}/ws/chat?username=${encodeURIComponent(username)}`
+  const query = pageToken ? `token=${encodeURIComponent(pageToken)}` : `username=${encodeURIComponent(username)}`
+  return `${scheme}//${location.host}/ws/chat?${query}`
 }
 
 function parseFrame(data: unknown): ServerFrame | null {
@@ -336,7 +351,12 @@ function handleFrame(frame: ServerFrame): void {
       else if (state.users.get(frame.user.username)?.nodeAddress === frame.user.nodeAddress) state.users.delete(frame.user.username)
       scheduleUsersRender()
       return
+    case 'error':
+      if (typeof frame.message === 'string') showError(frame.message)
+      return
     case 'welcome':
+      // The server's spelling of the name (normalised, or taken from the token) marks our own messages.
+      if (typeof frame.username === 'string') state.username = frame.username
       state.nodeAddress = frame.nodeAddress
       ui.me.textContent = `${state.username} @ ${nodeLabel(frame.nodeAddress)}`
       return
@@ -378,6 +398,19 @@ function connect(): void {
 }
 
 function handleClose(code: number, reason: string): void {
+  // Reconnecting would be refused the same way (or would flood again): stop and say why.
+  if (code === CLOSE_UNAUTHORIZED) {
+    setConnection('offline')
+    showError(`Not signed in: ${reason || 'a valid token is required'}. Open the chat with a fresh link (?token=…).`)
+    showJoin()
+    return
+  }
+  if (code === CLOSE_FLOODING) {
+    setConnection('offline')
+    showError(`Disconnected for sending too fast: ${reason || 'over the rate limit'}. Join again to continue.`)
+    showJoin()
+    return
+  }
   if (code === CLOSE_INVALID_USERNAME || code === CLOSE_USERNAME_TAKEN) {
     setConnection('offline')
     const fallback = code === CLOSE_USERNAME_TAKEN ? 'username taken' : 'invalid username'
@@ -565,4 +598,8 @@ ui.messageInput.maxLength = MESSAGE_CHARS_MAX
 ui.nameInput.maxLength = USERNAME_CHARS_MAX
 ui.nameInput.value = recalledName()
 setConnection('offline')
-showJoin()
+if (pageToken) {
+  // Signed in by the link: no name to ask for. The welcome frame tells us who we are.
+  showChat()
+  connect()
+} else showJoin()

@@ -39,6 +39,18 @@ export interface Config {
   roles: string[]
   /** Run a cluster port reachable beyond loopback without a secret or TLS (refused otherwise). */
   insecureCluster: boolean
+  /** HS256 secret for user tokens (`?token=`); null: no tokens with a secret. */
+  authJwtSecret: string | null
+  /** Path of a PEM public key (RS256 or ES256) for user tokens; read at start-up by the shell. */
+  authJwtPublicKey: string | null
+  /** Origins (`scheme://host[:port]`) allowed to open the chat socket; null: any. */
+  allowedOrigins: string[] | null
+  /** Chat messages per second per connection (token bucket refill); 0: no limit. */
+  rateLimit: number
+  /** Token bucket size: messages a connection may send at once before the rate applies. */
+  rateBurst: number
+  maxConnectionsPerIp: number
+  maxConnections: number
   /** The timeouts above in the core's ticks, converted and checked at parse time. */
   timing: Timing
   /** Cluster secrets, current first, then the previous one during a rotation; empty: none. */
@@ -60,9 +72,11 @@ interface RawSecurity {
 interface FlagSpec {
   key: Exclude<keyof Config, 'timing' | 'clusterSecrets' | 'clusterTls'> | keyof RawSecurity
   env: string
-  kind: 'string' | 'port' | 'ms' | 'seeds' | 'choice' | 'count' | 'name' | 'names' | 'secret' | 'path' | 'bool'
+  kind: 'string' | 'port' | 'ms' | 'seeds' | 'choice' | 'count' | 'count0' | 'name' | 'names' | 'secret' | 'path' | 'bool' | 'origins'
   /** The accepted values of a `choice`. */
   choices?: readonly string[]
+  /** The shortest a `secret` may be. */
+  minLength?: number
   help: string
 }
 
@@ -83,13 +97,20 @@ const FLAGS: Record<string, FlagSpec> = {
   '--log-format': { key: 'logFormat', env: 'LOG_FORMAT', kind: 'choice', choices: ['text', 'json'], help: 'text lines, or JSON lines with time, level, node, event and fields (default text)' },
   '--log-level': { key: 'logLevel', env: 'LOG_LEVEL', kind: 'choice', choices: LOG_LEVELS, help: 'debug, info, warn or error (default info)' },
   '--roles': { key: 'roles', env: 'CLUSTER_ROLES', kind: 'names', help: 'comma list of roles shown in /api/cluster-info (default none)' },
-  '--cluster-secret': { key: 'clusterSecret', env: 'CLUSTER_SECRET', kind: 'secret', help: `shared secret every node proves it knows (at least ${SECRET_MIN_LENGTH} characters; prefer the variable or a file: arguments are visible to other local users)` },
+  '--cluster-secret': { key: 'clusterSecret', env: 'CLUSTER_SECRET', kind: 'secret', minLength: SECRET_MIN_LENGTH, help: `shared secret every node proves it knows (at least ${SECRET_MIN_LENGTH} characters; prefer the variable or a file: arguments are visible to other local users)` },
   '--cluster-secret-file': { key: 'clusterSecretFile', env: 'CLUSTER_SECRET_FILE', kind: 'path', help: 'file holding the shared secret (trimmed)' },
-  '--cluster-secret-previous': { key: 'clusterSecretPrevious', env: 'CLUSTER_SECRET_PREVIOUS', kind: 'secret', help: 'the secret being replaced, also accepted during a rotation' },
+  '--cluster-secret-previous': { key: 'clusterSecretPrevious', env: 'CLUSTER_SECRET_PREVIOUS', kind: 'secret', minLength: SECRET_MIN_LENGTH, help: 'the secret being replaced, also accepted during a rotation' },
   '--cluster-tls-cert': { key: 'clusterTlsCert', env: 'CLUSTER_TLS_CERT', kind: 'path', help: 'PEM certificate of this node for mutual TLS on the cluster port' },
   '--cluster-tls-key': { key: 'clusterTlsKey', env: 'CLUSTER_TLS_KEY', kind: 'path', help: 'PEM private key of this node' },
   '--cluster-tls-ca': { key: 'clusterTlsCa', env: 'CLUSTER_TLS_CA', kind: 'path', help: "PEM certificate of the CA that signs every node's certificate" },
   '--insecure-cluster': { key: 'insecureCluster', env: 'INSECURE_CLUSTER', kind: 'bool', help: 'allow a non-loopback --host with neither secret nor TLS (no value)' },
+  '--auth-jwt-secret': { key: 'authJwtSecret', env: 'AUTH_JWT_SECRET', kind: 'secret', minLength: 32, help: 'require ?token=<JWT> signed with this HS256 secret (at least 32 characters)' },
+  '--auth-jwt-public-key': { key: 'authJwtPublicKey', env: 'AUTH_JWT_PUBLIC_KEY', kind: 'path', help: 'require ?token=<JWT> signed by this PEM public key (RS256 or ES256)' },
+  '--allowed-origins': { key: 'allowedOrigins', env: 'ALLOWED_ORIGINS', kind: 'origins', help: 'comma list of origins allowed to open the chat socket (default any)' },
+  '--rate-limit': { key: 'rateLimit', env: 'RATE_LIMIT', kind: 'count0', help: 'chat messages per second per connection, 0 for none (default 20)' },
+  '--rate-burst': { key: 'rateBurst', env: 'RATE_BURST', kind: 'count', help: 'messages a connection may send at once (default 40)' },
+  '--max-connections-per-ip': { key: 'maxConnectionsPerIp', env: 'MAX_CONNECTIONS_PER_IP', kind: 'count', help: 'chat sockets per client address (default 200)' },
+  '--max-connections': { key: 'maxConnections', env: 'MAX_CONNECTIONS', kind: 'count', help: 'chat sockets on this node (default 10000)' },
 }
 
 export const DEFAULTS: Omit<Config, 'seeds' | 'timing' | 'clusterSecrets' | 'clusterTls'> & { seeds: string } = {
@@ -106,6 +127,13 @@ export const DEFAULTS: Omit<Config, 'seeds' | 'timing' | 'clusterSecrets' | 'clu
   logLevel: 'info',
   roles: [],
   insecureCluster: false,
+  authJwtSecret: null,
+  authJwtPublicKey: null,
+  allowedOrigins: null,
+  rateLimit: 20,
+  rateBurst: 40,
+  maxConnectionsPerIp: 200,
+  maxConnections: 10_000,
 }
 
 /** A config to run with, or the help text when it was asked for; an error says what is wrong. */
@@ -153,6 +181,7 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
   const seeds = config.seeds.map((s) => formatAddress({ systemName: config.systemName, host: s.host, port: s.port }))
   if (config.clusterPort === config.httpPort) return err(`cluster port and HTTP port must differ (both ${config.clusterPort})`)
   if (config.maxMessageLength > 16_000) return err('--max-message-length must be at most 16000')
+  if (config.authJwtSecret !== null && config.authJwtPublicKey !== null) return err('give --auth-jwt-secret or --auth-jwt-public-key, not both')
   const timing = timingFromMs(config)
   if (!timing.ok) return timing
   const secrets = clusterSecrets(config, readFile)
@@ -207,7 +236,7 @@ function clusterTls(c: Partial<RawSecurity>, readFile: ReadFile): Result<TlsFile
   return ok(files as TlsFiles)
 }
 
-function parseValue({ kind, choices }: FlagSpec, value: string): Result<unknown> {
+function parseValue({ kind, choices, minLength }: FlagSpec, value: string): Result<unknown> {
   switch (kind) {
     case 'string':
       return value.length > 0 && !/\s/.test(value) ? ok(value) : err('expected a host name or address')
@@ -229,11 +258,25 @@ function parseValue({ kind, choices }: FlagSpec, value: string): Result<unknown>
       return names.every((n) => /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(n)) ? ok(names) : err('expected a comma list of names (letters, digits, _ . -)')
     }
     case 'secret':
-      return value.length >= SECRET_MIN_LENGTH ? ok(value) : err(`the secret must be at least ${SECRET_MIN_LENGTH} characters`)
+      // A short secret can be brute-forced offline from one recorded handshake or one token.
+      return value.length >= minLength! ? ok(value) : err(`expected a secret of at least ${minLength} characters`)
     case 'path':
       return value.length > 0 ? ok(value) : err('expected a file path')
     case 'bool':
       return /^(1|true|yes)$/i.test(value) ? ok(true) : /^(0|false|no)$/i.test(value) ? ok(false) : err('expected true or false')
+    case 'count0': {
+      const n = /^\d+$/.test(value) ? Number(value) : NaN
+      return Number.isSafeInteger(n) ? ok(n) : err('expected a whole number (0 for none)')
+    }
+    case 'origins': {
+      const origins = []
+      for (const part of value.split(',').map((s) => s.trim()).filter(Boolean)) {
+        const origin = parseOrigin(part)
+        if (origin === null) return err(`malformed origin ${JSON.stringify(part)}, expected scheme://host[:port]`)
+        origins.push(origin)
+      }
+      return origins.length ? ok(origins) : err('expected at least one origin')
+    }
     case 'seeds': {
       const seeds = []
       for (const part of value.split(',').map((s) => s.trim()).filter(Boolean)) {
@@ -244,6 +287,16 @@ function parseValue({ kind, choices }: FlagSpec, value: string): Result<unknown>
       }
       return seeds.length ? ok(seeds) : err('expected at least one host:port')
     }
+  }
+}
+
+/** `scheme://host[:port]` in the form browsers send in `Origin` (lower case, default port left out). */
+function parseOrigin(value: string): string | null {
+  if (!/^https?:\/\/[^/?#\s]+\/?$/i.test(value)) return null
+  try {
+    return new URL(value).origin
+  } catch {
+    return null
   }
 }
 

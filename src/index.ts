@@ -1,8 +1,9 @@
 // Command line entry: parse the configuration, start one node with the real outside world, and
 // leave the cluster cleanly on SIGINT/SIGTERM. Exit codes: 0 done, 1 cannot start, 2 bad config.
 import { readFileSync } from 'node:fs'
-import { parseConfig, type ReadFile } from './config'
+import { parseConfig, type Config, type ReadFile } from './config'
 import { err, ok } from './result'
+import { anonymous, tokenIdentity, tokenKey, type Identify } from './chat/identity'
 import { tcpTransport } from './cluster/tcp/tcp-transport'
 import { formatAddress } from './cluster/address'
 import { realClock, type NodeIo } from './io'
@@ -48,7 +49,29 @@ const security = [
 ].filter(Boolean)
 log(`cluster port: ${security.length ? security.join(' + ') : 'no authentication (loopback or --insecure-cluster)'}`)
 
-const node = createNode(config, io)
+
+/** Tokens required when a secret or a public key is configured; a key that cannot be read is a config error. */
+async function identifyFor(config: Config): Promise<Identify> {
+  let source: { secret: string } | { publicKeyPem: string }
+  if (config.authJwtSecret !== null) source = { secret: config.authJwtSecret }
+  else if (config.authJwtPublicKey !== null) {
+    try {
+      source = { publicKeyPem: readFileSync(config.authJwtPublicKey, 'utf8') }
+    } catch (error) {
+      console.error(`error: --auth-jwt-public-key: cannot read ${config.authJwtPublicKey}: ${(error as Error).message}`)
+      process.exit(2)
+    }
+  } else return anonymous
+  const key = await tokenKey(source)
+  if (!key.ok) {
+    console.error(`error: --auth-jwt-public-key: ${key.error}`)
+    process.exit(2)
+  }
+  log(`users must present a token signed with ${key.value.algorithms.join('/')} (?token=)`)
+  return tokenIdentity(key.value, io.clock.now)
+}
+
+const node = createNode(config, io, await identifyFor(config))
 try {
   await node.start()
 } catch (error) {

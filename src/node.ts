@@ -4,6 +4,7 @@
 // the cluster's reports to the room. Nothing here decides policy.
 import type { Config } from './config'
 import { ChatGateway } from './chat/gateway'
+import { anonymous, type Identify } from './chat/identity'
 import { validateChatMessage, type ChatMessage } from './chat/messages'
 import { CloseCode } from './chat/protocol'
 import { ChatRoom } from './chat/room'
@@ -29,7 +30,7 @@ export interface ChatNode {
   stop(): Promise<void>
 }
 
-export type ChatNodeConfig = Pick<Config, 'systemName' | 'host' | 'clusterPort' | 'httpPort' | 'seeds' | 'timing' | 'lang' | 'maxMessageLength'>
+export type ChatNodeConfig = Pick<Config, 'systemName' | 'host' | 'clusterPort' | 'httpPort' | 'seeds' | 'timing' | 'lang' | 'maxMessageLength' | 'rateLimit' | 'rateBurst'>
 
 export function createChatNode(config: ChatNodeConfig, io: NodeIo, fanout: Fanout): ChatNode {
   const address = formatAddress({ systemName: config.systemName, host: config.host, port: config.clusterPort })
@@ -49,7 +50,13 @@ export function createChatNode(config: ChatNodeConfig, io: NodeIo, fanout: Fanou
     sendTo: (to, message) => cluster.send(to, message),
     disconnect: (username, code, reason) => sockets.close(username, code, reason),
   })
-  const gateway = new ChatGateway(room, sockets, address)
+  const gateway = new ChatGateway({
+    room,
+    sockets,
+    selfAddress: address,
+    now: io.clock.now,
+    rateLimit: { perSecond: config.rateLimit, burst: config.rateBurst },
+  })
   return {
     address,
     cluster,
@@ -82,7 +89,8 @@ export class StartError extends Error {
   }
 }
 
-export function createNode(config: Config, io: NodeIo): Node {
+/** `identify`: how a socket's user is named; `anonymous` (the `username` parameter) unless tokens are required. */
+export function createNode(config: Config, io: NodeIo, identify: Identify = anonymous): Node {
   const fanout = new TopicFanout()
   const chat = createChatNode(config, io, fanout)
   let draining = false
@@ -104,6 +112,9 @@ export function createNode(config: Config, io: NodeIo): Node {
     readiness: () => readiness(chat.cluster.view(), draining),
     metrics,
     log: io.log,
+    identify,
+    allowedOrigins: config.allowedOrigins,
+    connectionCaps: { perIp: config.maxConnectionsPerIp, total: config.maxConnections },
   })
   return {
     address: chat.address,

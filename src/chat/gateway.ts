@@ -1,38 +1,54 @@
 // A user's session, from the socket opening to its close, whatever serves the socket: Elysia in
 // production, simulated users in the whole-node simulator. Input is validated here, at the
-// boundary, before the room sees it.
+// boundary, before the room sees it. Time comes from `now` (the node's clock), never from Date.
+import type { Claim } from './identity'
 import { CloseCode, parseClientMessage, validateUsername, type ServerMessage } from './protocol'
+import { FLOOD, MessageLimiter, type RateLimit } from './rate-limit'
 import type { ChatRoom } from './room'
 import type { ClientSocket, Sockets } from './sockets'
 
+export interface GatewayDeps {
+  room: ChatRoom
+  sockets: Sockets
+  selfAddress: string
+  now: () => number
+  rateLimit: RateLimit
+}
+
+interface Session {
+  username: string
+  socket: ClientSocket
+  limiter: MessageLimiter
+}
+
 /** Why a connection or a frame was refused: the label of the refusal counter in /metrics. */
-export type Refusal = 'bad_username' | 'username_taken' | 'bad_message' | 'binary_frame' | 'message_too_long'
+export type Refusal = 'bad_token' | 'bad_username' | 'username_taken' | 'bad_message' | 'binary_frame' | 'message_too_long' | 'rate_limited' | 'flooding'
 
 export class ChatGateway {
   /** Counters for /metrics. */
   readonly stats = { admitted: 0, closed: 0, framesIn: 0, bytesIn: 0, framesOut: 0, bytesOut: 0, refused: {} as Partial<Record<Refusal, number>> }
   /** Connection id → session of an admitted user; refused sockets never get an entry. */
-  private readonly sessions = new Map<string, { username: string; socket: ClientSocket }>()
+  private readonly sessions = new Map<string, Session>()
 
-  constructor(
-    private readonly room: ChatRoom,
-    private readonly sockets: Sockets,
-    private readonly selfAddress: string,
-  ) {}
+  constructor(private readonly d: GatewayDeps) {}
 
-  /** A socket opened with these query parameters; it is admitted or closed with a reason. */
-  open(id: string, socket: ClientSocket, query: Record<string, unknown>): void {
-    const checked = validateUsername(query.username)
+  /**
+   * A socket opened, claiming a name (from its `username` parameter or its token, see
+   * identity.ts); it is admitted or closed with a code and a reason.
+   */
+  open(id: string, socket: ClientSocket, claim: Claim): void {
+    if (!claim.ok) return this.refuse(claim.error.code === CloseCode.badUsername ? 'bad_username' : 'bad_token', () => socket.close(claim.error.code, claim.error.reason))
+    const checked = validateUsername(claim.value)
     if (!checked.ok) return this.refuse('bad_username', () => socket.close(CloseCode.badUsername, checked.error))
     const username = checked.value
-    if (!this.room.available(username)) return this.refuse('username_taken', () => socket.close(CloseCode.usernameTaken, 'username taken'))
+    if (!this.d.room.available(username)) return this.refuse('username_taken', () => socket.close(CloseCode.usernameTaken, 'username taken'))
     this.stats.admitted++
-    this.sessions.set(id, { username, socket })
-    this.sockets.add(username, socket)
-    this.send(socket, { type: 'welcome', username, nodeAddress: this.selfAddress })
+    this.sessions.set(id, { username, socket, limiter: new MessageLimiter(this.d.rateLimit, this.d.now()) })
+    this.d.sockets.add(username, socket)
+    this.send(socket, { type: 'welcome', username, nodeAddress: this.d.selfAddress })
     socket.subscribe()
-    this.room.join(username)
-    this.send(socket, this.room.usersMessage())
+    this.d.room.join(username)
+    this.send(socket, this.d.room.usersMessage())
   }
 
   message(id: string, data: unknown): void {
@@ -40,18 +56,43 @@ export class ChatGateway {
     if (!session) return
     this.stats.framesIn++
     this.stats.bytesIn += typeof data === 'string' ? data.length : data instanceof Uint8Array ? data.byteLength : 0
+    // Rate first: a flood of bad frames costs as little as a flood of good ones.
+    const verdict = session.limiter.take(this.d.now())
+    if (verdict === 'flood') {
+      return this.refuse('flooding', () => this.drop(id, session, CloseCode.flooding, `over the rate limit more than ${FLOOD.refusalsMax} times in ${FLOOD.windowMs / 1000} s`))
+    }
+    if (verdict === 'refuse') {
+      return this.refuse('rate_limited', () =>
+        this.send(session.socket, { type: 'error', code: 'rate_limited', message: `at most ${this.d.rateLimit.perSecond} messages per second; this one was not delivered` }),
+      )
+    }
     const parsed = parseClientMessage(data)
     if (!parsed.ok) {
-      if (data instanceof Uint8Array || data instanceof ArrayBuffer) return this.refuse('binary_frame', () => session.socket.close(CloseCode.unsupportedData, parsed.error))
+      if (data instanceof Uint8Array || data instanceof ArrayBuffer) return this.refuse('binary_frame', () => this.drop(id, session, CloseCode.unsupportedData, parsed.error))
       return this.refuse('bad_message', () => this.send(session.socket, { type: 'error', code: 'bad_message', message: parsed.error }))
     }
-    const said = this.room.say(session.username, parsed.value.message)
+    const said = this.d.room.say(session.username, parsed.value.message)
     if (!said.ok) this.refuse(said.error.code, () => this.send(session.socket, { type: 'error', code: said.error.code, message: said.error.message }))
   }
 
   /** Admitted sessions now open. */
   get sessionCount(): number {
     return this.sessions.size
+  }
+
+  close(id: string): void {
+    const session = this.sessions.get(id)
+    if (!session) return
+    this.stats.closed++
+    this.sessions.delete(id)
+    this.d.sockets.remove(session.username, session.socket)
+    this.d.room.leave(session.username)
+  }
+
+  /** Closes a session's socket and leaves at once, without waiting for the close handshake. */
+  private drop(id: string, session: Session, code: number, reason: string): void {
+    session.socket.close(code, reason)
+    this.close(id)
   }
 
   private send(socket: ClientSocket, message: ServerMessage): void {
@@ -65,15 +106,4 @@ export class ChatGateway {
     this.stats.refused[reason] = (this.stats.refused[reason] ?? 0) + 1
     act()
   }
-
-  close(id: string): void {
-    const session = this.sessions.get(id)
-    if (!session) return
-    this.stats.closed++
-    this.sessions.delete(id)
-    this.sockets.remove(session.username, session.socket)
-    this.room.leave(session.username)
-  }
 }
-
-

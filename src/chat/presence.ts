@@ -2,12 +2,17 @@
 // deltas; a remote user counts only while its node is a member. When two nodes admit the same
 // name at the same moment, the earlier connection wins (ties go to the smaller node address), and
 // every node decides the same way without asking anyone.
+//
+// Names are compared by `usernameKey` (their look-alike skeleton): "ace" and Cyrillic "асе" are one
+// name here, so at most one of them is online. Entries keep the name as its user typed it.
 import type { ChatUser } from './messages'
 import type { UserEntry } from './protocol'
+import { usernameKey } from './username'
 
 export type PresenceChange = { event: 'join' | 'leave'; user: UserEntry }
 
 export class Presence {
+  // Every map is keyed by usernameKey(username).
   private readonly local = new Map<string, ChatUser>()
   private readonly remote = new Map<string, Map<string, ChatUser>>()
   private members = new Set<string>()
@@ -19,8 +24,14 @@ export class Presence {
     return [...this.visible.values()]
   }
 
+  /** Who holds this name or a look-alike of it, cluster-wide. */
   owner(username: string): UserEntry | undefined {
-    return this.visible.get(username)
+    return this.visible.get(usernameKey(username))
+  }
+
+  /** The local user holding this name or a look-alike of it. */
+  localUser(username: string): ChatUser | undefined {
+    return this.local.get(usernameKey(username))
   }
 
   get localCount(): number {
@@ -32,35 +43,40 @@ export class Presence {
   }
 
   isLocal(username: string): boolean {
-    return this.local.has(username)
+    return this.local.has(usernameKey(username))
   }
 
   addLocal(user: ChatUser): PresenceChange[] {
-    this.local.set(user.username, user)
-    return this.refresh([user.username])
+    const key = usernameKey(user.username)
+    this.local.set(key, user)
+    return this.refresh([key])
   }
 
   removeLocal(username: string): PresenceChange[] {
-    this.local.delete(username)
-    return this.refresh([username])
+    const key = usernameKey(username)
+    this.local.delete(key)
+    return this.refresh([key])
   }
 
   replaceRemote(address: string, users: ChatUser[]): PresenceChange[] {
     const old = this.remote.get(address)
-    this.remote.set(address, new Map(users.map((u) => [u.username, u])))
-    return this.refresh([...(old?.keys() ?? []), ...users.map((u) => u.username)])
+    const next = new Map(users.map((u) => [usernameKey(u.username), u]))
+    this.remote.set(address, next)
+    return this.refresh([...(old?.keys() ?? []), ...next.keys()])
   }
 
   addRemote(address: string, user: ChatUser): PresenceChange[] {
     let users = this.remote.get(address)
     if (!users) this.remote.set(address, (users = new Map()))
-    users.set(user.username, user)
-    return this.refresh([user.username])
+    const key = usernameKey(user.username)
+    users.set(key, user)
+    return this.refresh([key])
   }
 
   removeRemote(address: string, username: string): PresenceChange[] {
-    this.remote.get(address)?.delete(username)
-    return this.refresh([username])
+    const key = usernameKey(username)
+    this.remote.get(address)?.delete(key)
+    return this.refresh([key])
   }
 
   setMembers(addresses: Iterable<string>): PresenceChange[] {
@@ -70,31 +86,32 @@ export class Presence {
     return this.refresh(names)
   }
 
-  /** Recomputes who holds each name; the changes are what users should be told. */
-  private refresh(usernames: Iterable<string>): PresenceChange[] {
+  /** Recomputes who holds each name (by key); the changes are what users should be told. */
+  private refresh(keys: Iterable<string>): PresenceChange[] {
     const changes: PresenceChange[] = []
-    for (const username of new Set(usernames)) {
-      const before = this.visible.get(username)
-      const after = this.winner(username)
-      if (after) this.visible.set(username, after)
-      else this.visible.delete(username)
-      if (before && (!after || after.nodeAddress !== before.nodeAddress)) changes.push({ event: 'leave', user: before })
-      if (after && (!before || after.nodeAddress !== before.nodeAddress)) changes.push({ event: 'join', user: after })
+    for (const key of new Set(keys)) {
+      const before = this.visible.get(key)
+      const after = this.winner(key)
+      if (after) this.visible.set(key, after)
+      else this.visible.delete(key)
+      const moved = before && after && (after.nodeAddress !== before.nodeAddress || after.username !== before.username)
+      if (before && (!after || moved)) changes.push({ event: 'leave', user: before })
+      if (after && (!before || moved)) changes.push({ event: 'join', user: after })
     }
     return changes
   }
 
-  private winner(username: string): UserEntry | undefined {
+  private winner(key: string): UserEntry | undefined {
     let best: UserEntry | undefined
     const consider = (nodeAddress: string, user: ChatUser | undefined) => {
       if (!user) return
-      const candidate = { username, nodeAddress, connectedAt: user.connectedAt }
+      const candidate = { username: user.username, nodeAddress, connectedAt: user.connectedAt }
       if (!best || candidate.connectedAt < best.connectedAt || (candidate.connectedAt === best.connectedAt && nodeAddress < best.nodeAddress)) {
         best = candidate
       }
     }
-    consider(this.selfAddress, this.local.get(username))
-    for (const [address, users] of this.remote) if (this.members.has(address) && address !== this.selfAddress) consider(address, users.get(username))
+    consider(this.selfAddress, this.local.get(key))
+    for (const [address, users] of this.remote) if (this.members.has(address) && address !== this.selfAddress) consider(address, users.get(key))
     return best
   }
 }

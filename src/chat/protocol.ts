@@ -17,7 +17,10 @@ export type ServerMessage =
   | { type: 'users'; users: UserEntry[] }
   | { type: 'presence'; event: 'join' | 'leave'; user: UserEntry }
   | { type: 'welcome'; username: string; nodeAddress: string }
-  | { type: 'error'; code: 'message_too_long' | 'bad_message'; message: string }
+  | { type: 'error'; code: ErrorCode; message: string }
+
+/** Why the last client frame was refused (the connection stays open). */
+export type ErrorCode = 'message_too_long' | 'bad_message' | 'rate_limited'
 
 export type ClientMessage = { type: 'chat'; message: string }
 
@@ -25,24 +28,18 @@ export type ClientMessage = { type: 'chat'; message: string }
 export const CloseCode = {
   unsupportedData: 1003,
   badUsername: 4400,
+  /** A token is required and was missing, expired or bad (the reason says which). */
+  unauthorized: 4401,
   usernameTaken: 4409,
+  /** The client kept sending after being told it was over the rate limit. */
+  flooding: 4429,
+  /** Over the node's connection limit (a race past the check before the upgrade). */
+  tryAgainLater: 1013,
   /** The node is shutting down; the page reconnects (to another node, if it knows one). */
   goingAway: 1001,
 } as const
 
-const USERNAME_MAX = 32
-// Letters and digits of any script (with combining marks, so Korean and accented names work),
-// plus space, underscore, hyphen and dot.
-const USERNAME_PATTERN = /^[\p{L}\p{M}\p{N} _.-]+$/u
-
-export function validateUsername(raw: unknown): Result<string> {
-  if (typeof raw !== 'string' || raw.trim() === '') return err('username is required')
-  const username = raw.trim().normalize('NFC')
-  const length = [...username].length
-  if (length > USERNAME_MAX) return err(`username is longer than ${USERNAME_MAX} characters`)
-  if (!USERNAME_PATTERN.test(username)) return err('username may contain only letters, digits, spaces, "_", "-" and "."')
-  return ok(username)
-}
+export { validateUsername } from './username'
 
 /**
  * Turns what Elysia hands the message handler back into a client message. A plain text frame is
@@ -59,6 +56,15 @@ export function parseClientMessage(data: unknown): Result<ClientMessage> {
     return err(`unknown message type ${JSON.stringify(typed.type)?.slice(0, 40)}; send text or {"type":"chat","message":"..."}`)
   }
   return ok({ type: 'chat', message: typeof data === 'object' ? JSON.stringify(data) : String(data) })
+}
+
+// C0 and C1 controls except tab and newline, and the bidi embeddings and overrides (U+202A–E),
+// which reorder whatever is shown after them (a "right-to-left override" spoofs text).
+const FORBIDDEN_IN_TEXT = /[\u0000-\u0008\u000B-\u001F\u007F-\u009F\u202A-\u202E]/
+
+/** Whether a chat text contains a character that is refused (messages are otherwise kept exactly). */
+export function hasForbiddenControl(text: string): boolean {
+  return FORBIDDEN_IN_TEXT.test(text)
 }
 
 const TEXTS: Record<Lang, Record<'join' | 'leave', (u: string) => string>> = {

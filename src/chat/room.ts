@@ -7,7 +7,7 @@ import { err, ok, type Result } from '../result'
 import type { ChatMessage, ChatRelay } from './messages'
 import { checkPeerMessage } from './peer-rules'
 import { Presence, type PresenceChange } from './presence'
-import { CloseCode, systemMessage, type ServerMessage, type UserEntry } from './protocol'
+import { CloseCode, hasForbiddenControl, systemMessage, type ServerMessage, type UserEntry } from './protocol'
 
 const SNAPSHOT_CHUNK = 5_000
 
@@ -26,7 +26,7 @@ export interface RoomDeps {
   disconnect: (username: string, code: number, reason: string) => void
 }
 
-export type SayError = { code: 'message_too_long'; message: string }
+export type SayError = { code: 'message_too_long' | 'bad_message'; message: string }
 /** `delivered: false` for a blank message, which is ignored. */
 export type SayResult = Result<{ delivered: boolean }, SayError>
 
@@ -48,7 +48,7 @@ export class ChatRoom {
     return { type: 'users', users: this.users() }
   }
 
-  /** Whether nobody in the cluster (as far as this node knows) holds the name. */
+  /** Whether nobody in the cluster (as far as this node knows) holds the name or a look-alike of it. */
   available(username: string): boolean {
     return !this.presence.owner(username) && !this.presence.isLocal(username)
   }
@@ -61,13 +61,15 @@ export class ChatRoom {
   }
 
   leave(username: string): void {
-    if (!this.presence.isLocal(username)) return
+    // Exactly this name: a look-alike of it is another user (who may hold the key by now).
+    if (this.presence.localUser(username)?.username !== username) return
     this.apply(this.presence.removeLocal(username))
     this.d.broadcast({ type: 'presence_leave', username })
   }
 
   say(username: string, text: string): SayResult {
     if (text.trim() === '') return ok({ delivered: false })
+    if (hasForbiddenControl(text)) return err({ code: 'bad_message', message: 'messages may not contain control characters other than newline and tab' })
     if (text.length > this.d.maxMessageLength && [...text].length > this.d.maxMessageLength) {
       return err({ code: 'message_too_long', message: `messages are limited to ${this.d.maxMessageLength} characters` })
     }
@@ -143,10 +145,13 @@ export class ChatRoom {
   /** A name we admitted locally is held by an earlier user elsewhere: ours gives way. */
   private giveWay(changes: PresenceChange[]): void {
     for (const { event, user } of changes) {
-      if (event !== 'join' || user.nodeAddress === this.d.selfAddress || !this.presence.isLocal(user.username)) continue
-      this.d.disconnect(user.username, CloseCode.usernameTaken, 'username taken')
-      this.presence.removeLocal(user.username)
-      this.d.broadcast({ type: 'presence_leave', username: user.username })
+      if (event !== 'join' || user.nodeAddress === this.d.selfAddress) continue
+      // Ours may be a look-alike of theirs (same key, other spelling): close ours by its own name.
+      const mine = this.presence.localUser(user.username)
+      if (!mine) continue
+      this.d.disconnect(mine.username, CloseCode.usernameTaken, 'username taken')
+      this.presence.removeLocal(mine.username)
+      this.d.broadcast({ type: 'presence_leave', username: mine.username })
     }
   }
 

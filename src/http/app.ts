@@ -3,6 +3,8 @@
 import { Elysia } from 'elysia'
 import page from '../../public/index.html'
 import type { ChatGateway } from '../chat/gateway'
+import { connectParams, type Identify } from '../chat/identity'
+import { CloseCode } from '../chat/protocol'
 import type { ChatRoom } from '../chat/room'
 import type { ClientSocket, Fanout } from '../chat/sockets'
 import { addressOf, incarnationOf } from '../cluster/address'
@@ -11,6 +13,7 @@ import type { TransportStats } from '../cluster/transport'
 import type { Log } from '../io'
 import type { Result } from '../result'
 import type { Registry } from 'prom-client'
+import { ConnectionCounts, originRefusal, type ConnectionCaps, type UpgradeRefusal } from './admission'
 
 export const CHAT_TOPIC = 'chat'
 
@@ -25,6 +28,11 @@ export interface AppDeps {
   readiness: () => Result<true>
   metrics: Registry
   log: Log
+  /** Who a new socket claims to be: its `username` parameter, or its token's name. */
+  identify: Identify
+  /** Origins allowed to open the chat socket; null: any. */
+  allowedOrigins: readonly string[] | null
+  connectionCaps: ConnectionCaps
 }
 
 export function clusterInfo(view: MembershipView, selfAddress: string, transport: TransportStats, roles: string[] = []) {
@@ -75,6 +83,11 @@ export class TopicFanout implements Fanout {
   }
 }
 
+/** The peer's address as Bun saw it (proxies' forwarding headers are not trusted). */
+function clientAddress(server: { requestIP(r: Request): { address: string } | null } | null, request: Request): string {
+  return server?.requestIP(request)?.address ?? 'unknown'
+}
+
 type ElysiaSocket = { id: string; raw: { send(data: string): unknown; close(code?: number, reason?: string): void }; subscribe(topic: string): unknown }
 
 const adapt = (ws: ElysiaSocket): ClientSocket => ({
@@ -83,9 +96,55 @@ const adapt = (ws: ElysiaSocket): ClientSocket => ({
   subscribe: () => void ws.subscribe(CHAT_TOPIC),
 })
 
+const refuse = (r: UpgradeRefusal) => Response.json({ error: r.error }, { status: r.status })
+
+/**
+ * The chat socket, in its own instance so its hooks apply to it alone, in this order, all before
+ * the upgrade: the origin and connection-count checks (an HTTP status refuses), then the claim
+ * (asynchronous: token signatures), so the socket opens knowing who it claims to be and no frame
+ * can arrive before the user is admitted or refused.
+ */
+function chatSocket(deps: AppDeps) {
+  const { gateway } = deps
+  const connections = new ConnectionCounts(deps.connectionCaps)
+  /** Socket id → the client address it was counted under, so each socket is released once. */
+  const counted = new Map<string, string>()
+  return new Elysia()
+    .onBeforeHandle(({ request, server }) => {
+      const refusal = originRefusal(request.headers.get('origin'), deps.allowedOrigins) ?? connections.refusal(clientAddress(server, request))
+      if (refusal) return refuse(refusal)
+    })
+    .resolve(async ({ request, server }) => ({
+      claim: await deps.identify(connectParams(request.url)),
+      ip: clientAddress(server, request),
+    }))
+    .ws('/ws/chat', {
+      open: (ws) => {
+        const { claim, ip } = ws.data
+        // Two upgrades racing past the check above: the later one is closed here instead.
+        if (!connections.acquire(ip)) return ws.raw.close(CloseCode.tryAgainLater, 'too many connections')
+        counted.set(ws.id, ip)
+        gateway.open(ws.id, adapt(ws), claim)
+      },
+      message: (ws, data) => gateway.message(ws.id, data),
+      close: (ws) => {
+        const ip = counted.get(ws.id)
+        if (ip !== undefined) {
+          counted.delete(ws.id)
+          connections.release(ip)
+        }
+        gateway.close(ws.id)
+      },
+    })
+}
+
 export function createApp(deps: AppDeps) {
-  const { room, gateway } = deps
+  const { room } = deps
   return new Elysia({
+    // Elysia by default finds the path by skipping 11 characters of the URL ("http://a.bc"), so
+    // with a one-character Host (`http://a/abc/api/users`) it takes `/api/users` as the path.
+    // This makes it search from just after "http://" (this server speaks plain HTTP).
+    handler: { standardHostname: false },
     websocket: {
       // Whole frames beyond this are refused by Bun with close code 1009.
       maxPayloadLength: 64 * 1024,
@@ -112,11 +171,7 @@ export function createApp(deps: AppDeps) {
     .get('/ws/chat', () =>
       Response.json({ error: 'this is a WebSocket endpoint: connect with ws://…/ws/chat?username=NAME' }, { status: 426, headers: { upgrade: 'websocket' } }),
     )
-    .ws('/ws/chat', {
-      open: (ws) => gateway.open(ws.id, adapt(ws), ws.data.query as Record<string, unknown>),
-      message: (ws, data) => gateway.message(ws.id, data),
-      close: (ws) => gateway.close(ws.id),
-    })
+    .use(chatSocket(deps))
     .onError(({ code, error, path }) => {
       if (code === 'NOT_FOUND') return Response.json({ error: 'not found', path }, { status: 404 })
       deps.log(`http error on ${path}: ${String(error)}`, { level: 'error', event: 'http_error', path })

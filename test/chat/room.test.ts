@@ -136,6 +136,33 @@ describe('ChatRoom', () => {
     for (const n of nodes) expect(n.room.users()).toEqual([{ username: 'sam', nodeAddress: addr(1), connectedAt: expect.any(Number) }])
   })
 
+  test('a look-alike of an online name is not available, on this node or another', () => {
+    const { nodes, deliver } = makeCluster(2)
+    nodes[0]!.room.join('ace')
+    deliver()
+    for (const n of nodes) {
+      expect(n.room.available('асе')).toBe(false) // Cyrillic а, с, е
+      expect(n.room.available('ace')).toBe(false)
+      expect(n.room.available('acf')).toBe(true)
+    }
+    nodes[0]!.room.join('rn')
+    deliver()
+    expect(nodes[1]!.room.available('m')).toBe(false) // "m" and "rn" share a skeleton
+  })
+
+  test('look-alikes admitted on two nodes at once: the later one gives way under its own name', () => {
+    const { nodes, deliver } = makeCluster(2)
+    nodes[0]!.room.join('ace') // earlier clock
+    nodes[1]!.room.join('асе')
+    deliver()
+    expect(nodes[1]!.disconnected).toEqual([{ username: 'асе', code: 4409 }])
+    for (const n of nodes) expect(n.room.users()).toEqual([{ username: 'ace', nodeAddress: addr(1), connectedAt: expect.any(Number) }])
+    // The socket of the user who gave way closes later: that must not remove anyone.
+    nodes[1]!.room.leave('асе')
+    deliver()
+    for (const n of nodes) expect(n.room.users().map((u) => u.username)).toEqual(['ace'])
+  })
+
   test('Korean system messages with --lang ko', () => {
     const { nodes, deliver } = makeCluster(2, 'ko')
     nodes[0]!.room.join('민수')

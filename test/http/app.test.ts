@@ -10,6 +10,7 @@ import { DEFAULT_TIMING as TIMING } from '../../src/cluster/timing'
 import { createApp } from '../../src/http/app'
 import { createMetrics } from '../../src/metrics'
 import { readiness } from '../../src/node'
+import { anonymous } from '../../src/chat/identity'
 
 const self = 'bun://S@127.0.0.1:2551'
 
@@ -33,7 +34,7 @@ function makeApp() {
     disconnect: () => {},
   })
   const stats = { framesIn: 1, framesOut: 2, bytesIn: 3, bytesOut: 4, dropped: 0, invalid: 0, authFailures: 5, connects: 1 }
-  const gateway = new ChatGateway(room, new Sockets(), self)
+  const gateway = new ChatGateway({ room, sockets: new Sockets(), selfAddress: self, now: () => 1000, rateLimit: { perSecond: 20, burst: 40 } })
   let draining = false
   const cluster = { stats: { leaderChanges: 1, rejoins: 0 }, electionsStarted: 0, queuedBytes: () => 0 }
   const metrics = createMetrics({ gateway, room, view: () => core.view(), cluster, transport: () => stats, sent: () => ({ frames: 0, bytes: 0 }) })
@@ -47,6 +48,9 @@ function makeApp() {
     readiness: () => readiness(core.view(), draining),
     metrics,
     log: () => {},
+    identify: anonymous,
+    allowedOrigins: ['http://good.example'],
+    connectionCaps: { perIp: 2, total: 3 },
   })
   return { app, room, gateway, core, drain: () => (draining = true) }
 }
@@ -89,6 +93,24 @@ describe('HTTP routes', () => {
     expect(plain.status).toBe(426)
     expect((await plain.json()).error).toContain('WebSocket')
   })
+
+  test('a one-character Host does not shift the path (Elysia standardHostname off)', async () => {
+    const { app } = makeApp()
+    expect((await app.handle(new Request('http://a/abc/api/users'))).status).toBe(404)
+    expect((await app.handle(new Request('http://a/api/users'))).status).toBe(200)
+    expect((await app.handle(new Request('http://a:1/x/api/cluster-info'))).status).toBe(404)
+  })
+
+  test('a socket upgrade from an origin not allowed gets a JSON 403 before the upgrade', async () => {
+    const { app } = makeApp()
+    const upgrade = (origin: string) =>
+      app.handle(new Request('http://localhost/ws/chat?username=a', { headers: { origin, upgrade: 'websocket', connection: 'Upgrade', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==' } }))
+    const evil = await upgrade('http://evil.example')
+    expect(evil.status).toBe(403)
+    expect(await evil.json()).toEqual({ error: 'origin http://evil.example is not allowed' })
+    // An allowed origin passes the check (in-process there is no server to upgrade with).
+    expect((await upgrade('http://good.example')).status).not.toBe(403)
+  })
 })
 
 describe('health and metrics', () => {
@@ -126,10 +148,10 @@ describe('health and metrics', () => {
     expect(before.get('websocket_cluster_cluster_members{status="Up"}')).toBe(1)
     expect(before.get('websocket_cluster_transport_frames_received_total')).toBe(1)
     const socket = { frames: [] as string[], send(json: string) { this.frames.push(json) }, close() {}, subscribe() {} }
-    gateway.open('c1', socket, { username: 'alice' })
+    gateway.open('c1', socket, { ok: true, value: 'alice' })
     gateway.message('c1', 'hello')
     gateway.message('c1', 'x'.repeat(3000))
-    gateway.open('c2', { send() {}, close() {}, subscribe() {} }, { username: '' })
+    gateway.open('c2', { send() {}, close() {}, subscribe() {} }, { ok: true, value: '' })
     const after = await scrape()
     expect(after.get('websocket_cluster_websocket_connections')).toBe(1)
     expect(after.get('websocket_cluster_websocket_joins_total')).toBe(1)

@@ -190,8 +190,15 @@ export async function connectUser(
   username: string,
   options: ConnectOptions = {},
 ): Promise<ChatClient> {
+  return connectUrl(chatUrl(httpUrl, username), username, options)
+}
+
+/** connectUser with a whole socket URL (a token, repeated parameters); `label` names it in errors. */
+export async function connectUrl(url: string, label: string, options: ConnectOptions = {}): Promise<ChatClient> {
+  const httpUrl = url
+  const username = label
   const { until = 'welcome', timeoutMs = DEFAULT_TIMEOUT_MS } = options
-  const client = openClient(chatUrl(httpUrl, username), username)
+  const client = openClient(url, username)
   const ready =
     until === 'open'
       ? new Promise<void>((resolve) => client.ws.addEventListener('open', () => resolve(), { once: true }))
@@ -235,7 +242,13 @@ export async function refusal(
   username: string | null,
   timeoutMs = DEFAULT_TIMEOUT_MS,
 ): Promise<CloseInfo> {
-  const client = openClient(chatUrl(httpUrl, username), username ?? '(none)')
+  return refusalAt(chatUrl(httpUrl, username), username ?? '(none)', timeoutMs)
+}
+
+/** refusal with a whole socket URL (a token, repeated parameters); `label` names it in errors. */
+export async function refusalAt(url: string, label: string, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<CloseInfo> {
+  const username = label
+  const client = openClient(url, label)
   let timer: ReturnType<typeof setTimeout> | undefined
   type Outcome = { kind: 'closed'; info: CloseInfo } | { kind: 'accepted'; frame: Frame }
   const closedOutcome = client.closed.then((info): Outcome => ({ kind: 'closed', info }))

@@ -251,6 +251,8 @@ class WholeSimulation {
           timing: DEFAULT_TIMING,
           lang: 'en',
           maxMessageLength: 2000,
+          rateLimit: 20,
+          rateBurst: 40,
         },
         io,
         slot.fanout,
@@ -315,7 +317,7 @@ class WholeSimulation {
     })
     const user: SimUser = { id, username, slot: slot.index, process, socket, openedAt: this.clock.elapsed, order: this.order++, closedAt: null }
     this.users.push(user)
-    node.gateway.open(id, socket, { username })
+    node.gateway.open(id, socket, { ok: true, value: username })
     this.log(`${id} connects to n${slot.index} as ${username}${socket.open ? '' : `: refused ${socket.closeCode} ${socket.closeReason}`}`)
   }
 
@@ -329,9 +331,12 @@ class WholeSimulation {
     if (!slot.node || slot.process !== user.process) return
     const text = `c${this.nextChat++}`
     this.log(`${user.id} (${user.username}) at n${user.slot} says ${text}`)
-    this.sent.push({ text, username: user.username, userId: user.id, slot: user.slot, process: user.process, at: now, order: this.order++ })
+    const frames = user.socket.frames.length
     // Elysia hands the handler parsed JSON for JSON text, a string otherwise.
     slot.node.gateway.message(user.id, this.rng.chance(0.5) ? { type: 'chat', message: text } : text)
+    // A refusal (an error frame, e.g. over the rate limit) is an answer, not a sent message.
+    const refused = user.socket.frames.slice(frames).some((f) => f.startsWith('{"type":"error"'))
+    if (!refused) this.sent.push({ text, username: user.username, userId: user.id, slot: user.slot, process: user.process, at: now, order: this.order++ })
   }
 
   // ---- faults ----
