@@ -22,6 +22,13 @@ const CLOSE_UNAUTHORIZED = 4401
 const CLOSE_FLOODING = 4429
 const CLOSE_UNSUPPORTED_DATA = 1003
 const CLOSE_MESSAGE_TOO_BIG = 1009
+// The node is going away: move to another member at once, without an error.
+const CLOSE_GOING_AWAY = 1001
+const CLOSE_SERVICE_RESTART = 1012
+/** After a move, the old node's leave may not have reached the new one yet: retry a taken name this long. */
+const MOVE_NAME_RETRY_MS = 10_000
+/** Chat rate per node in the cluster panel: messages seen over this window. */
+const RATE_WINDOW_MS = 10_000
 
 type ConnectionState = 'connecting' | 'online' | 'offline'
 
@@ -65,7 +72,13 @@ interface ErrorFrame {
   code: string
   message: string
 }
-type ServerFrame = ChatFrame | SystemFrame | UsersFrame | PresenceFrame | WelcomeFrame | ErrorFrame
+/** The node drains (restart): the other members to reconnect to, just before a 1012 close. */
+interface MovingFrame {
+  type: 'moving'
+  reason: string
+  members: Array<{ nodeAddress: string; httpUrl: string }>
+}
+type ServerFrame = ChatFrame | SystemFrame | UsersFrame | PresenceFrame | WelcomeFrame | ErrorFrame | MovingFrame
 
 /**
  * A signed token given in this page's own URL (`/?token=…`), for servers that require one: the
@@ -77,6 +90,7 @@ interface ClusterMember {
   address: string
   status: string
   reachable: boolean
+  incarnation?: string
   httpUrl?: string
   leader?: boolean
 }
@@ -127,6 +141,16 @@ const state = {
   clusterController: null as AbortController | null,
   users: new Map<string, UserEntry>(),
   usersRenderPending: false,
+  /** The node this page talks to (its origin at first; another member after a move). */
+  base: location.origin,
+  /** Where to try next when the connection goes: other members, then this page's own origin. */
+  candidates: [] as string[],
+  /** Other members' URLs, from the last cluster info. */
+  members: [] as string[],
+  movedAt: 0,
+  lastCluster: null as ClusterInfo | null,
+  /** Arrival times of chat messages, by the node they came from (the panel's rates). */
+  chatTimes: new Map<string, number[]>(),
 }
 
 // ---------------------------------------------------------------- helpers
@@ -309,14 +333,35 @@ function renderUsers(users: UserEntry[]): void {
   })
   ui.users.replaceChildren(...items)
   ui.usersCount.textContent = String(users.length)
+  if (state.lastCluster) renderCluster(state.lastCluster)
 }
 
 // ---------------------------------------------------------------- socket
 
 function socketUrl(username: string): string {
-  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:'
-  const query = pageToken ? `token=${encodeURIComponent(pageToken)}` : `username=${encodeURIComponent(username)}`
-  return `${scheme}//${location.host}/ws/chat?${query}`
+  const url = new URL('/ws/chat', state.base)
+  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:'
+  url.search = pageToken ? `token=${encodeURIComponent(pageToken)}` : `username=${encodeURIComponent(username)}`
+  return url.toString()
+}
+
+/** Goes on to the next place to connect to: the members the node named, then our own origin. */
+function moveOn(): boolean {
+  const next = state.candidates.shift()
+  if (next === undefined) return false
+  state.base = next
+  state.movedAt = Date.now()
+  connect()
+  return true
+}
+
+function shuffled<T>(items: T[]): T[] {
+  const out = [...items]
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1))
+    ;[out[i], out[j]] = [out[j]!, out[i]!]
+  }
+  return out
 }
 
 function parseFrame(data: unknown): ServerFrame | null {
@@ -335,7 +380,18 @@ function parseFrame(data: unknown): ServerFrame | null {
 function handleFrame(frame: ServerFrame): void {
   switch (frame.type) {
     case 'chat':
-      if (typeof frame.message === 'string' && typeof frame.username === 'string') renderChat(frame)
+      if (typeof frame.message === 'string' && typeof frame.username === 'string') {
+        renderChat(frame)
+        noteChat(frame.nodeAddress)
+      }
+      return
+    case 'moving':
+      // Where to go when the node closes the socket in a moment; our own origin last (behind a
+      // load balancer the members' own URLs may not be reachable from here).
+      if (Array.isArray(frame.members)) {
+        const urls = frame.members.map((m) => m.httpUrl).filter((u): u is string => typeof u === 'string' && /^https?:\/\//.test(u))
+        state.candidates = [...shuffled(urls), location.origin]
+      }
       return
     case 'system':
       if (typeof frame.message === 'string') renderSystem(frame.message, frame.timestamp, frame.event)
@@ -382,8 +438,10 @@ function connect(): void {
   socket.addEventListener('open', () => {
     if (state.socket !== socket) return
     state.reconnectAttempt = 0
+    state.candidates = []
     showError('')
     setConnection('online')
+    startClusterPolling()
   })
   socket.addEventListener('message', (event) => {
     if (state.socket !== socket) return
@@ -398,6 +456,17 @@ function connect(): void {
 }
 
 function handleClose(code: number, reason: string): void {
+  // The node drains or goes away: straight to another member, no error shown.
+  if (code === CLOSE_SERVICE_RESTART || code === CLOSE_GOING_AWAY) {
+    if (state.candidates.length === 0) state.candidates = [...shuffled(state.members), location.origin]
+    setConnection('connecting', 'moving to another node')
+    if (moveOn()) return
+  }
+  // Just moved, and the new node has not yet heard that we left the old one.
+  if (code === CLOSE_USERNAME_TAKEN && Date.now() - state.movedAt < MOVE_NAME_RETRY_MS) {
+    state.reconnectTimer = setTimeout(connect, 200)
+    return
+  }
   // Reconnecting would be refused the same way (or would flood again): stop and say why.
   if (code === CLOSE_UNAUTHORIZED) {
     setConnection('offline')
@@ -420,6 +489,9 @@ function handleClose(code: number, reason: string): void {
   }
   if (code === CLOSE_MESSAGE_TOO_BIG) showError('The last message was too long for the server.')
   else if (code === CLOSE_UNSUPPORTED_DATA) showError('The server refused data it does not support.')
+  // The node died or cannot be reached: try the other members first, then wait and retry.
+  if (state.reconnectAttempt === 0 && state.candidates.length === 0) state.candidates = [...shuffled(state.members), location.origin]
+  if (moveOn()) return
   scheduleReconnect()
 }
 
@@ -487,7 +559,24 @@ function sendMessage(): void {
 
 // ---------------------------------------------------------------- cluster panel
 
+function noteChat(nodeAddress: string): void {
+  const now = Date.now()
+  const times = state.chatTimes.get(nodeAddress) ?? []
+  times.push(now)
+  while (times.length > 0 && times[0]! < now - RATE_WINDOW_MS) times.shift()
+  state.chatTimes.set(nodeAddress, times)
+}
+
+/** Chat messages per second that came from users of `nodeAddress`, over the last window. */
+function chatRate(nodeAddress: string): number {
+  const now = Date.now()
+  const times = (state.chatTimes.get(nodeAddress) ?? []).filter((t) => t >= now - RATE_WINDOW_MS)
+  return times.length / (RATE_WINDOW_MS / 1000)
+}
+
 function renderCluster(info: ClusterInfo): void {
+  const usersAt = new Map<string, number>()
+  for (const user of state.users.values()) usersAt.set(user.nodeAddress, (usersAt.get(user.nodeAddress) ?? 0) + 1)
   const items = [...info.members]
     .sort((a, b) => a.address.localeCompare(b.address))
     .map((member) => {
@@ -512,7 +601,15 @@ function renderCluster(info: ClusterInfo): void {
         className: `member-status status-${member.status.toLowerCase()}`,
         text: member.reachable ? member.status : `${member.status} · unreachable`,
       })
-      item.append(name, status)
+      // What an operator watches during a failover: which run of the node, its users, its traffic.
+      const rate = chatRate(member.address)
+      const details = el('span', {
+        className: 'member-details',
+        testid: 'member-details',
+        text: `${member.incarnation ? `#${member.incarnation} · ` : ''}${usersAt.get(member.address) ?? 0} users · ${rate < 10 ? rate.toFixed(1) : Math.round(rate)} msg/s`,
+      })
+      item.dataset.users = String(usersAt.get(member.address) ?? 0)
+      item.append(name, status, details)
       return item
     })
   ui.members.replaceChildren(...items)
@@ -526,10 +623,14 @@ async function pollCluster(): Promise<void> {
   state.clusterController = controller
   const timeout = setTimeout(() => controller.abort(), CLUSTER_FETCH_TIMEOUT_MS)
   try {
-    const response = await fetch('/api/cluster-info', { signal: controller.signal, cache: 'no-store' })
+    const response = await fetch(new URL('/api/cluster-info', state.base), { signal: controller.signal, cache: 'no-store' })
     if (!response.ok) throw new Error(`HTTP ${response.status}`)
     const info = (await response.json()) as ClusterInfo
     if (!Array.isArray(info.members)) throw new Error('malformed cluster info')
+    state.lastCluster = info
+    state.members = info.members
+      .filter((m) => m.address !== info.selfAddress && m.status === 'Up' && m.reachable && typeof m.httpUrl === 'string')
+      .map((m) => m.httpUrl!)
     renderCluster(info)
   } catch (error) {
     if (state.clusterController === controller) {

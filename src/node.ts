@@ -6,7 +6,6 @@ import type { Config } from './config'
 import { ChatGateway } from './chat/gateway'
 import { anonymous, type Identify } from './chat/identity'
 import { validateChatMessage, type ChatMessage } from './chat/messages'
-import { CloseCode } from './chat/protocol'
 import { ChatRoom } from './chat/room'
 import { Sockets, type Fanout } from './chat/sockets'
 import { formatAddress, urlHost } from './cluster/address'
@@ -135,9 +134,16 @@ export function createNode(config: Config, io: NodeIo, identify: Identify = anon
     },
     async shutdown(leaveTimeoutMs) {
       draining = true
-      // Refuse new connections first, so pages reconnect to a node that stays, not to this one.
+      // Refuse new connections first, so pages reconnect to a node that stays, not to this one;
+      // then send every user to the members that stay.
       void app.server?.stop(false)
-      chat.sockets.closeAll(CloseCode.goingAway, 'server shutting down')
+      const others = chat.cluster
+        .view()
+        .members.filter((m) => m.address !== chat.address && m.status === 'Up' && m.reachable)
+        .map((m) => ({ nodeAddress: m.address, httpUrl: m.httpUrl }))
+      const users = chat.gateway.sessionCount
+      chat.gateway.drain(others)
+      io.log(`draining: ${users} users sent to ${others.length} other members`, { event: 'drain', users, members: others.length })
       const left = await chat.leave(leaveTimeoutMs)
       await app.stop(true)
       await chat.stop()

@@ -75,6 +75,18 @@ export class ChatGateway {
     if (!said.ok) this.refuse(said.error.code, () => this.send(session.socket, { type: 'error', code: said.error.code, message: said.error.message }))
   }
 
+  /**
+   * A drain: every user is told where else to go (the other members), its socket is closed with
+   * 1012, and it leaves the room at once, so the other nodes hear of the leave before the user
+   * reconnects there under the same name.
+   */
+  drain(members: Array<{ nodeAddress: string; httpUrl: string }>): void {
+    for (const [id, session] of [...this.sessions]) {
+      this.send(session.socket, { type: 'moving', reason: 'service restart', members })
+      this.drop(id, session, CloseCode.serviceRestart, 'service restart')
+    }
+  }
+
   /** Admitted sessions now open. */
   get sessionCount(): number {
     return this.sessions.size

@@ -17,6 +17,8 @@ export type ServerMessage =
   | { type: 'users'; users: UserEntry[] }
   | { type: 'presence'; event: 'join' | 'leave'; user: UserEntry }
   | { type: 'welcome'; username: string; nodeAddress: string }
+  /** Sent just before a drain closes the socket with 1012: where to reconnect, the other members. */
+  | { type: 'moving'; reason: string; members: Array<{ nodeAddress: string; httpUrl: string }> }
   | { type: 'error'; code: ErrorCode; message: string }
 
 /** Why the last client frame was refused (the connection stays open). */
@@ -35,8 +37,10 @@ export const CloseCode = {
   flooding: 4429,
   /** Over the node's connection limit (a race past the check before the upgrade). */
   tryAgainLater: 1013,
-  /** The node is shutting down; the page reconnects (to another node, if it knows one). */
+  /** The node is going away without a drain; the page reconnects (to another node, if it knows one). */
   goingAway: 1001,
+  /** The node drains for a restart: a `moving` frame named the other members just before. */
+  serviceRestart: 1012,
 } as const
 
 export { validateUsername } from './username'
@@ -69,7 +73,7 @@ export function hasForbiddenControl(text: string): boolean {
 
 const TEXTS: Record<Lang, Record<'join' | 'leave', (u: string) => string>> = {
   en: { join: (u) => `${u} joined the chat`, leave: (u) => `${u} left the chat` },
-  ko: { join: (u) => `${u} 님이 채팅에 참여했습니다`, leave: (u) => `${u} 님이 채팅에서 나갔습니다` },
+  ko: { join: (u) => `${u} 님이 채팅에 참여했습니다`, leave: (u) => `${u} 님이 채팅을 떠났습니다` },
 }
 
 export function systemMessage(lang: Lang, event: 'join' | 'leave', username: string, timestamp: number): SystemMessage {

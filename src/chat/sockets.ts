@@ -27,7 +27,4 @@ export class Sockets {
     this.byName.delete(username)
     socket?.close(code, reason)
   }
-  closeAll(code: number, reason: string) {
-    for (const name of [...this.byName.keys()]) this.close(name, code, reason)
-  }
 }

@@ -16,6 +16,7 @@ import type { Registry } from 'prom-client'
 import { ConnectionCounts, originRefusal, type ConnectionCaps, type UpgradeRefusal } from './admission'
 
 export const CHAT_TOPIC = 'chat'
+const PUBLIC_READ = { 'access-control-allow-origin': '*' }
 
 export interface AppDeps {
   room: ChatRoom
@@ -155,11 +156,12 @@ export function createApp(deps: AppDeps) {
     },
   })
     .get('/', page)
+    // Read-only and public to any chat user: a page that moved to another member reads it from there.
     .get('/api/users', () => {
       const users = room.users()
-      return { users, count: users.length }
+      return Response.json({ users, count: users.length }, { headers: PUBLIC_READ })
     })
-    .get('/api/cluster-info', () => clusterInfo(deps.clusterView(), deps.selfAddress, deps.transportStats(), deps.roles))
+    .get('/api/cluster-info', () => Response.json(clusterInfo(deps.clusterView(), deps.selfAddress, deps.transportStats(), deps.roles), { headers: PUBLIC_READ }))
     // Liveness: the process answers. Readiness: Up in a cluster with a leader, and not draining.
     .get('/healthz', () => ({ status: 'ok' }))
     .get('/readyz', () => {

@@ -206,35 +206,48 @@ describe('chat page on a 2-node cluster', () => {
     expect(await pageA.getByTestId('connection-status').getAttribute('data-state')).toBe('online')
   })
 
-  test('the page reconnects by itself when its node restarts', async () => {
+  test('when its node drains (SIGTERM) the page moves to another member at once, with no error shown', async () => {
     const { clusterPort, httpPort } = node2
-    await node2.stop()
-    await pageB.locator('[data-testid="connection-status"][data-state="offline"]').waitFor({ timeout: UI_TIMEOUT_MS })
-
-    node2 = await startNode({
-      clusterPort,
-      httpPort,
-      seeds: [node1, node2].map((node) => `127.0.0.1:${node.clusterPort}`),
-      name: 'node2-restarted',
+    const errors: string[] = []
+    const states: string[] = []
+    await pageB.exposeFunction('__noteState', (state: string) => states.push(state))
+    await pageB.evaluate(() => {
+      const status = document.querySelector('[data-testid="connection-status"]')!
+      new MutationObserver(() => (window as unknown as { __noteState(s: string): void }).__noteState(status.getAttribute('data-state') ?? '')).observe(status, { attributes: true })
     })
-    await pageB.locator('[data-testid="connection-status"][data-state="online"]').waitFor({ timeout: 30_000 })
-    await waitFor(
-      async () => (await userRows(pageA)).some((row) => row.name === MINSU && row.node === hostPort(node2)),
-      {
-        timeoutMs: 30_000,
-        message: 'page A never listed 민수 again after node 2 restarted',
-      },
-    )
-    const back = 'back after a restart'
-    await pageB.getByTestId('message-input').fill(back)
+    const stopped = performance.now()
+    await node2.stop()
+    // On node 1 now: the page says who it is there, and node 1 lists 민수 as its own user.
+    await waitFor(async () => (await pageB.locator('#me').textContent())?.includes(hostPort(node1)), {
+      timeoutMs: UI_TIMEOUT_MS,
+      message: 'page B never moved to node 1',
+    })
+    const movedMs = performance.now() - stopped
+    console.log(`page moved to another node ${movedMs.toFixed(0)} ms after its node was sent SIGTERM`)
+    expect(await pageB.getByTestId('connection-status').getAttribute('data-state')).toBe('online')
+    errors.push((await pageB.getByTestId('error').textContent()) ?? '')
+    expect(errors.join('')).toBe('')
+    expect(states).not.toContain('offline')
+    await waitFor(async () => (await userRows(pageA)).some((row) => row.name === MINSU && row.node === hostPort(node1)), {
+      timeoutMs: UI_TIMEOUT_MS,
+      message: 'page A never listed 민수 on node 1',
+    })
+    const moved = 'said after the move'
+    await pageB.getByTestId('message-input').fill(moved)
     await pageB.getByTestId('message-input').press('Enter')
     try {
-      expect((await waitForMessage(pageA, back, 'page A')).node).toBe(hostPort(node2))
+      expect((await waitForMessage(pageA, moved, 'page A')).node).toBe(hostPort(node1))
     } catch (error) {
-      await pageA.screenshot({ path: resolve(ARTIFACTS, 'reconnect-failure-A.png') })
-      await pageB.screenshot({ path: resolve(ARTIFACTS, 'reconnect-failure-B.png') })
+      await pageA.screenshot({ path: resolve(ARTIFACTS, 'drain-failure-A.png') })
+      await pageB.screenshot({ path: resolve(ARTIFACTS, 'drain-failure-B.png') })
       throw error
     }
+    // Node 2 comes back and joins again; the panel shows it with its users and rates.
+    node2 = await startNode({ clusterPort, httpPort, seeds: [node1, node2].map((node) => `127.0.0.1:${node.clusterPort}`), name: 'node2-restarted' })
+    await waitFor(async () => (await pageA.getByTestId('cluster-member').count()) === 2, { timeoutMs: 30_000, message: 'page A never showed node 2 again' })
+    const details = await pageA.getByTestId('member-details').allTextContents()
+    expect(details.join(' | ')).toMatch(/#\w+ · 2 users · [\d.]+ msg\/s/)
+    await pageA.screenshot({ path: resolve(ARTIFACTS, 'cluster-panel.png') })
   })
 
   test('the page remembers the last name and fits a narrow window', async () => {

@@ -46,6 +46,6 @@ describe('systemMessage', () => {
     expect(systemMessage('en', 'join', 'alice', 1)).toEqual({ type: 'system', message: 'alice joined the chat', timestamp: 1, event: 'join', username: 'alice' })
     expect(systemMessage('en', 'leave', 'alice', 1).message).toBe('alice left the chat')
     expect(systemMessage('ko', 'join', '민수', 1).message).toBe('민수 님이 채팅에 참여했습니다')
-    expect(systemMessage('ko', 'leave', '민수', 1).message).toBe('민수 님이 채팅에서 나갔습니다')
+    expect(systemMessage('ko', 'leave', '민수', 1).message).toBe('민수 님이 채팅을 떠났습니다')
   })
 })

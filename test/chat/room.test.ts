@@ -169,7 +169,7 @@ describe('ChatRoom', () => {
     deliver()
     nodes[0]!.room.leave('민수')
     deliver()
-    expect(systems(nodes[1]!.published)).toEqual(['민수 님이 채팅에 참여했습니다', '민수 님이 채팅에서 나갔습니다'])
+    expect(systems(nodes[1]!.published)).toEqual(['민수 님이 채팅에 참여했습니다', '민수 님이 채팅을 떠났습니다'])
   })
 })
 
