@@ -1,0 +1,84 @@
+// A chat user that behaves as the page does when its node drains: on a `moving` frame and the
+// 1012 close that follows, it reconnects at once to one of the members the node named (then the
+// others), and retries a name the new node still thinks is taken (the old node's leave may not
+// have arrived yet). It records how long each move took and every chat line it received.
+import { chatUrl, connectUrl, type ChatClient, type Frame } from './ws-client'
+
+const SERVICE_RESTART = 1012
+const TAKEN = 4409
+const MOVE_DEADLINE_MS = 10_000
+
+export interface Move {
+  from: string
+  to: string
+  /** From the close of the old socket to the welcome on the new one. */
+  ms: number
+  closedAt: number
+}
+
+export class MovingUser {
+  client!: ChatClient
+  httpUrl: string
+  readonly moves: Move[] = []
+  readonly chats: Frame[] = []
+  readonly failures: string[] = []
+  private stopped = false
+
+  constructor(
+    readonly username: string,
+    httpUrl: string,
+  ) {
+    this.httpUrl = httpUrl
+  }
+
+  async connect(): Promise<void> {
+    this.client = await connectUrl(chatUrl(this.httpUrl, this.username), this.username)
+    this.watch(this.client)
+  }
+
+  send(text: string): void {
+    if (!this.client.isClosed()) this.client.sendChat(text)
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true
+    await this.client.close().catch(() => {})
+  }
+
+  private watch(client: ChatClient): void {
+    let members: string[] = []
+    client.ws.addEventListener('message', (event) => {
+      const frame = JSON.parse(String(event.data)) as Frame
+      if (frame.type === 'chat') this.chats.push(frame)
+      if (frame.type === 'moving') members = (frame.members as Array<{ httpUrl: string }>).map((m) => m.httpUrl)
+    })
+    void client.closed.then(async (info) => {
+      if (this.stopped) return
+      if (info.code !== SERVICE_RESTART) return void this.failures.push(`closed with ${info.code} ${info.reason}`)
+      const closedAt = performance.now()
+      const from = this.httpUrl
+      const moved = await this.moveTo(members, closedAt)
+      if (!moved) return void this.failures.push(`could not move from ${from} to any of ${members.join(', ')}`)
+      this.moves.push({ from, to: this.httpUrl, ms: performance.now() - closedAt, closedAt })
+    })
+  }
+
+  private async moveTo(members: string[], since: number): Promise<boolean> {
+    while (performance.now() - since < MOVE_DEADLINE_MS) {
+      for (const url of members) {
+        try {
+          const client = await connectUrl(chatUrl(url, this.username), this.username, { timeoutMs: 2000 })
+          this.client = client
+          this.httpUrl = url
+          this.watch(client)
+          return true
+        } catch (error) {
+          // A taken name (the old node's leave still on its way) or a node that went too: next.
+          if (!String(error).includes(String(TAKEN))) continue
+        }
+      }
+      await Bun.sleep(50) // between rounds of attempts, not a wait for a condition
+    }
+    return false
+  }
+}
