@@ -51,6 +51,8 @@ export interface Config {
   rateBurst: number
   maxConnectionsPerIp: number
   maxConnections: number
+  /** New chat sockets a second per client address (a bucket of 10 s worth); 0: no limit. */
+  connectRate: number
   /** The timeouts above in the core's ticks, converted and checked at parse time. */
   timing: Timing
   /** Cluster secrets, current first, then the previous one during a rotation; empty: none. */
@@ -110,6 +112,7 @@ const FLAGS: Record<string, FlagSpec> = {
   '--rate-limit': { key: 'rateLimit', env: 'RATE_LIMIT', kind: 'count0', help: 'chat messages per second per connection, 0 for none (default 20)' },
   '--rate-burst': { key: 'rateBurst', env: 'RATE_BURST', kind: 'count', help: 'messages a connection may send at once (default 40)' },
   '--max-connections-per-ip': { key: 'maxConnectionsPerIp', env: 'MAX_CONNECTIONS_PER_IP', kind: 'count', help: 'chat sockets per client address (default 200)' },
+  '--connect-rate': { key: 'connectRate', env: 'CONNECT_RATE', kind: 'count0', help: 'new chat sockets a second per client address, 10 s worth at once; 0 for none (default 50)' },
   '--max-connections': { key: 'maxConnections', env: 'MAX_CONNECTIONS', kind: 'count', help: 'chat sockets on this node (default 10000)' },
 }
 
@@ -134,6 +137,7 @@ export const DEFAULTS: Omit<Config, 'seeds' | 'timing' | 'clusterSecrets' | 'clu
   rateBurst: 40,
   maxConnectionsPerIp: 200,
   maxConnections: 10_000,
+  connectRate: 50,
 }
 
 /** A config to run with, or the help text when it was asked for; an error says what is wrong. */

@@ -113,7 +113,7 @@ export function createNode(config: Config, io: NodeIo, identify: Identify = anon
     log: io.log,
     identify,
     allowedOrigins: config.allowedOrigins,
-    connectionCaps: { perIp: config.maxConnectionsPerIp, total: config.maxConnections },
+    connectionCaps: { perIp: config.maxConnectionsPerIp, total: config.maxConnections, connectsPerIpPerSecond: config.connectRate },
   })
   return {
     address: chat.address,

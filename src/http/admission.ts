@@ -17,11 +17,18 @@ export function originRefusal(origin: string | null, allowed: readonly string[] 
 export interface ConnectionCaps {
   perIp: number
   total: number
+  /** New sockets a second per client address (a bucket of 10 seconds' worth); 0: no limit. */
+  connectsPerIpPerSecond?: number
 }
+
+/** Bound on the addresses whose connect rate is remembered: full buckets are forgotten first. */
+const RATE_BUCKETS_MAX = 10_000
 
 /** Open chat sockets, per client address and in all. */
 export class ConnectionCounts {
   private readonly byIp = new Map<string, number>()
+  /** Per address: tokens left for new sockets, and when they were counted. */
+  private readonly connects = new Map<string, { tokens: number; at: number }>()
   private total = 0
 
   constructor(private readonly caps: ConnectionCaps) {}
@@ -31,6 +38,29 @@ export class ConnectionCounts {
     if (this.total >= this.caps.total) return { status: 503, error: `this node is at its limit of ${this.caps.total} connections; try another node or later` }
     if ((this.byIp.get(ip) ?? 0) >= this.caps.perIp) return { status: 429, error: `at most ${this.caps.perIp} connections per client address` }
     return null
+  }
+
+  /**
+   * Takes one new-socket token of `ip` at `now` (ms), or says why not: a client that reconnects
+   * in a loop (closed for flooding, say) would otherwise cost every user a join and a leave each
+   * time. The bucket holds 10 seconds' worth, so a page reload or a drain's move passes.
+   */
+  connectRefusal(ip: string, now: number): UpgradeRefusal | null {
+    const rate = this.caps.connectsPerIpPerSecond ?? 0
+    if (rate <= 0) return null
+    const burst = rate * 10
+    const bucket = this.connects.get(ip) ?? { tokens: burst, at: now }
+    bucket.tokens = Math.min(burst, bucket.tokens + (Math.max(0, now - bucket.at) * rate) / 1000)
+    bucket.at = Math.max(bucket.at, now)
+    if (bucket.tokens < 1) return { status: 429, error: `at most ${rate} new connections a second per client address` }
+    bucket.tokens -= 1
+    this.connects.set(ip, bucket)
+    if (this.connects.size > RATE_BUCKETS_MAX) this.forgetFull(now, rate, burst)
+    return null
+  }
+
+  private forgetFull(now: number, rate: number, burst: number): void {
+    for (const [ip, b] of this.connects) if (b.tokens + ((now - b.at) * rate) / 1000 >= burst) this.connects.delete(ip)
   }
 
   /** Counts a socket that opened; false (and nothing counted) when it is over a cap. */

@@ -112,7 +112,8 @@ function chatSocket(deps: AppDeps) {
   const counted = new Map<string, string>()
   return new Elysia()
     .onBeforeHandle(({ request, server }) => {
-      const refusal = originRefusal(request.headers.get('origin'), deps.allowedOrigins) ?? connections.refusal(clientAddress(server, request))
+      const ip = clientAddress(server, request)
+      const refusal = originRefusal(request.headers.get('origin'), deps.allowedOrigins) ?? connections.refusal(ip) ?? connections.connectRefusal(ip, Date.now())
       if (refusal) return refuse(refusal)
     })
     .resolve(async ({ request, server }) => ({

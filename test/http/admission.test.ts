@@ -38,3 +38,22 @@ describe('ConnectionCounts', () => {
     expect(counts.counts()).toEqual({ total: 0, addresses: 0 })
   })
 })
+
+describe('new connections a second per address', () => {
+  test('a bucket of 10 s worth; then one a tick of the rate; other addresses are unaffected', () => {
+    const counts = new ConnectionCounts({ perIp: 1000, total: 1000, connectsPerIpPerSecond: 5 })
+    for (let i = 0; i < 50; i++) expect(counts.connectRefusal('a', 1000)).toBeNull()
+    expect(counts.connectRefusal('a', 1000)).toEqual({ status: 429, error: 'at most 5 new connections a second per client address' })
+    expect(counts.connectRefusal('b', 1000)).toBeNull()
+    expect(counts.connectRefusal('a', 1199)).not.toBeNull()
+    expect(counts.connectRefusal('a', 1200)).toBeNull() // 200 ms at 5/s: one token
+  })
+
+  test('0 turns it off; a clock stepping back neither drains nor fills the bucket', () => {
+    const off = new ConnectionCounts({ perIp: 10, total: 10, connectsPerIpPerSecond: 0 })
+    for (let i = 0; i < 1000; i++) expect(off.connectRefusal('a', 0)).toBeNull()
+    const counts = new ConnectionCounts({ perIp: 10, total: 10, connectsPerIpPerSecond: 1 })
+    for (let i = 0; i < 10; i++) expect(counts.connectRefusal('a', 5000)).toBeNull()
+    expect(counts.connectRefusal('a', 1000)).not.toBeNull()
+  })
+})
