@@ -50,6 +50,8 @@ export class ClusterNode<A extends Typed> {
   private listener!: ClusterListener<A>
   private stopTicking: (() => void) | null = null
   private lastView: MembershipView | undefined
+  /** The core's viewKey() when lastView was built. */
+  private lastViewKey = ''
   private leaving: { resolve: () => void } | undefined
   private peers: string[] = []
   /** Messages broadcast before the member list was known; null once it is. */
@@ -203,6 +205,9 @@ export class ClusterNode<A extends Typed> {
   }
 
   private publishView(): void {
+    const key = this.core.viewKey()
+    if (this.lastView && key === this.lastViewKey) return
+    this.lastViewKey = key
     const view = this.core.view()
     const events = diffViews(this.lastView, view)
     const changed = !this.lastView || events.length > 0
