@@ -36,7 +36,7 @@ const log = createLogger({
   node: formatAddress({ systemName: config.systemName, host: config.host, port: config.clusterPort }),
 })
 const io: NodeIo = {
-  transport: tcpTransport({ secrets: config.clusterSecrets, tls: config.clusterTls }),
+  transport: tcpTransport({ secrets: config.clusterSecrets, tls: config.clusterTls, linkTimeoutMs: config.linkTimeoutMs }),
   clock: realClock,
   random: Math.random,
   newIncarnation: () => crypto.randomUUID().slice(0, 8),

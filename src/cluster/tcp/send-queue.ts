@@ -26,6 +26,13 @@ export class SendQueue {
     this.bytes += frame.length
   }
 
+  /** Queues `frame` ahead of every frame not yet started (a link's ping must not wait behind a backlog). */
+  pushUrgent(frame: Uint8Array) {
+    const at = this.offset > 0 ? this.head + 1 : this.head
+    this.frames.splice(at, 0, frame)
+    this.bytes += frame.length
+  }
+
   /** Moves `other`'s frames behind ours. A partly written frame starts over: the new connection never saw its start. */
   append(other: SendQueue) {
     for (let i = other.head; i < other.frames.length; i++) this.push(other.frames[i]!)
