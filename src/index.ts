@@ -85,7 +85,7 @@ async function shutdown(signal: string) {
   stopping = true
   log(`${signal}: leaving the cluster`, { event: 'shutdown', signal })
   const left = await node.shutdown(LEAVE_TIMEOUT_MS)
-  if (!left) log(`leave was not confirmed within ${LEAVE_TIMEOUT_MS / 1000} s; exiting anyway`, { level: 'warn', event: 'leave_unconfirmed' })
+  if (!left) log('leave was not confirmed (no leader answered in time); exiting anyway', { level: 'warn', event: 'leave_unconfirmed' })
   log('stopped', { event: 'stopped' })
   process.exit(0)
 }
