@@ -75,6 +75,8 @@ export class ClusterNode<A extends Typed> {
       // Raft messages are the cluster's own; anything else must be an application message.
       validate: (value) => (RAFT_TYPES.has((value as Typed | null)?.type as string) ? validateRaftMessage(value) : this.validateApp(value)),
       log: this.io.log,
+      // Heartbeats and votes go ahead of a chat backlog: a busy link must not cost a member.
+      urgent: (value) => RAFT_TYPES.has((value as Typed | null)?.type as string),
       handlers: {
         onMessage: (peer, message) => this.onMessage(peer, message),
         onConnected: (address) => this.listener.onPeerConnected(address),

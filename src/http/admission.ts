@@ -17,6 +17,8 @@ export function originRefusal(origin: string | null, allowed: readonly string[] 
 export interface ConnectionCaps {
   perIp: number
   total: number
+  /** True while the node is behind on its own work (src/load.ts): new sockets are refused with 503. */
+  overloaded?: () => boolean
 }
 
 /** Open chat sockets, per client address and in all. */
@@ -28,6 +30,7 @@ export class ConnectionCounts {
 
   /** Whether one more socket from `ip` would go over a cap. */
   refusal(ip: string): UpgradeRefusal | null {
+    if (this.caps.overloaded?.()) return { status: 503, error: 'this node is overloaded; try another node or later' }
     if (this.total >= this.caps.total) return { status: 503, error: `this node is at its limit of ${this.caps.total} connections; try another node or later` }
     if ((this.byIp.get(ip) ?? 0) >= this.caps.perIp) return { status: 429, error: `at most ${this.caps.perIp} connections per client address` }
     return null

@@ -442,3 +442,24 @@ describe('tcp transport over TLS', () => {
     expect(b.received).toEqual([])
   })
 })
+
+describe('send queue order', () => {
+  test('urgent frames go ahead of queued ones, in their own order, never inside a frame already started', async () => {
+    const { SendQueue } = await import('../../src/cluster/tcp/send-queue')
+    const q = new SendQueue()
+    const f = (n: number, size = 4) => new Uint8Array(size).fill(n)
+    q.push(f(1, 10))
+    q.push(f(2))
+    const written: number[] = []
+    // A socket that takes 5 bytes, then everything.
+    let budget = 5
+    const socket = { write: (chunk: Uint8Array) => { const n = Math.min(budget, chunk.length); written.push(...chunk.subarray(0, n)); budget = 1e9; return n } } as never
+    q.writeTo(socket) // frame 1 half written
+    budget = 0
+    q.pushUrgent(f(8))
+    q.pushUrgent(f(9))
+    budget = 1e9
+    q.writeTo(socket)
+    expect(written).toEqual([...f(1, 10), ...f(8), ...f(9), ...f(2)])
+  })
+})

@@ -63,6 +63,8 @@ export interface InboundOptions<M extends Typed> {
   linkTimeoutMs: number
   stats: TransportStats
   validate: Validator<M>
+  /** Frames the sender sends ahead of the others, unnumbered (transport.ts `urgent`). */
+  urgent(value: unknown): boolean
   nonce(): Uint8Array
   onMessage(peer: Peer, message: M): Verdict
   log: Log
@@ -163,7 +165,7 @@ export function listenInbound<M extends Typed>(o: InboundOptions<M>): Inbound {
           }
           return true
         }
-        if (state.next !== null) {
+        if (state.next !== null && !o.urgent(value)) {
           const seq = state.next++
           if (seq <= sender.delivered) return true // sent again after a reconnect; delivered already
           sender.delivered = seq

@@ -23,6 +23,8 @@ const UNREACHABLE_RETRY_MAX_MS = 250
 /** A connection that lived this long was healthy: the next redial starts from the minimum again. */
 const STABLE_CONNECTION_MS = 2000
 const DROP_LOG_INTERVAL_MS = 1000
+/** Urgent frames held for a peer that is away; more would be stale by the time it is back. */
+const URGENT_HELD_MAX = 1000
 
 export type OutboundData = { link: OutboundLink; attempt: number }
 
@@ -58,6 +60,8 @@ export class OutboundLink {
   /** Set while the current connection is still in its handshake; nothing is sent but the handshake then. */
   private handshaking: Handshaking | null = null
   private failedHandshakes = 0
+  /** Urgent (unnumbered) frames sent while no connection was up; they go first on the next. */
+  private urgentHeld: Uint8Array[] = []
   /** What goes out on the current connection, in order. */
   private queue = new SendQueue()
   /** Every numbered frame not yet acknowledged, oldest first: retained[head] is number firstSeq. */
@@ -91,7 +95,20 @@ export class OutboundLink {
     this.dial()
   }
 
-  enqueue(frame: Uint8Array): boolean {
+  /**
+   * Queues a frame. An `urgent` one goes ahead of everything not yet started and is not numbered
+   * or kept for a resend: at most once, like the cluster's own messages that are sent again anyway.
+   */
+  enqueue(frame: Uint8Array, urgent = false): boolean {
+    if (urgent) {
+      if (this.onConnectedSends) this.queue.push(frame)
+      else if (this.ready) {
+        this.queue.pushUrgent(frame)
+        this.scheduleFlush()
+      } else if (this.urgentHeld.length < URGENT_HELD_MAX) this.urgentHeld.push(frame)
+      else return false
+      return true
+    }
     if (this.retainedBytes + frame.length > this.context.maxQueueBytes) {
       this.context.stats.dropped++
       this.droppedSinceLog++
@@ -114,8 +131,13 @@ export class OutboundLink {
     if (!this.ready) return true
     this.queue.push(frame)
     this.written++
-    // Sends made in the same tick go out as one batched write, unless a batch is already full:
-    // then the kernel buffer, not only our capped queue, should absorb a burst.
+    this.scheduleFlush()
+    return true
+  }
+
+  /** Sends made in the same tick go out as one batched write, unless a batch is already full:
+   * then the kernel buffer, not only our capped queue, should absorb a burst. */
+  private scheduleFlush() {
     if (this.queue.bytes >= BATCH_BYTES) this.flush()
     else if (!this.flushScheduled) {
       this.flushScheduled = true
@@ -124,7 +146,6 @@ export class OutboundLink {
         this.flush()
       })
     }
-    return true
   }
 
   /** Connected and authenticated: queued frames may go out. */
@@ -169,6 +190,7 @@ export class OutboundLink {
     if (this.timer) clearTimeout(this.timer)
     this.timer = null
     this.stopTimers()
+    this.urgentHeld = []
     this.retained = []
     this.retainedHead = this.retainedBytes = this.written = 0
     if (this.handshaking) clearTimeout(this.handshaking.timer)
@@ -335,6 +357,9 @@ export class OutboundLink {
       this.onConnectedSends = false
     }
     if (this.removed || this.socket !== socket) return
+    // Urgent frames held while down go before the resume too: they are not numbered.
+    for (const frame of this.urgentHeld) this.queue.push(frame)
+    this.urgentHeld = []
     this.queue.push(resumeFrame(this.stream, this.firstSeq))
     for (let i = this.retainedHead; i < this.retained.length; i++) this.queue.push(this.retained[i]!)
     this.written = this.retained.length - this.retainedHead

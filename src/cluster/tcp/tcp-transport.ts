@@ -47,6 +47,7 @@ export async function createTcpTransport<M extends Typed>(options: TransportOpti
   const maxFrameBytes = tcp.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES
   const tls = tcp.tls ?? null
   const linkTimeoutMs = tcp.linkTimeoutMs ?? DEFAULT_LINK_TIMEOUT_MS
+  const urgent = options.urgent ?? (() => false)
   const stats = emptyStats()
   const identity: HandshakeSelf = { systemName, address: options.address, incarnation: options.incarnation, secrets: tcp.secrets ?? [] }
   const nonce = () => new Uint8Array(randomBytes(NONCE_BYTES))
@@ -67,6 +68,7 @@ export async function createTcpTransport<M extends Typed>(options: TransportOpti
     linkTimeoutMs,
     stats,
     validate: options.validate,
+    urgent,
     onMessage: (peer, message) => handlers.onMessage(peer, message),
     log,
   })
@@ -143,7 +145,8 @@ export async function createTcpTransport<M extends Typed>(options: TransportOpti
       return 0
     }
     let accepted = 0
-    for (const address of addresses) if (linkTo(address)?.enqueue(frame)) accepted++
+    const ahead = urgent(message)
+    for (const address of addresses) if (linkTo(address)?.enqueue(frame, ahead)) accepted++
     return accepted
   }
 
