@@ -11,7 +11,9 @@ export interface LoadOptions {
   thresholdMs: number
 }
 
-export const DEFAULT_LOAD: LoadOptions = { intervalMs: 20, thresholdMs: 50 }
+// 100 ms: a third of the link timeout and a fifth of the election timeout; a shorter blip (a GC,
+// start-up compiling) is not worth refusing users for.
+export const DEFAULT_LOAD: LoadOptions = { intervalMs: 20, thresholdMs: 100 }
 
 export class LagMonitor {
   /** Recent lag: the latest drift, or a decaying memory of a larger one (shedding outlasts a spike a little). */
@@ -34,7 +36,7 @@ export class LagMonitor {
     const now = this.clock.now()
     const drift = Math.max(0, now - this.last - this.options.intervalMs)
     this.last = now
-    this.lagMs = Math.max(drift, this.lagMs * 0.7)
+    this.lagMs = Math.max(drift, this.lagMs * 0.5)
     this.maxLagMs = Math.max(this.maxLagMs, drift)
   }
 
