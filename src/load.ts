@@ -14,6 +14,8 @@ export interface LoadOptions {
 // 100 ms: a third of the link timeout and a fifth of the election timeout; a shorter blip (a GC,
 // start-up compiling) is not worth refusing users for.
 export const DEFAULT_LOAD: LoadOptions = { intervalMs: 20, thresholdMs: 100 }
+/** Start-up (loading and compiling code, joining) stalls the loop once; it is not load to shed. */
+const WARM_UP_MS = 1000
 
 export class LagMonitor {
   /** Recent lag: the latest drift, or a decaying memory of a larger one (shedding outlasts a spike a little). */
@@ -21,6 +23,7 @@ export class LagMonitor {
   /** Worst drift seen, for /metrics and logs. */
   maxLagMs = 0
   private last = 0
+  private startedAt = 0
 
   constructor(
     private readonly clock: Clock,
@@ -28,7 +31,7 @@ export class LagMonitor {
   ) {}
 
   start(): () => void {
-    this.last = this.clock.now()
+    this.last = this.startedAt = this.clock.now()
     return this.clock.every(this.options.intervalMs, () => this.probe())
   }
 
@@ -36,6 +39,7 @@ export class LagMonitor {
     const now = this.clock.now()
     const drift = Math.max(0, now - this.last - this.options.intervalMs)
     this.last = now
+    if (now - this.startedAt < WARM_UP_MS) return
     this.lagMs = Math.max(drift, this.lagMs * 0.5)
     this.maxLagMs = Math.max(this.maxLagMs, drift)
   }
