@@ -23,7 +23,7 @@ deps:
 	@bash scripts/deps.sh
 
 deps-browser:
-	@bash scripts/deps.sh --browser
+	@bash scripts/deps.sh --browser --netns
 
 clean:
 	rm -rf dist test/artifacts

@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh machine: Bun (from npm), the locked dependencies,
-# with --browser Debian's Chromium for the browser tests, and with --bench Debian's redis-server
-# for the Socket.IO comparison (bench/compare.ts). Safe to run again; the options may be combined.
+# with --browser Debian's Chromium for the browser tests, with --netns Debian's nftables for the
+# real-network fault tests (test/e2e/netfaults.test.ts, `bun run netfaults`), and with --bench
+# Debian's redis-server for the Socket.IO comparison (bench/compare.ts). Safe to run again; the
+# options may be combined.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 browser=false
 bench=false
+netns=false
 for arg in "$@"; do
   case "$arg" in
     --browser) browser=true ;;
     --bench) bench=true ;;
-    *) echo "deps: unknown option $arg (known: --browser, --bench)" >&2; exit 2 ;;
+    --netns) netns=true ;;
+    *) echo "deps: unknown option $arg (known: --browser, --netns, --bench)" >&2; exit 2 ;;
   esac
 done
 
@@ -45,4 +49,8 @@ fi
 # The benchmark starts its own redis-server on a free loopback port and stops it afterwards.
 if $bench; then
   apt_install 'command -v redis-server >/dev/null 2>&1' 'the Socket.IO + Redis comparison benchmark' redis-server
+fi
+# Cutting links needs nft; without root the fault tests skip and say why, so this is not fatal.
+if $netns; then
+  apt_install 'command -v nft >/dev/null 2>&1' 'the network fault tests' nftables || true
 fi

@@ -32,6 +32,8 @@ export interface Config {
   unreachableAfterMs: number
   downAfterMs: number
   bootstrapTimeoutMs: number
+  /** A cluster link silent this long is dropped and redialled (default three heartbeats). */
+  linkTimeoutMs: number
   maxMessageLength: number
   logFormat: 'text' | 'json'
   logLevel: LogLevel
@@ -94,6 +96,7 @@ const FLAGS: Record<string, FlagSpec> = {
   '--election-timeout-ms': { key: 'electionTimeoutMs', env: 'ELECTION_TIMEOUT_MS', kind: 'ms', help: 'minimum election timeout; randomized up to twice this (default 500)' },
   '--unreachable-after-ms': { key: 'unreachableAfterMs', env: 'UNREACHABLE_AFTER_MS', kind: 'ms', help: 'silence before a member is shown unreachable (default 1000)' },
   '--down-after-ms': { key: 'downAfterMs', env: 'DOWN_AFTER_MS', kind: 'ms', help: 'silence before a member is removed (default 3000)' },
+  '--link-timeout-ms': { key: 'linkTimeoutMs', env: 'LINK_TIMEOUT_MS', kind: 'ms', help: 'a cluster link silent this long is dropped and redialled; under --unreachable-after-ms (default 3 heartbeats)' },
   '--bootstrap-timeout-ms': { key: 'bootstrapTimeoutMs', env: 'BOOTSTRAP_TIMEOUT_MS', kind: 'ms', help: 'how long the first seed waits for other seeds before founding a cluster (default 1500)' },
   '--max-message-length': { key: 'maxMessageLength', env: 'MAX_MESSAGE_LENGTH', kind: 'count', help: 'longest chat message in characters (default 2000)' },
   '--log-format': { key: 'logFormat', env: 'LOG_FORMAT', kind: 'choice', choices: ['text', 'json'], help: 'text lines, or JSON lines with time, level, node, event and fields (default text)' },
@@ -125,6 +128,8 @@ export const DEFAULTS: Omit<Config, 'seeds' | 'timing' | 'clusterSecrets' | 'clu
   systemName: 'WebSocketClusterSystem',
   lang: 'en',
   ...DEFAULT_TIMING_MS,
+  // 0: three heartbeats, whatever --heartbeat-ms says (resolved in parseConfig).
+  linkTimeoutMs: 0,
   maxMessageLength: 2000,
   logFormat: 'text',
   logLevel: 'info',
@@ -188,6 +193,10 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
   if (config.authJwtSecret !== null && config.authJwtPublicKey !== null) return err('give --auth-jwt-secret or --auth-jwt-public-key, not both')
   const timing = timingFromMs(config)
   if (!timing.ok) return timing
+  // A link must be redialled well before the leader would call its peer unreachable.
+  config.linkTimeoutMs ||= 3 * config.heartbeatMs
+  if (config.linkTimeoutMs >= config.unreachableAfterMs) return err(`--link-timeout-ms (${config.linkTimeoutMs}) must be under --unreachable-after-ms (${config.unreachableAfterMs})`)
+  if (config.linkTimeoutMs < 30) return err(`--link-timeout-ms (${config.linkTimeoutMs}) must be at least 30`)
   const secrets = clusterSecrets(config, readFile)
   if (!secrets.ok) return secrets
   const tls = clusterTls(config, readFile)

@@ -36,7 +36,7 @@ const log = createLogger({
   node: formatAddress({ systemName: config.systemName, host: config.host, port: config.clusterPort }),
 })
 const io: NodeIo = {
-  transport: tcpTransport({ secrets: config.clusterSecrets, tls: config.clusterTls }),
+  transport: tcpTransport({ secrets: config.clusterSecrets, tls: config.clusterTls, linkTimeoutMs: config.linkTimeoutMs }),
   clock: realClock,
   random: Math.random,
   newIncarnation: () => crypto.randomUUID().slice(0, 8),
@@ -85,7 +85,7 @@ async function shutdown(signal: string) {
   stopping = true
   log(`${signal}: leaving the cluster`, { event: 'shutdown', signal })
   const left = await node.shutdown(LEAVE_TIMEOUT_MS)
-  if (!left) log(`leave was not confirmed within ${LEAVE_TIMEOUT_MS / 1000} s; exiting anyway`, { level: 'warn', event: 'leave_unconfirmed' })
+  if (!left) log('leave was not confirmed (no leader answered in time); exiting anyway', { level: 'warn', event: 'leave_unconfirmed' })
   log('stopped', { event: 'stopped' })
   process.exit(0)
 }

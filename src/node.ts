@@ -14,6 +14,7 @@ import { createApp, TopicFanout } from './http/app'
 import type { NodeIo } from './io'
 import type { MembershipView } from './cluster/membership'
 import { createMetrics } from './metrics'
+import { LagMonitor } from './load'
 import { err, ok, type Result } from './result'
 
 /** Everything of a node but HTTP: what the whole-node simulator runs. */
@@ -23,6 +24,8 @@ export interface ChatNode {
   readonly room: ChatRoom
   readonly gateway: ChatGateway
   readonly sockets: Sockets
+  /** Event-loop lag; sheds client work while the node is behind. */
+  readonly load: LagMonitor
   start(): Promise<void>
   /** Leaves the cluster (up to `timeoutMs`); true when the removal was confirmed. */
   leave(timeoutMs: number): Promise<boolean>
@@ -49,12 +52,15 @@ export function createChatNode(config: ChatNodeConfig, io: NodeIo, fanout: Fanou
     sendTo: (to, message) => cluster.send(to, message),
     disconnect: (username, code, reason) => sockets.close(username, code, reason),
   })
+  const load = new LagMonitor(io.clock)
+  let stopLoad = () => {}
   const gateway = new ChatGateway({
     room,
     sockets,
     selfAddress: address,
     now: io.clock.now,
     rateLimit: { perSecond: config.rateLimit, burst: config.rateBurst },
+    overloaded: () => load.overloaded(),
   })
   return {
     address,
@@ -62,14 +68,20 @@ export function createChatNode(config: ChatNodeConfig, io: NodeIo, fanout: Fanou
     room,
     gateway,
     sockets,
-    start: () =>
-      cluster.start({
+    load,
+    start: () => {
+      stopLoad = load.start()
+      return cluster.start({
         onMembers: (peers, selfUp) => room.setMembers(peers, selfUp),
         onMessage: (peer, message) => room.onPeerMessage(peer, message),
         onPeerConnected: (to) => room.sendSnapshot(to),
-      }),
+      })
+    },
     leave: (timeoutMs) => cluster.leave(timeoutMs),
-    stop: () => cluster.stop(),
+    stop: () => {
+      stopLoad()
+      return cluster.stop()
+    },
   }
 }
 
@@ -113,7 +125,7 @@ export function createNode(config: Config, io: NodeIo, identify: Identify = anon
     log: io.log,
     identify,
     allowedOrigins: config.allowedOrigins,
-    connectionCaps: { perIp: config.maxConnectionsPerIp, total: config.maxConnections, connectsPerIpPerSecond: config.connectRate },
+    connectionCaps: { perIp: config.maxConnectionsPerIp, total: config.maxConnections, connectsPerIpPerSecond: config.connectRate, overloaded: () => chat.load.overloaded() },
   })
   return {
     address: chat.address,

@@ -13,6 +13,8 @@ export interface GatewayDeps {
   selfAddress: string
   now: () => number
   rateLimit: RateLimit
+  /** True while the node is behind (src/load.ts): chat frames are refused, so cluster traffic stays on time. */
+  overloaded?: () => boolean
 }
 
 interface Session {
@@ -22,7 +24,7 @@ interface Session {
 }
 
 /** Why a connection or a frame was refused: the label of the refusal counter in /metrics. */
-export type Refusal = 'bad_token' | 'bad_username' | 'username_taken' | 'bad_message' | 'binary_frame' | 'message_too_long' | 'rate_limited' | 'flooding'
+export type Refusal = 'bad_token' | 'bad_username' | 'username_taken' | 'bad_message' | 'binary_frame' | 'message_too_long' | 'rate_limited' | 'flooding' | 'overloaded'
 
 export class ChatGateway {
   /** Counters for /metrics. */
@@ -65,6 +67,9 @@ export class ChatGateway {
       return this.refuse('rate_limited', () =>
         this.send(session.socket, { type: 'error', code: 'rate_limited', message: `at most ${this.d.rateLimit.perSecond} messages per second; this one was not delivered` }),
       )
+    }
+    if (this.d.overloaded?.()) {
+      return this.refuse('overloaded', () => this.send(session.socket, { type: 'error', code: 'overloaded', message: 'this node is overloaded; this message was not delivered, send it again shortly' }))
     }
     const parsed = parseClientMessage(data)
     if (!parsed.ok) {

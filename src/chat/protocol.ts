@@ -22,7 +22,7 @@ export type ServerMessage =
   | { type: 'error'; code: ErrorCode; message: string }
 
 /** Why the last client frame was refused (the connection stays open). */
-export type ErrorCode = 'message_too_long' | 'bad_message' | 'rate_limited'
+export type ErrorCode = 'message_too_long' | 'bad_message' | 'rate_limited' | 'overloaded'
 
 export type ClientMessage = { type: 'chat'; message: string }
 

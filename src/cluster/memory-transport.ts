@@ -29,7 +29,8 @@ export const NO_FAULTS: NetworkFaults = { delayMsMin: 1, delayMsMax: 1, drop: 0,
 const MAX_QUEUE_BYTES = 8 * 1024 * 1024
 const MAX_FRAME_BYTES = 1024 * 1024
 const REDIAL_MS_MIN = 50
-const REDIAL_MS_MAX = 2000
+// As the TCP transport: a peer that is down or cut off is retried at least this often, so a heal is noticed at once.
+const REDIAL_MS_MAX = 250
 
 export interface NetworkCounters {
   sent: number

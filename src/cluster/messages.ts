@@ -4,7 +4,7 @@
 import { Type as T, type Static } from '@sinclair/typebox'
 import { typesOf, validatorFor, type Typed } from './validate'
 
-export const PROTOCOL_VERSION = 2
+export const PROTOCOL_VERSION = 3
 
 /**
  * Largest term or log index a peer may send. Far beyond anything real (a term a millisecond

@@ -52,7 +52,7 @@ export class ClusterNode<A extends Typed> {
   private lastView: MembershipView | undefined
   /** The core's viewKey() when lastView was built. */
   private lastViewKey = ''
-  private leaving: { resolve: () => void } | undefined
+  private leaving: { resolve: (left: boolean) => void; heardAt: number } | undefined
   private peers: string[] = []
   /** Messages broadcast before the member list was known; null once it is. */
   private held: A[] | null = []
@@ -77,6 +77,8 @@ export class ClusterNode<A extends Typed> {
       // Raft messages are the cluster's own; anything else must be an application message.
       validate: (value) => (RAFT_TYPES.has((value as Typed | null)?.type as string) ? validateRaftMessage(value) : this.validateApp(value)),
       log: this.io.log,
+      // Heartbeats and votes go ahead of a chat backlog: a busy link must not cost a member.
+      urgent: (value) => RAFT_TYPES.has((value as Typed | null)?.type as string),
       handlers: {
         onMessage: (peer, message) => this.onMessage(peer, message),
         onConnected: (address) => this.listener.onPeerConnected(address),
@@ -133,17 +135,33 @@ export class ClusterNode<A extends Typed> {
     else this.io.log(`dropped a ${message.type} message: still joining and ${HELD_MESSAGES_MAX} messages are waiting`)
   }
 
-  /** Asks the leader to remove this node and waits (up to timeoutMs) until it is removed. */
+  /**
+   * Asks the leader to remove this node and waits until it is removed: at most `timeoutMs`, and
+   * no longer than three heartbeats without a word from a leader (from any member, when this node
+   * leads). Then nobody is left to confirm it, as when the whole cluster stops at once, and
+   * waiting longer only delays the exit. True when the removal was confirmed.
+   */
   async leave(timeoutMs: number): Promise<boolean> {
     if (this.core.removed) return true
-    const done = new Promise<void>((resolve) => (this.leaving = { resolve }))
+    const done = new Promise<boolean>((resolve) => (this.leaving = { resolve, heardAt: this.io.clock.now() }))
     this.core.leave()
     this.flush()
     let cancel = () => {}
     const timedOut = new Promise<false>((resolve) => (cancel = this.io.clock.after(timeoutMs, () => resolve(false))))
-    const left = await Promise.race([done.then(() => true as const), timedOut])
+    const left = await Promise.race([done, timedOut])
     cancel()
     return left
+  }
+
+  /** While leaving: a leader (or, leading, any member) spoke; the leave can still be confirmed. */
+  private heardWhileLeaving(from: string): void {
+    if (!this.leaving) return
+    if (from === this.core.leaderId || this.core.role === 'leader') this.leaving.heardAt = this.io.clock.now()
+  }
+
+  private leaveStalled(): boolean {
+    if (!this.leaving) return false
+    return this.io.clock.now() - this.leaving.heardAt > 3 * this.settings.timing.heartbeatTicks * TICK_MS
   }
 
   async stop(): Promise<void> {
@@ -160,6 +178,13 @@ export class ClusterNode<A extends Typed> {
   private tick(): void {
     this.core.tick()
     this.afterStep()
+    if (this.leaveStalled()) {
+      this.io.log(`node ${this.address} is leaving but no leader has answered for ${3 * this.settings.timing.heartbeatTicks * TICK_MS} ms; giving up on a confirmation`, { level: 'warn', event: 'leave_abandoned' })
+      this.stopTicking?.()
+      this.stopTicking = null
+      this.leaving!.resolve(false)
+      this.leaving = undefined
+    }
   }
 
   private onMessage(peer: Peer, message: RaftMessage | A): Verdict {
@@ -167,6 +192,7 @@ export class ClusterNode<A extends Typed> {
     // A peer speaks only for itself: a frame claiming another sender is not a mistake a node makes.
     if (addressOf(message.from) !== peer.address) return err(`${message.type} claims to come from ${message.from.slice(0, 300)}`)
     if (this.stopTicking === null) return ACCEPTED
+    this.heardWhileLeaving(message.from)
     this.core.step(message)
     this.afterStep()
     return ACCEPTED
@@ -187,7 +213,7 @@ export class ClusterNode<A extends Typed> {
       this.io.log(`node ${this.address} left the cluster`)
       this.stopTicking?.()
       this.stopTicking = null
-      this.leaving.resolve()
+      this.leaving.resolve(true)
       this.leaving = undefined
       return
     }

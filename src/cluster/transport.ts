@@ -63,6 +63,12 @@ export interface TransportOptions<M extends Typed> {
   validate: Validator<M>
   handlers: TransportHandlers<M>
   log: Log
+  /**
+   * Messages that may overtake others (the cluster's own: heartbeats and votes must not wait behind
+   * a chat backlog). Checked on the raw value, the same way on both ends. A transport may honour it
+   * (TCP sends them ahead, unnumbered: at most once) or ignore it (the in-memory one keeps FIFO).
+   */
+  urgent?: (value: unknown) => boolean
 }
 
 export type TransportFactory = <M extends Typed>(options: TransportOptions<M>) => Promise<Transport<M>>

@@ -19,6 +19,8 @@ export interface ConnectionCaps {
   total: number
   /** New sockets a second per client address (a bucket of 10 seconds' worth); 0: no limit. */
   connectsPerIpPerSecond?: number
+  /** True while the node is behind on its own work (src/load.ts): new sockets are refused with 503. */
+  overloaded?: () => boolean
 }
 
 /** Bound on the addresses whose connect rate is remembered: full buckets are forgotten first. */
@@ -35,6 +37,7 @@ export class ConnectionCounts {
 
   /** Whether one more socket from `ip` would go over a cap. */
   refusal(ip: string): UpgradeRefusal | null {
+    if (this.caps.overloaded?.()) return { status: 503, error: 'this node is overloaded; try another node or later' }
     if (this.total >= this.caps.total) return { status: 503, error: `this node is at its limit of ${this.caps.total} connections; try another node or later` }
     if ((this.byIp.get(ip) ?? 0) >= this.caps.perIp) return { status: 429, error: `at most ${this.caps.perIp} connections per client address` }
     return null

@@ -9,7 +9,7 @@ import { ok, err } from '../../src/result'
 
 const self = 'bun://S@127.0.0.1:2551'
 
-function setup(rateLimit = { perSecond: 20, burst: 40 }) {
+function setup(rateLimit = { perSecond: 20, burst: 40 }, overloaded?: () => boolean) {
   let clock = 1000
   const published: any[] = []
   const room = new ChatRoom({
@@ -22,7 +22,7 @@ function setup(rateLimit = { perSecond: 20, burst: 40 }) {
     sendTo: () => {},
     disconnect: () => {},
   })
-  const gateway = new ChatGateway({ room, sockets: new Sockets(), selfAddress: self, now: () => clock, rateLimit })
+  const gateway = new ChatGateway({ room, sockets: new Sockets(), selfAddress: self, now: () => clock, rateLimit, overloaded })
   const socket = () => {
     const s = { sent: [] as any[], closed: null as null | { code?: number; reason?: string } }
     const client: ClientSocket = {
@@ -56,6 +56,20 @@ describe('ChatGateway.open', () => {
 })
 
 describe('ChatGateway.message', () => {
+  test('while the node is overloaded a chat frame is refused with `overloaded` and not delivered; after, it goes through', () => {
+    let busy = true
+    const { gateway, published, socket } = setup(undefined, () => busy)
+    const a = socket()
+    gateway.open('1', a.client, ok('alice'))
+    gateway.message('1', 'shed')
+    expect(chats(published)).toEqual([])
+    expect(a.s.sent.at(-1)).toMatchObject({ type: 'error', code: 'overloaded' })
+    expect(gateway.stats.refused.overloaded).toBe(1)
+    busy = false
+    gateway.message('1', 'served')
+    expect(chats(published)).toEqual(['served'])
+  })
+
   test('over the rate: an error frame, not delivered; flooding on closes with 4429 and the user leaves', () => {
     const { gateway, room, published, socket, advance } = setup({ perSecond: 20, burst: 40 })
     const a = socket()

@@ -29,6 +29,14 @@ describe('ConnectionCounts', () => {
     expect(counts.refusal('a')).toBeNull()
     expect(counts.counts()).toEqual({ total: 2, addresses: 2 })
   })
+  test('an overloaded node refuses every new socket with 503', () => {
+    let busy = true
+    const counts = new ConnectionCounts({ perIp: 2, total: 3, overloaded: () => busy })
+    expect(counts.refusal('a')).toMatchObject({ status: 503, error: expect.stringContaining('overloaded') })
+    expect(counts.acquire('a')).toBe(false)
+    busy = false
+    expect(counts.acquire('a')).toBe(true)
+  })
   test('releasing more than was acquired changes nothing', () => {
     const counts = new ConnectionCounts({ perIp: 1, total: 1 })
     counts.release('a')

@@ -117,6 +117,10 @@ export interface StartNodeOptions {
   startTimeoutMs?: number
   /** Label used in log prefixes; default `node:<httpPort>`. */
   name?: string
+  /** The address the node listens on and is reached at (default 127.0.0.1; a netns lab's address). */
+  host?: string
+  /** Argv put before the command, e.g. `ip netns exec <ns>` (see ./netns.ts). */
+  prefix?: string[]
 }
 
 export interface NodeHandle {
@@ -205,16 +209,17 @@ function defaultCommand(): string[] {
 }
 
 export async function startNode(options: StartNodeOptions = {}): Promise<NodeHandle> {
+  const host = options.host ?? HOST
   const clusterPort = options.clusterPort ?? (await freePort())
   const httpPort = options.httpPort ?? (await freePort())
-  const seeds = options.seeds ?? [`${HOST}:${clusterPort}`]
+  const seeds = options.seeds ?? [`${host}:${clusterPort}`]
   const extraArgs = options.args ?? []
   const name = options.name ?? `node:${httpPort}`
-  const command = options.command ?? defaultCommand()
+  const command = [...(options.prefix ?? []), ...(options.command ?? defaultCommand())]
   const argv = [
     ...command,
     '--host',
-    HOST,
+    host,
     '--cluster-port',
     String(clusterPort),
     '--http-port',
@@ -249,13 +254,13 @@ export async function startNode(options: StartNodeOptions = {}): Promise<NodeHan
     isExited = true
   })
 
-  const httpUrl = `http://${HOST}:${httpPort}`
+  const httpUrl = `http://${host}:${httpPort}`
   const handle: NodeHandle = {
     name,
     clusterPort,
     httpPort,
     httpUrl,
-    address: `bun://${systemNameFrom(extraArgs)}@${HOST}:${clusterPort}`,
+    address: `bun://${systemNameFrom(extraArgs)}@${host}:${clusterPort}`,
     proc,
     logs: () => log,
     kill(signal: NodeJS.Signals | number = 'SIGKILL') {

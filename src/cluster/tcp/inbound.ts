@@ -2,7 +2,10 @@
 // (handshake.ts: hello, our hello_ack, their auth) before anything else is read; every later frame
 // is checked with the validator the transport was given, then by the receiver, which may refuse it.
 // A connection that fails is closed with one log line and counted: `authFailures` before it
-// authenticated, `invalid` after.
+// authenticated, `invalid` after. After the handshake the listener writes only pongs
+// (liveness.ts), each carrying the highest frame number it delivered from that sender; a newer
+// connection from the same sender retires the older one, so no frame from a stale connection
+// arrives after newer ones, and numbered frames delivered already are skipped.
 import type { Log } from '../../io'
 import type { Socket, TCPSocketListener } from 'bun'
 import { encodeFrame, FrameDecoder, FrameError, NO_FRAME } from '../codec'
@@ -11,6 +14,7 @@ import type { Hello } from '../messages'
 import type { Peer, TransportStats, Verdict } from '../transport'
 import type { Typed, Validator } from '../validate'
 import { describe } from './describe'
+import { asLinkControl, pongFrame } from './liveness'
 import { SendQueue } from './send-queue'
 import type { TlsFiles } from './tls'
 
@@ -19,7 +23,18 @@ export const HANDSHAKE_MAX_FRAME_BYTES = 4096
 /** And must finish within this long (by default). */
 export const HANDSHAKE_TIMEOUT_MS = 5000
 
-type Phase = { name: 'hello' } | { name: 'auth'; state: ListenerState } | { name: 'open'; peer: Hello }
+type Phase = { name: 'hello' } | { name: 'auth'; state: ListenerState } | { name: 'open'; peer: Hello; sender: Sender }
+
+/** One sender incarnation, across its connections: what was delivered from it, and on which connection it now talks. */
+interface Sender {
+  incarnation: string
+  /** The sender's link whose frames are numbered (a new one after it disconnected and dialled again). */
+  stream: number
+  delivered: number
+  /** The last `delivered` we told the sender. */
+  acked: number
+  socket: Socket<InboundData> | null
+}
 
 type InboundData = {
   remote: string
@@ -28,7 +43,14 @@ type InboundData = {
   closed: boolean
   out: SendQueue
   timer: ReturnType<typeof setTimeout> | null
+  /** Number of the next frame, once the dialer sent link_resume; null: frames are not numbered (yet). */
+  next: number | null
+  lastHeard: number
+  /** The dialer pings (a peer of this version): its silence means a dead path. */
+  pinged: boolean
 }
+
+const senderOf = (phase: Phase): Sender | null => (phase.name === 'open' ? phase.sender : null)
 
 export interface InboundOptions<M extends Typed> {
   host: string
@@ -37,8 +59,12 @@ export interface InboundOptions<M extends Typed> {
   tls: TlsFiles | null
   maxFrameBytes: number
   handshakeTimeoutMs: number
+  /** The dialer pings at a third of this; an inbound connection silent for three times it is dropped. */
+  linkTimeoutMs: number
   stats: TransportStats
   validate: Validator<M>
+  /** Frames the sender sends ahead of the others, unnumbered (transport.ts `urgent`). */
+  urgent(value: unknown): boolean
   nonce(): Uint8Array
   onMessage(peer: Peer, message: M): Verdict
   log: Log
@@ -51,7 +77,30 @@ export interface Inbound {
 
 export function listenInbound<M extends Typed>(o: InboundOptions<M>): Inbound {
   const sockets = new Set<Socket<InboundData>>()
+  const senders = new Map<string, Sender>()
   let closed = false
+
+  /** Closes a connection without blame: a newer one replaced it, or it went silent. */
+  const retire = (socket: Socket<InboundData>, reason: string) => {
+    const state = socket.data
+    if (state.closed) return
+    state.closed = true
+    if (state.timer) clearTimeout(state.timer)
+    if (state.phase.name === 'open') o.log(`dropped connection from ${state.phase.peer.address} (${state.remote}): ${reason}`, { level: 'debug' })
+    socket.terminate()
+  }
+
+  /** A newly authenticated connection becomes its sender's only one. */
+  const adopt = (socket: Socket<InboundData>, peer: Hello): Sender => {
+    let sender = senders.get(peer.address)
+    if (!sender || sender.incarnation !== peer.incarnation) {
+      sender = { incarnation: peer.incarnation, stream: -1, delivered: 0, acked: 0, socket: null }
+      senders.set(peer.address, sender)
+    }
+    if (sender.socket && sender.socket !== socket) retire(sender.socket, 'replaced by a newer connection')
+    sender.socket = socket
+    return sender
+  }
 
   const refuse = (socket: Socket<InboundData>, reason: string): false => {
     const state = socket.data
@@ -91,16 +140,35 @@ export function listenInbound<M extends Typed>(o: InboundOptions<M>): Inbound {
       case 'auth': {
         const peer = listenerOnAuth(state.phase.state, value)
         if (!peer.ok) return refuse(socket, peer.error)
-        state.phase = { name: 'open', peer: peer.value }
+        state.phase = { name: 'open', peer: peer.value, sender: adopt(socket, peer.value) }
         if (state.timer) clearTimeout(state.timer)
         state.timer = null
         state.decoder.maxFrameBytes = o.maxFrameBytes
         return true
       }
       case 'open': {
-        const peer = state.phase.peer
+        const { peer, sender } = state.phase
         if (typeof (value as Typed | null)?.type === 'string' && ['hello', 'hello_ack', 'auth'].includes((value as Typed).type)) {
           return refuse(socket, `${(value as Typed).type} after the handshake`)
+        }
+        const control = asLinkControl(value)
+        if (control === 'bad') return refuse(socket, `malformed ${(value as Typed).type}`)
+        if (control) {
+          if (control.type === 'link_pong') return refuse(socket, 'link_pong from a dialer')
+          if (control.type === 'link_resume') {
+            if (control.stream !== sender.stream) Object.assign(sender, { stream: control.stream, delivered: 0, acked: 0 })
+            state.next = control.next
+          } else {
+            state.pinged = true
+            sender.acked = sender.delivered
+            reply(socket, pongFrame(sender.delivered))
+          }
+          return true
+        }
+        if (state.next !== null && !o.urgent(value)) {
+          const seq = state.next++
+          if (seq <= sender.delivered) return true // sent again after a reconnect; delivered already
+          sender.delivered = seq
         }
         const result = o.validate(value)
         if (!result.ok) return refuse(socket, result.error)
@@ -119,6 +187,7 @@ export function listenInbound<M extends Typed>(o: InboundOptions<M>): Inbound {
 
   const onData = (socket: Socket<InboundData>, chunk: Uint8Array) => {
     if (socket.data.closed) return
+    socket.data.lastHeard = Date.now()
     o.stats.bytesIn += chunk.length
     const decoder = socket.data.decoder
     decoder.append(chunk) // cannot fail: a failed decoder's connection is already closed
@@ -131,7 +200,7 @@ export function listenInbound<M extends Typed>(o: InboundOptions<M>): Inbound {
         refuse(socket, error instanceof FrameError ? `${error.code}: ${error.message}` : describe(error))
         return
       }
-      if (value === NO_FRAME) return
+      if (value === NO_FRAME) break
       o.stats.framesIn++
       let open: boolean
       try {
@@ -141,6 +210,13 @@ export function listenInbound<M extends Typed>(o: InboundOptions<M>): Inbound {
         open = refuse(socket, `cannot check frame: ${describe(error)}`)
       }
       if (!open) return
+    }
+    // Acknowledge what this chunk delivered at once (one pong per chunk, not per frame): the
+    // sender forgets it sooner, and resends less after a reconnect.
+    const sender = senderOf(socket.data.phase)
+    if (sender && sender.delivered > sender.acked && sender.socket === socket) {
+      sender.acked = sender.delivered
+      reply(socket, pongFrame(sender.delivered))
     }
   }
 
@@ -165,6 +241,9 @@ export function listenInbound<M extends Typed>(o: InboundOptions<M>): Inbound {
             closed: false,
             out: new SendQueue(),
             timer: null,
+            next: null,
+            lastHeard: Date.now(),
+            pinged: false,
           }
           if (closed) return void socket.terminate()
           sockets.add(socket)
@@ -182,6 +261,7 @@ export function listenInbound<M extends Typed>(o: InboundOptions<M>): Inbound {
         close(socket) {
           sockets.delete(socket)
           const state = socket.data
+          if (state?.phase.name === 'open' && state.phase.sender.socket === socket) state.phase.sender.socket = null
           if (!state || state.closed) return
           if (state.timer) clearTimeout(state.timer)
           // A dialer that got our proof and went away did not accept it (or could not prove its own).
@@ -197,9 +277,19 @@ export function listenInbound<M extends Typed>(o: InboundOptions<M>): Inbound {
     throw new Error(`cluster transport cannot listen on ${o.host}:${o.port}: ${describe(error)}`)
   }
 
+  // A dialer that pings and then falls silent is cut off or gone: free its connection.
+  const sweep = setInterval(() => {
+    const now = Date.now()
+    for (const socket of sockets) {
+      const state = socket.data
+      if (state.phase.name === 'open' && state.pinged && now - state.lastHeard > 3 * o.linkTimeoutMs) retire(socket, `silent for ${now - state.lastHeard} ms`)
+    }
+  }, o.linkTimeoutMs)
+
   return {
     close() {
       closed = true
+      clearInterval(sweep)
       listener.stop(true)
       for (const socket of sockets) {
         if (socket.data.timer) clearTimeout(socket.data.timer)

@@ -1,7 +1,9 @@
-// One outbound link: this node's own connection to one peer. It dials with backoff, runs the
-// dialer's side of the handshake (handshake.ts) on each new connection, keeps a capped queue while
-// the peer is away or not yet authenticated, and redials when the connection drops or the peer
-// fails to prove itself.
+// One outbound link: this node's own connection to one peer. It dials, runs the dialer's side of
+// the handshake (handshake.ts) on each new connection, keeps every frame until the peer
+// acknowledges it (capped), and redials when the connection drops, goes silent for the link
+// timeout (liveness.ts: pings and pongs), or the peer fails to prove itself. Frames not yet
+// acknowledged go again on the next connection, where the peer skips what it already delivered,
+// so a reconnect neither loses nor repeats a frame.
 import type { Log } from '../../io'
 import type { Socket } from 'bun'
 import type { NodeAddress } from '../address'
@@ -10,13 +12,19 @@ import { dialerOnAck, dialerStart, type DialerState, type HandshakeSelf } from '
 import type { TransportStats } from '../transport'
 import { describe } from './describe'
 import { HANDSHAKE_MAX_FRAME_BYTES } from './inbound'
+import { asLinkControl, PING_FRAME, pingIntervalMs, resumeFrame } from './liveness'
 import { BATCH_BYTES, SendQueue } from './send-queue'
 
 const BACKOFF_MIN_MS = 50
+/** A peer that refuses our handshake is retried this slowly at most (its log says why). */
 const BACKOFF_MAX_MS = 2000
+/** A peer that is down or cut off is retried at least this often, so a heal is noticed at once. */
+const UNREACHABLE_RETRY_MAX_MS = 250
 /** A connection that lived this long was healthy: the next redial starts from the minimum again. */
 const STABLE_CONNECTION_MS = 2000
 const DROP_LOG_INTERVAL_MS = 1000
+/** Urgent frames held for a peer that is away; more would be stale by the time it is back. */
+const URGENT_HELD_MAX = 1000
 
 export type OutboundData = { link: OutboundLink; attempt: number }
 
@@ -26,6 +34,8 @@ export interface LinkContext {
   readonly self: HandshakeSelf
   readonly maxQueueBytes: number
   readonly handshakeTimeoutMs: number
+  /** A connection silent this long (no pong), or a dial not authenticated within it, is dropped and redialled. */
+  readonly linkTimeoutMs: number
   nonce(): Uint8Array
   /** Called when a (re)connect completed; what it sends goes first on the new connection. */
   onConnected(address: string): void
@@ -50,7 +60,20 @@ export class OutboundLink {
   /** Set while the current connection is still in its handshake; nothing is sent but the handshake then. */
   private handshaking: Handshaking | null = null
   private failedHandshakes = 0
+  /** Urgent (unnumbered) frames sent while no connection was up; they go first on the next. */
+  private urgentHeld: Uint8Array[] = []
+  /** What goes out on the current connection, in order. */
   private queue = new SendQueue()
+  /** Every numbered frame not yet acknowledged, oldest first: retained[head] is number firstSeq. */
+  private retained: Uint8Array[] = []
+  private retainedHead = 0
+  private firstSeq = 1
+  private retainedBytes = 0
+  /** How many retained frames (from the head) are already in `queue` or written on this connection. */
+  private written = 0
+  private lastHeard = 0
+  private pingTimer: ReturnType<typeof setInterval> | null = null
+  private dialTimer: ReturnType<typeof setTimeout> | null = null
   private attempt = 0
   private dialing = false
   private failedDials = 0
@@ -66,28 +89,55 @@ export class OutboundLink {
     readonly address: string,
     readonly target: NodeAddress,
     private readonly context: LinkContext,
+    /** Unique among this transport's links: a link made after a disconnect numbers its frames afresh. */
+    private readonly stream: number,
   ) {
     this.dial()
   }
 
-  enqueue(frame: Uint8Array): boolean {
-    if (this.queue.bytes + frame.length > this.context.maxQueueBytes) {
+  /**
+   * Queues a frame. An `urgent` one goes ahead of everything not yet started and is not numbered
+   * or kept for a resend: at most once, like the cluster's own messages that are sent again anyway.
+   */
+  enqueue(frame: Uint8Array, urgent = false): boolean {
+    if (urgent) {
+      if (this.onConnectedSends) this.queue.push(frame)
+      else if (this.ready) {
+        this.queue.pushUrgent(frame)
+        this.scheduleFlush()
+      } else if (this.urgentHeld.length < URGENT_HELD_MAX) this.urgentHeld.push(frame)
+      else return false
+      return true
+    }
+    if (this.retainedBytes + frame.length > this.context.maxQueueBytes) {
       this.context.stats.dropped++
       this.droppedSinceLog++
       const now = Date.now()
       if (now - this.lastDropLog >= DROP_LOG_INTERVAL_MS) {
         this.context.log(
-          `dropping messages to ${this.address}: send queue full (${this.queue.bytes} bytes queued, cap ${this.context.maxQueueBytes}); ${this.droppedSinceLog} dropped since last report`,
+          `dropping messages to ${this.address}: send queue full (${this.retainedBytes} bytes not yet acknowledged, cap ${this.context.maxQueueBytes}); ${this.droppedSinceLog} dropped since last report`,
         )
         this.lastDropLog = now
         this.droppedSinceLog = 0
       }
       return false
     }
-    this.queue.push(frame)
+    if (this.onConnectedSends) {
+      this.queue.push(frame)
+      return true
+    }
+    this.retained.push(frame)
+    this.retainedBytes += frame.length
     if (!this.ready) return true
-    // Sends made in the same tick go out as one batched write, unless a batch is already full:
-    // then the kernel buffer, not only our capped queue, should absorb a burst.
+    this.queue.push(frame)
+    this.written++
+    this.scheduleFlush()
+    return true
+  }
+
+  /** Sends made in the same tick go out as one batched write, unless a batch is already full:
+   * then the kernel buffer, not only our capped queue, should absorb a burst. */
+  private scheduleFlush() {
     if (this.queue.bytes >= BATCH_BYTES) this.flush()
     else if (!this.flushScheduled) {
       this.flushScheduled = true
@@ -96,7 +146,6 @@ export class OutboundLink {
         this.flush()
       })
     }
-    return true
   }
 
   /** Connected and authenticated: queued frames may go out. */
@@ -111,8 +160,23 @@ export class OutboundLink {
     this.context.stats.bytesOut += bytes
   }
 
+  /** Bytes not yet acknowledged by the peer (sent or not). */
   get queuedBytes(): number {
-    return this.queue.bytes
+    return this.retainedBytes
+  }
+
+  /** The peer delivered every frame up to number `ack`: forget them. */
+  private acknowledged(ack: number) {
+    while (this.firstSeq <= ack && this.retainedHead < this.retained.length) {
+      this.retainedBytes -= this.retained[this.retainedHead]!.length
+      this.retained[this.retainedHead++] = undefined as never
+      this.firstSeq++
+      if (this.written > 0) this.written--
+    }
+    if (this.retainedHead > 1024 && this.retainedHead * 2 > this.retained.length) {
+      this.retained = this.retained.slice(this.retainedHead)
+      this.retainedHead = 0
+    }
   }
 
   /** True while connected with frames still to write; worth a moment's wait before closing. */
@@ -125,6 +189,10 @@ export class OutboundLink {
     this.removed = true
     if (this.timer) clearTimeout(this.timer)
     this.timer = null
+    this.stopTimers()
+    this.urgentHeld = []
+    this.retained = []
+    this.retainedHead = this.retainedBytes = this.written = 0
     if (this.handshaking) clearTimeout(this.handshaking.timer)
     this.handshaking = null
     this.queue.clear()
@@ -138,7 +206,32 @@ export class OutboundLink {
     this.timer = null
     if (this.removed) return
     this.dialing = true
-    this.context.dial(this, ++this.attempt)
+    const attempt = ++this.attempt
+    // A SYN into a partition is retried by the kernel for minutes, and a handshake with a peer
+    // that went silent waits for its timeout: give up on this attempt and dial afresh instead.
+    this.dialTimer = setTimeout(() => this.abandon(attempt), this.context.linkTimeoutMs)
+    this.context.dial(this, attempt)
+  }
+
+  /** The dial `attempt` did not authenticate in time: forget it (a late open is terminated) and dial again at once. */
+  private abandon(attempt: number) {
+    this.dialTimer = null
+    if (this.removed || attempt !== this.attempt || this.ready) return
+    const socket = this.socket
+    if (this.handshaking) clearTimeout(this.handshaking.timer)
+    this.handshaking = null
+    this.socket = null
+    this.dialing = false
+    if (this.failedDials++ === 0) this.context.log(`cannot connect to ${this.address}: not connected within ${this.context.linkTimeoutMs} ms; redialling`)
+    this.attempt++ // so the abandoned socket's events are ignored
+    socket?.terminate()
+    this.dial()
+  }
+
+  private stopTimers() {
+    if (this.pingTimer) clearInterval(this.pingTimer)
+    if (this.dialTimer) clearTimeout(this.dialTimer)
+    this.pingTimer = this.dialTimer = null
   }
 
   /**
@@ -150,6 +243,8 @@ export class OutboundLink {
     this.dialing = false
     this.socket = socket
     socket.setNoDelay(true)
+    // Our pings find a dead path sooner; keepalive is for a peer host that vanished while idle.
+    socket.setKeepAlive(true, 1000)
     const timeout = this.context.handshakeTimeoutMs
     const timer = setTimeout(() => this.refuse(socket, `no hello_ack within ${timeout} ms`), timeout)
     this.handshaking = { state: null, decoder: new FrameDecoder(HANDSHAKE_MAX_FRAME_BYTES), out: new SendQueue(), timer, refused: false }
@@ -174,7 +269,7 @@ export class OutboundLink {
     const handshaking = this.handshaking
     if (socket !== this.socket) return
     this.context.stats.bytesIn += chunk.length
-    if (!handshaking) return // a listener says nothing after its hello_ack; there is nothing to act on
+    if (!handshaking) return this.receivedPongs(socket, chunk)
     if (!handshaking.state) return this.refuse(socket, 'data before our hello')
     let values: unknown[]
     try {
@@ -184,34 +279,94 @@ export class OutboundLink {
     }
     if (values.length === 0) return
     this.context.stats.framesIn += values.length
+    // The listener's pongs may follow its hello_ack only after our auth, so nothing else can be here.
     if (values.length > 1) return this.refuse(socket, 'unexpected frames after hello_ack')
     const auth = dialerOnAck(handshaking.state, values[0])
     if (!auth.ok) return this.refuse(socket, auth.error)
     clearTimeout(handshaking.timer)
     this.handshaking = null
-    this.authenticated(socket, encodeFrame(auth.value))
+    this.authenticated(socket, encodeFrame(auth.value), handshaking.decoder)
   }
 
-  private authenticated(socket: Socket<OutboundData>, authFrame: Uint8Array) {
-    this.connectedAt = Date.now()
+  /** After the handshake a listener sends only pongs: each says the link is alive and what it delivered. */
+  private pongDecoder: FrameDecoder | null = null
+  private receivedPongs(socket: Socket<OutboundData>, chunk: Uint8Array) {
+    this.lastHeard = Date.now()
+    let values: unknown[]
+    try {
+      values = this.pongDecoder!.push(chunk)
+    } catch (error) {
+      return this.dropConnection(socket, `bad frame from the listener: ${describe(error)}`)
+    }
+    for (const value of values) {
+      this.context.stats.framesIn++
+      const control = asLinkControl(value)
+      if (control === null || control === 'bad' || control.type !== 'link_pong') return this.dropConnection(socket, `unexpected ${(value as { type?: unknown })?.type} from the listener`)
+      this.acknowledged(control.ack)
+    }
+  }
+
+  /** Closes a connection that is broken or silent and redials at once; unacknowledged frames go again. */
+  private dropConnection(socket: Socket<OutboundData>, reason: string) {
+    if (socket !== this.socket) return
+    this.context.log(`dropping connection to ${this.address}: ${reason}; redialling`)
+    this.detach()
+    this.attempt++ // the terminated socket's close event is not a second loss
+    socket.terminate()
+    this.dial()
+  }
+
+  private detach() {
+    this.stopTimers()
+    if (this.handshaking) clearTimeout(this.handshaking.timer)
+    this.handshaking = null
+    this.socket = null
+    this.dialing = false
+    this.pongDecoder = null
+  }
+
+  private ping(socket: Socket<OutboundData>) {
+    if (socket !== this.socket) return
+    const silentMs = Date.now() - this.lastHeard
+    if (silentMs > this.context.linkTimeoutMs) return this.dropConnection(socket, `silent for ${silentMs} ms`)
+    this.queue.pushUrgent(PING_FRAME)
+    this.flush()
+  }
+
+  private authenticated(socket: Socket<OutboundData>, authFrame: Uint8Array, decoder: FrameDecoder) {
+    if (this.dialTimer) clearTimeout(this.dialTimer)
+    this.dialTimer = null
+    this.connectedAt = this.lastHeard = Date.now()
+    this.pongDecoder = decoder
+    this.pingTimer = setInterval(() => this.ping(socket), pingIntervalMs(this.context.linkTimeoutMs))
     this.context.stats.connects++
     const after = [this.failedDials && `${this.failedDials} failed attempts`, this.failedHandshakes && `${this.failedHandshakes} failed handshakes`]
     this.context.log(`connected to ${this.address}${after.some(Boolean) ? ` after ${after.filter(Boolean).join(' and ')}` : ''}`)
     this.failedDials = 0
     this.failedHandshakes = 0
-    // Our proof first, then whatever onConnected sends, then the backlog from while the link was down.
-    const backlog = this.queue
+    // Our proof first, then whatever onConnected sends (unnumbered: it is about this connection),
+    // then every frame the peer has not acknowledged, numbered from firstSeq by the resume.
     this.queue = new SendQueue()
     this.queue.push(authFrame)
     try {
+      this.onConnectedSends = true
       this.context.onConnected(this.address)
     } catch (error) {
       this.context.log(`onConnected(${this.address}) threw: ${describe(error)}`)
+    } finally {
+      this.onConnectedSends = false
     }
     if (this.removed || this.socket !== socket) return
-    this.queue.append(backlog)
+    // Urgent frames held while down go before the resume too: they are not numbered.
+    for (const frame of this.urgentHeld) this.queue.push(frame)
+    this.urgentHeld = []
+    this.queue.push(resumeFrame(this.stream, this.firstSeq))
+    for (let i = this.retainedHead; i < this.retained.length; i++) this.queue.push(this.retained[i]!)
+    this.written = this.retained.length - this.retainedHead
     this.flush()
   }
+  /** Set while onConnected runs: what it sends goes straight onto the new connection, unnumbered. */
+  private onConnectedSends = false
 
   /** The peer failed the handshake: count it, say so once per streak, close; `lost` redials with backoff. */
   private refuse(socket: Socket<OutboundData>, reason: string) {
@@ -242,11 +397,10 @@ export class OutboundLink {
     if (socket ? socket !== this.socket : !this.dialing) return
     const handshaking = this.handshaking
     const wasConnected = socket !== null && handshaking === null
-    if (handshaking) clearTimeout(handshaking.timer)
-    this.handshaking = null
-    this.socket = null
-    this.dialing = false
+    this.detach()
+    let maxDelay = UNREACHABLE_RETRY_MAX_MS
     if (socket && handshaking) {
+      maxDelay = BACKOFF_MAX_MS
       // Closed during the handshake: by us in `refuse` (counted there), or by a listener that
       // refused us (its log says why).
       if (!handshaking.refused) {
@@ -260,7 +414,7 @@ export class OutboundLink {
     } else if (this.failedDials++ === 0) {
       this.context.log(`cannot connect to ${this.address}: ${reason}; redialling`)
     }
-    const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** this.backoffStep++)
+    const delay = Math.min(maxDelay, BACKOFF_MIN_MS * 2 ** Math.min(10, this.backoffStep++))
     this.timer = setTimeout(() => this.dial(), delay / 2 + (Math.random() * delay) / 2)
   }
 }

@@ -16,6 +16,8 @@ export class SendQueue {
   private offset = 0
   /** Unwritten bytes. */
   bytes = 0
+  /** Index after the last urgent frame: urgent frames keep their own order, ahead of the rest. */
+  private urgentEnd = 0
 
   get empty() {
     return this.head === this.frames.length
@@ -23,6 +25,14 @@ export class SendQueue {
 
   push(frame: Uint8Array) {
     this.frames.push(frame)
+    this.bytes += frame.length
+  }
+
+  /** Queues `frame` ahead of every frame not yet started (a link's ping must not wait behind a backlog). */
+  pushUrgent(frame: Uint8Array) {
+    const at = Math.max(this.offset > 0 ? this.head + 1 : this.head, this.urgentEnd)
+    this.frames.splice(at, 0, frame)
+    this.urgentEnd = at + 1
     this.bytes += frame.length
   }
 
@@ -34,7 +44,7 @@ export class SendQueue {
 
   clear() {
     this.frames = []
-    this.head = this.offset = this.bytes = 0
+    this.head = this.offset = this.bytes = this.urgentEnd = 0
   }
 
   /** Writes until the socket stops taking bytes; returns how many frames were completed and bytes written. */
@@ -82,6 +92,7 @@ export class SendQueue {
     }
     if (this.head > 1024 && this.head * 2 > this.frames.length) {
       this.frames = this.frames.slice(this.head)
+      this.urgentEnd = Math.max(0, this.urgentEnd - this.head)
       this.head = 0
     }
     return completed

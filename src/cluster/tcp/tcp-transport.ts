@@ -12,6 +12,7 @@ import { NONCE_BYTES, type HandshakeSelf } from '../handshake'
 import { emptyStats, type Transport, type TransportFactory, type TransportOptions } from '../transport'
 import type { Typed } from '../validate'
 import { describe } from './describe'
+import { DEFAULT_LINK_TIMEOUT_MS } from './liveness'
 import { HANDSHAKE_TIMEOUT_MS, listenInbound } from './inbound'
 import { OutboundLink, type LinkContext, type OutboundData } from './outbound-link'
 import type { TlsFiles } from './tls'
@@ -29,6 +30,8 @@ export interface TcpOptions {
   tls?: TlsFiles | null
   /** How long a new connection may take to authenticate (tests shorten it). */
   handshakeTimeoutMs?: number
+  /** A link silent this long is dropped and redialled (liveness.ts); default DEFAULT_LINK_TIMEOUT_MS. */
+  linkTimeoutMs?: number
 }
 
 /** A transport factory for real nodes: listens on the host and port of the node's own address. */
@@ -43,11 +46,14 @@ export async function createTcpTransport<M extends Typed>(options: TransportOpti
   if (!self) throw new Error(`not a node address: ${JSON.stringify(options.address)}`)
   const maxFrameBytes = tcp.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES
   const tls = tcp.tls ?? null
+  const linkTimeoutMs = tcp.linkTimeoutMs ?? DEFAULT_LINK_TIMEOUT_MS
+  const urgent = options.urgent ?? (() => false)
   const stats = emptyStats()
   const identity: HandshakeSelf = { systemName, address: options.address, incarnation: options.incarnation, secrets: tcp.secrets ?? [] }
   const nonce = () => new Uint8Array(randomBytes(NONCE_BYTES))
   const links = new Map<string, OutboundLink>()
   const pendingDials = new Set<Promise<unknown>>()
+  let streams = 0
   let closed = false
   let closing: Promise<void> | null = null
 
@@ -59,8 +65,10 @@ export async function createTcpTransport<M extends Typed>(options: TransportOpti
     nonce,
     maxFrameBytes,
     handshakeTimeoutMs: tcp.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS,
+    linkTimeoutMs,
     stats,
     validate: options.validate,
+    urgent,
     onMessage: (peer, message) => handlers.onMessage(peer, message),
     log,
   })
@@ -82,6 +90,7 @@ export async function createTcpTransport<M extends Typed>(options: TransportOpti
     nonce,
     maxQueueBytes: tcp.maxQueueBytes ?? DEFAULT_MAX_QUEUE_BYTES,
     handshakeTimeoutMs: tcp.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS,
+    linkTimeoutMs,
     onConnected: (address) => handlers.onConnected?.(address),
     log,
     dial(link, attempt) {
@@ -116,7 +125,7 @@ export async function createTcpTransport<M extends Typed>(options: TransportOpti
       log(`cannot send to ${JSON.stringify(address)}: not a node address`)
       return null
     }
-    link = new OutboundLink(address, target, context)
+    link = new OutboundLink(address, target, context, ++streams)
     links.set(address, link)
     return link
   }
@@ -136,7 +145,8 @@ export async function createTcpTransport<M extends Typed>(options: TransportOpti
       return 0
     }
     let accepted = 0
-    for (const address of addresses) if (linkTo(address)?.enqueue(frame)) accepted++
+    const ahead = urgent(message)
+    for (const address of addresses) if (linkTo(address)?.enqueue(frame, ahead)) accepted++
     return accepted
   }
 

@@ -1,0 +1,77 @@
+// Overload must not cost membership: `bun run bench/overload.ts [--clients 500] [--seconds 10]`.
+// Three nodes on loopback. Probe users (one per node) send timestamped messages every 100 ms and
+// measure delivery latency, first quiet, then while node 1 is loaded: (1) one client flooding as
+// fast as it can (node 1 runs with --rate-limit 0, the worst case), (2) many clients each at the
+// rate limit, spread over several processes. Reports p50/p99 at other nodes' users and at node 1's
+// other user, shed frames, and whether any member was removed or the leader changed.
+import { parseArgs } from 'node:util'
+import { startCluster, stopAll, type NodeHandle } from '../test/support/cluster'
+import { Observer } from '../test/support/netfaults'
+import { connectUser, type ChatClient } from '../test/support/ws-client'
+
+const { values } = parseArgs({ options: { clients: { type: 'string', default: '500' }, seconds: { type: 'string', default: '10' }, processes: { type: 'string', default: '4' } } })
+const seconds = Number(values.seconds)
+
+function pct(xs: number[], p: number): number {
+  if (xs.length === 0) return NaN
+  const sorted = [...xs].sort((a, b) => a - b)
+  return Math.round(sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!)
+}
+
+/** Probe users: each sends `probe <ms>` every 100 ms; returns latencies by who received them. */
+async function probe(nodes: NodeHandle[], ms: number) {
+  const tag = Math.random().toString(36).slice(2, 6)
+  const users: ChatClient[] = []
+  for (const [i, node] of nodes.entries()) users.push(await connectUser(node.httpUrl, `p${i + 1}${tag}`))
+  const latencies: number[][] = users.map(() => [])
+  users.forEach((u, r) =>
+    u.ws.addEventListener('message', (event) => {
+      const text = String(event.data)
+      if (!text.includes('"probe ')) return
+      const f = JSON.parse(text)
+      if (f.type === 'chat' && f.username !== u.username && f.message.startsWith('probe ')) latencies[r]!.push(Date.now() - Number(f.message.slice(6)))
+    }),
+  )
+  const timer = setInterval(() => users.forEach((u) => u.isClosed() || u.sendChat(`probe ${Date.now()}`)), 100)
+  await Bun.sleep(ms) // the load's length is the measurement, not a wait for a condition
+  clearInterval(timer)
+  await Bun.sleep(1500) // late deliveries still count
+  const errors = users.map((u) => u.frames.filter((f) => f.type === 'error').length)
+  await Promise.all(users.map((u) => u.close()))
+  return { atNode1: latencies[0]!, atOthers: [...latencies[1]!, ...latencies[2]!], errors }
+}
+
+async function scenario(name: string, nodeArgs: string[], load: (nodes: NodeHandle[]) => Bun.Subprocess[]) {
+  const nodes = await startCluster(3, { nodeArgs: (i) => (i === 0 ? nodeArgs : []) })
+  try {
+    const quiet = await probe(nodes, 3000)
+    const observer = await Observer.start(nodes)
+    const procs = load(nodes)
+    const loaded = await probe(nodes, seconds * 1000)
+    await Promise.all(procs.map((p) => p.exited))
+    const sent = (await Promise.all(procs.map(async (p) => JSON.parse((await new Response(p.stdout as ReadableStream).text()).trim() || '{"sent":0}').sent))).reduce((a: number, b: number) => a + b, 0)
+    await observer.stop()
+    const metrics = await (await nodes[0]!.fetch('/metrics')).text()
+    const shed = metrics.split('\n').find((l) => l.includes('overloaded') && !l.startsWith('#')) ?? 'none'
+    console.log(`== ${name}: load sent ${sent} messages in ${seconds} s; quiet p50/p99 at other nodes ${pct(quiet.atOthers, 50)}/${pct(quiet.atOthers, 99)} ms, at node 1 ${pct(quiet.atNode1, 50)}/${pct(quiet.atNode1, 99)} ms`)
+    console.log(`   loaded: at other nodes' users p50/p99 ${pct(loaded.atOthers, 50)}/${pct(loaded.atOthers, 99)} ms (${loaded.atOthers.length} msgs), at node 1's other user ${pct(loaded.atNode1, 50)}/${pct(loaded.atNode1, 99)} ms (${loaded.atNode1.length} msgs); probe errors ${loaded.errors.join('/')}`)
+    console.log(`   membership: leaders seen ${observer.leaders().length}, elections ${observer.termsAdvanced()}, member-change snapshots ${observer.memberChanges()}; node 1 shed: ${shed}`)
+  } finally {
+    await stopAll(2000)
+  }
+}
+
+const client = (url: string, clients: number, rate: string, tag: string) =>
+  Bun.spawn(['bun', 'run', new URL('./load-client.ts', import.meta.url).pathname, url, String(clients), rate, String(seconds), tag], { stdout: 'pipe', stderr: 'inherit' })
+
+try {
+  await scenario('one client flooding node 1 (no rate limit there)', ['--rate-limit', '0'], (nodes) => [client(nodes[0]!.httpUrl, 1, 'flood', 'flood')])
+  const clients = Number(values.clients)
+  const procs = Number(values.processes)
+  await scenario(`${clients} clients at the rate limit (20/s) on node 1, ${procs} processes`, ['--max-connections-per-ip', String(clients + 10)], (nodes) =>
+    Array.from({ length: procs }, (_, k) => client(nodes[0]!.httpUrl, Math.ceil(clients / procs), '20', `l${k}x`)),
+  )
+} finally {
+  await stopAll(2000)
+}
+process.exit(0)
