@@ -16,6 +16,12 @@ export interface LoadOptions {
 export const DEFAULT_LOAD: LoadOptions = { intervalMs: 20, thresholdMs: 100 }
 /** Start-up (loading and compiling code, joining) stalls the loop once; it is not load to shed. */
 const WARM_UP_MS = 1000
+/**
+ * Late probes in a row before the node sheds. One late probe is a stall (a GC, a busy neighbour
+ * on a shared machine): refusing users for it would fail them for nothing. A flood keeps every
+ * probe late.
+ */
+const SUSTAINED_PROBES = 3
 
 export class LagMonitor {
   /** Recent lag: the latest drift, or a decaying memory of a larger one (shedding outlasts a spike a little). */
@@ -24,6 +30,9 @@ export class LagMonitor {
   maxLagMs = 0
   private last = 0
   private startedAt = 0
+  /** Probes in a row that came later than the threshold. */
+  private lateInARow = 0
+  private shedding = false
 
   constructor(
     private readonly clock: Clock,
@@ -42,9 +51,14 @@ export class LagMonitor {
     if (now - this.startedAt < WARM_UP_MS) return
     this.lagMs = Math.max(drift, this.lagMs * 0.5)
     this.maxLagMs = Math.max(this.maxLagMs, drift)
+    this.lateInARow = drift > this.options.thresholdMs ? this.lateInARow + 1 : 0
+    // Shedding starts once the loop is behind, not stalled once, and lasts while the memory of
+    // the lag does (a little past the last late probe).
+    if (this.lateInARow >= SUSTAINED_PROBES) this.shedding = true
+    else if (this.lagMs <= this.options.thresholdMs) this.shedding = false
   }
 
   overloaded(): boolean {
-    return this.lagMs > this.options.thresholdMs
+    return this.shedding
   }
 }

@@ -15,7 +15,20 @@ function manualClock() {
   return { clock, fire: (atMs: number) => ((now = atMs), tick()) }
 }
 
-test('a probe 120 ms late is overload; it ends a few on-time probes later', () => {
+test('one late probe is a stall, not overload', () => {
+  const { clock, fire } = manualClock()
+  const load = new LagMonitor(clock, { intervalMs: 20, thresholdMs: 50 })
+  load.start()
+  fire(990) // still warming up
+  fire(1010)
+  fire(1170) // 140 ms late, once
+  expect(load.lagMs).toBe(140)
+  expect(load.overloaded()).toBe(false)
+  for (let t = 1190; t <= 1300; t += 20) fire(t)
+  expect(load.overloaded()).toBe(false)
+})
+
+test('probes late three times in a row are overload; it ends a few on-time probes later', () => {
   const { clock, fire } = manualClock()
   const load = new LagMonitor(clock, { intervalMs: 20, thresholdMs: 50 })
   load.start()
@@ -27,8 +40,11 @@ test('a probe 120 ms late is overload; it ends a few on-time probes later', () =
   expect(load.overloaded()).toBe(false)
   fire(1170) // 120 ms late
   expect(load.lagMs).toBe(120)
+  expect(load.overloaded()).toBe(false)
+  fire(1310) // and again
+  fire(1450) // and again: the loop is behind, not stalled once
   expect(load.overloaded()).toBe(true)
-  let t = 1170
+  let t = 1450
   let probes = 0
   while (load.overloaded()) {
     fire((t += 20))
