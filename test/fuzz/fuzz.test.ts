@@ -16,7 +16,10 @@
 //                         is trusted by design (README, "Security: the cluster port"): the core
 //                         ignores only vote requests from outside the configuration and terms more
 //                         than 2^20 ahead from non-members, so such traffic may depose a leader or
-//                         start elections. That is a disturbance, not a fault this run can judge.
+//                         start elections. Worse, it WEDGES the cluster for good (seeds 2 and 7,
+//                         60 s): one `not_member` frame per node makes each drop its incarnation
+//                         and rejoin without bootstrapping, so nobody founds the cluster again;
+//                         reproduction in test/fuzz/repro-not-member.ts. Reported, not fixed here.
 import { expect, test } from 'bun:test'
 import { INSIDER_ONLY_KINDS } from './cluster-kinds'
 import { runFuzz } from './fuzz'
