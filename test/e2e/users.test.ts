@@ -42,6 +42,10 @@ const inAMinute = () => Math.floor(Date.now() / 1000) + 60
 const tokenUrl = (node: NodeHandle, jwt: string) => `${chatUrl(node.httpUrl, null)}?token=${encodeURIComponent(jwt)}`
 
 async function rawGet(node: NodeHandle, path: string, host: string): Promise<string> {
+  return rawRequest(node, `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`)
+}
+
+async function rawRequest(node: NodeHandle, request: string): Promise<string> {
   let text = ''
   const { promise, resolve } = Promise.withResolvers<string>()
   const socket = await Bun.connect({
@@ -49,7 +53,7 @@ async function rawGet(node: NodeHandle, path: string, host: string): Promise<str
     port: node.httpPort,
     socket: { data: (_s, d) => void (text += new TextDecoder().decode(d)), close: () => resolve(text), error: () => resolve(text) },
   })
-  socket.write(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`)
+  socket.write(request)
   return promise
 }
 
@@ -57,6 +61,20 @@ describe('HTTP', () => {
   test('a one-character Host header does not shift the path (it was Elysia\'s 11-character skip)', async () => {
     expect(await rawGet(open, '/abc/api/users', 'a')).toStartWith('HTTP/1.1 404')
     expect(await rawGet(open, '/api/users', 'a')).toStartWith('HTTP/1.1 200')
+  })
+
+  test('a Host header Bun cannot parse gets 400, not a path shifted by 7 characters (found by the fuzzer)', async () => {
+    // Bun hands such a request a bare path as its URL; Elysia's router skipped "/public" as if it were "http://".
+    for (const host of ['a b', '@', '']) {
+      const answer = await rawGet(open, '/public/api/users', host)
+      expect({ host, status: answer.split('\r\n')[0] }).toEqual({ host, status: 'HTTP/1.1 400 Bad Request' })
+      expect(answer).not.toContain('"count":')
+      expect(await rawGet(open, '/api/users', host)).toStartWith('HTTP/1.1 400')
+    }
+    // HTTP/1.0 without Host: served where the router reads the path right, refused where it would not.
+    expect(await rawRequest(open, 'GET /api/users HTTP/1.0\r\n\r\n')).toContain('"count":')
+    expect(await rawRequest(open, 'GET /healthz HTTP/1.0\r\n\r\n')).toStartWith('HTTP/1.1 200')
+    expect(await rawRequest(open, 'GET /public/api/users HTTP/1.0\r\n\r\n')).toStartWith('HTTP/1.1 400')
   })
 
   test('an upgrade from an origin not on --allowed-origins gets HTTP 403 with a JSON reason', async () => {

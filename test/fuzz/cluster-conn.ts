@@ -26,7 +26,7 @@ export interface ClusterConn {
   write(bytes: Uint8Array): boolean
   /** Resolves once everything queued reached the kernel, or the connection closed. */
   flushed(): Promise<void>
-  /** Frames the node sent back on this connection (none today; a challenge once there is auth). */
+  /** Frames the node sent back on this connection (the hello_ack; nothing else is ever sent on an inbound connection). */
   received: unknown[]
   /** Half-close after the queue drains. */
   end(): void
@@ -160,11 +160,14 @@ export function helloFor(config: HandshakeConfig, address: string, incarnation: 
 /**
  * Performs the cluster port's handshake as the peer `address#incarnation` towards the node on
  * `port`. Resolves false when the node refused (closed the connection, or answered wrongly).
+ * `record` receives the frames written (a genuine handshake, for replay attempts).
  */
-export async function performHandshake(conn: ClusterConn, config: HandshakeConfig, address: string, incarnation: string, port: number): Promise<boolean> {
+export async function performHandshake(conn: ClusterConn, config: HandshakeConfig, address: string, incarnation: string, port: number, record?: Uint8Array[]): Promise<boolean> {
   const target = formatAddress({ systemName: config.systemName, host: LOOPBACK, port })
   const state = dialerStart({ systemName: config.systemName, address, incarnation, secrets: config.secret ? [config.secret] : [] }, target, nonce())
-  if (!conn.write(encodeFrame(state.hello))) return false
+  const hello = encodeFrame(state.hello)
+  record?.push(hello)
+  if (!conn.write(hello)) return false
   try {
     await waitFor(() => conn.received.length > 0 || conn.isClosed(), 5000, 'hello_ack')
   } catch {
@@ -172,7 +175,10 @@ export async function performHandshake(conn: ClusterConn, config: HandshakeConfi
   }
   if (conn.isClosed()) return false
   const auth = dialerOnAck(state, conn.received.shift())
-  if (!auth.ok || !conn.write(encodeFrame(auth.value))) return false
+  if (!auth.ok) return false
+  const frame = encodeFrame(auth.value)
+  record?.push(frame)
+  if (!conn.write(frame)) return false
   await conn.flushed()
   return !conn.isClosed()
 }

@@ -19,12 +19,29 @@ export interface Impostor {
   id: string
 }
 
+/** What the cluster kinds opened and saw refused, to compare with the nodes' own counters at the end. */
+export interface ClusterTally {
+  /** Connections that never authenticated (every outsider connection). */
+  unauthConnections: number
+  /** Of those, closed by the node: each is one `authFailures` on that node. */
+  unauthRefused: number
+  /** Connections that completed the genuine handshake (insiders, and recordings for replays). */
+  authedConnections: number
+  /** Of those, closed by the node after a frame it must refuse: each is one `invalid`. */
+  authedRefused: number
+}
+
 export interface FuzzContext {
   rng: Rng
   facts: () => ClusterFacts
   handshake: HandshakeConfig
-  /** Addresses the fuzzer listens on itself, used as non-member identities (nodes that dial them reach only us). */
+  /** Addresses the fuzzer listens on itself, claimed by authenticated non-members (nodes that dial them reach only us). */
   impostors: Impostor[]
+  /** Addresses claimed only by connections that never authenticate: a node must never dial them. */
+  outsiders: Impostor[]
+  tally: ClusterTally
+  /** The nodes' handshake timeout: an unauthenticated connection must be closed by then. */
+  handshakeTimeoutMs: number
   /** Takes `n` bytes from the byte budget; false once the run is stopping. */
   spend(n: number): Promise<boolean>
   stopped(): boolean

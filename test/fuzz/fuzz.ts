@@ -3,15 +3,22 @@
 // chat through it. At the end every node must be alive and answering, the members must agree on
 // the member list and the leader, and the checker must have lost nothing.
 //
+// The nodes run with a cluster secret (random per run). Cluster-port inputs go both on connections
+// that never authenticate (refused, counted in `authFailures`, and never heard by the cluster) and
+// on ones that run the genuine handshake and then lie (closed, counted in `invalid`); see
+// cluster-kinds.ts. The nodes' counters are compared with what the fuzzer saw refused.
+//
 // Bounds: `lanes` actions at a time (each holds at most a few connections), `inputsPerSecond`,
 // `bytesPerSecond`, and every wait has a deadline. Only 127.0.0.1 is ever dialled: the non-member
 // identities the fuzzer claims are ports it listens on itself, so nodes that answer them reach us.
+import { randomBytes } from 'node:crypto'
 import { FrameDecoder, DEFAULT_MAX_FRAME_BYTES } from '../../src/cluster/codec'
+import { HANDSHAKE_TIMEOUT_MS } from '../../src/cluster/tcp/inbound'
 import { DEFAULT_SYSTEM_NAME, freePort, startCluster, waitForConvergence, type NodeHandle } from '../support/cluster'
 import { Checker } from './checker'
 import { clusterKinds } from './cluster-kinds'
 import { LOOPBACK, type HandshakeConfig } from './cluster-conn'
-import type { FuzzContext, Impostor, Kind, KindStats } from './context'
+import type { ClusterTally, FuzzContext, Impostor, Kind, KindStats } from './context'
 import { httpKinds } from './http-kinds'
 import type { ClusterFacts } from './inputs'
 import { TokenBucket } from './limits'
@@ -52,7 +59,15 @@ export interface FuzzResult {
   known: string[]
   kinds: Record<string, KindStats>
   checker: { sent: number; delivered: number; expected: number }
+  /** Frames (by type) and connections the nodes sent to addresses authenticated non-members claimed. */
   impostorReceived: Record<string, number>
+  /** The same for addresses only unauthenticated connections claimed: must stay empty. */
+  outsiderReceived: Record<string, number>
+  tally: ClusterTally
+  /** Sums over the nodes of their transport counters' growth during the run. */
+  counters: { authFailures: number; invalid: number }
+  /** Leader and term before and after the run (not judged: an election under load is allowed). */
+  leadership: { before: string; after: string }
   loadCpuPercent: number
   nodeCpuPercent: number[]
   rejoins: number
@@ -111,6 +126,7 @@ function startImpostors(n: number, systemName: string, received: Record<string, 
             socket: {
               open(socket) {
                 socket.data = { decoder: new FrameDecoder(DEFAULT_MAX_FRAME_BYTES) }
+                received['(connection)'] = (received['(connection)'] ?? 0) + 1
               },
               data(socket, chunk) {
                 try {
@@ -142,29 +158,37 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzResult> {
   const seed = options.seed >>> 0
   const root = new Rng(seed)
   const systemName = DEFAULT_SYSTEM_NAME
-  const handshake: HandshakeConfig = { systemName }
+  // The secret is the nodes' and the insiders'; outsiders never finish a handshake with it.
+  const secret = `fuzz-${seed}-${randomBytes(16).toString('hex')}`
+  const handshake: HandshakeConfig = { systemName, secret }
   const lanes = options.lanes ?? 6
   const checkerNames = Array.from({ length: options.checkerUsers ?? 3 }, (_, i) => `checker${i + 1}-${seed.toString(36)}`)
   const stats: Record<string, KindStats> = Object.fromEntries(kinds.map((k) => [k.name, { inputs: 0, bytes: 0, connections: 0, outcomes: {} }]))
   const failures: string[] = []
   const anomalies = new Map<string, number>()
   const impostorReceived: Record<string, number> = {}
+  const outsiderReceived: Record<string, number> = {}
+  const tally: ClusterTally = { unauthConnections: 0, unauthRefused: 0, authedConnections: 0, authedRefused: 0 }
   const open = new Set<() => void>()
   let stopping = false
   const stopped = () => stopping || options.abort?.aborted === true
 
   log(`fuzz: seed ${seed}, ${options.seconds} s, kinds ${kinds.map((k) => k.name).join(' ')}`)
   const started = performance.now()
-  const nodes = await startCluster(3)
+  const nodes = await startCluster(3, { env: { CLUSTER_SECRET: secret } })
   const sinks = startImpostors(3, systemName, impostorReceived)
+  const outsiderSinks = startImpostors(3, systemName, outsiderReceived)
   const checker = new Checker(checkerNames, options.checkerIntervalMs ?? 100)
   let result: FuzzResult | undefined
   try {
     await sinks.start()
+    await outsiderSinks.start()
     let facts = await factsOf(nodes, systemName, checkerNames)
     const firstIncarnations = facts.nodes.map((n) => n.incarnation)
     log(`fuzz: cluster up (${nodes.map((n) => `${n.name} cluster ${n.clusterPort}`).join(', ')}), leader term ${facts.term}`)
     await checker.start(nodes)
+    const countersBefore = await transportCounters(nodes)
+    const leaderBefore = await leadership(nodes)
 
     const inputs = new TokenBucket(options.inputsPerSecond ?? 150, 20)
     const bytes = new TokenBucket(options.bytesPerSecond ?? 2 * 1024 * 1024, 512 * 1024)
@@ -189,6 +213,9 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzResult> {
           facts: () => facts,
           handshake,
           impostors: sinks.impostors,
+          outsiders: outsiderSinks.impostors,
+          tally,
+          handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
           spend: (n) => bytes.take(n, stopped),
           stopped,
           stats: stats[kind.name]!,
@@ -263,6 +290,19 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzResult> {
     const memberAddresses = new Set(nodes.map((n) => n.address))
     const injected = checker.chatSeen().filter((f) => !memberAddresses.has(f.nodeAddress))
     if (injected.length > 0) failures.push(`chat from a non-member reached users ${injected.length} time(s), e.g. ${JSON.stringify(injected[0]).slice(0, 200)}`)
+    // What the cluster kinds saw refused, against what the nodes counted: every unauthenticated
+    // connection a node closed is one authFailure, every authenticated one it closed one invalid.
+    const countersAfter = await transportCounters(nodes)
+    const counters = { authFailures: countersAfter.authFailures - countersBefore.authFailures, invalid: countersAfter.invalid - countersBefore.invalid }
+    if (countersBefore.ok && countersAfter.ok) {
+      if (counters.authFailures < tally.unauthRefused) failures.push(`nodes counted ${counters.authFailures} authFailures, but closed ${tally.unauthRefused} unauthenticated fuzz connections`)
+      if (counters.invalid < tally.authedRefused) failures.push(`nodes counted ${counters.invalid} invalid, but closed ${tally.authedRefused} authenticated fuzz connections`)
+      // Upper bounds: a refusal is counted once, and only the fuzzer's connections are refused.
+      if (counters.authFailures > tally.unauthConnections + tally.authedConnections) failures.push(`nodes counted ${counters.authFailures} authFailures for ${tally.unauthConnections + tally.authedConnections} fuzz connections`)
+      if (counters.invalid > tally.authedConnections) failures.push(`nodes counted ${counters.invalid} invalid for ${tally.authedConnections} authenticated fuzz connections`)
+    } else failures.push('could not read every node\'s transport counters')
+    if (Object.keys(outsiderReceived).length > 0) failures.push(`nodes reached out to addresses only unauthenticated connections claimed: ${JSON.stringify(outsiderReceived)}`)
+    const leaderAfter = await leadership(nodes)
     const finalFacts = await factsOf(nodes, systemName, checkerNames)
     const rejoins = finalFacts.nodes.filter((n, i) => n.incarnation !== firstIncarnations[i]).length
     if (rejoins > 0) failures.push(`${rejoins} node(s) were removed and rejoined as a new incarnation during the run`)
@@ -284,6 +324,10 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzResult> {
       kinds: stats,
       checker: { sent: checker.sent, delivered: report.delivered, expected: report.expected },
       impostorReceived,
+      outsiderReceived,
+      tally,
+      counters,
+      leadership: { before: leaderBefore, after: leaderAfter },
       loadCpuPercent,
       nodeCpuPercent,
       rejoins,
@@ -296,6 +340,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzResult> {
     for (const close of open) close()
     await checker.close().catch(() => {})
     sinks.stop()
+    outsiderSinks.stop()
     await Promise.all(nodes.map((n) => n.stop(3000)))
     if (!result) log(`fuzz: run failed before its verdict; replay with --seed ${seed}`)
   }
@@ -312,11 +357,31 @@ function summarize(r: FuzzResult, kinds: Kind[], nodes: NodeHandle[]): string {
   }
   const total = Object.values(r.kinds).reduce((a, s) => a + s.inputs, 0)
   lines.push(`total inputs: ${total}`)
-  lines.push(`impostor addresses received from nodes: ${JSON.stringify(r.impostorReceived)}`)
+  lines.push(`impostor addresses (authenticated non-members) received from nodes: ${JSON.stringify(r.impostorReceived)}`)
+  lines.push(`outsider addresses (never authenticated) received from nodes: ${JSON.stringify(r.outsiderReceived)}`)
+  const t = r.tally
+  lines.push(`cluster connections: ${t.unauthConnections} unauthenticated (${t.unauthRefused} closed by a node; nodes counted ${r.counters.authFailures} authFailures), ${t.authedConnections} authenticated (${t.authedRefused} closed by a node; nodes counted ${r.counters.invalid} invalid)`)
+  lines.push(`leader before: ${r.leadership.before}; after: ${r.leadership.after}`)
   lines.push(`node process restarts: 0 (processes that exited: ${nodes.filter((n) => n.proc.exitCode !== null || n.proc.signalCode !== null).length}); membership rejoins: ${r.rejoins}`)
   lines.push(`checker: ${r.checker.sent} sent, ${r.checker.delivered}/${r.checker.expected} deliveries`)
   lines.push(`CPU: load generator ${r.loadCpuPercent.toFixed(0)}%, nodes ${r.nodeCpuPercent.map((c) => `${c.toFixed(0)}%`).join(' / ')}; wall ${r.wallSeconds.toFixed(1)} s`)
   if (r.known.length > 0) lines.push(`known findings (tracked elsewhere, not failing this run):\n${r.known.map((f) => `  - ${f}`).join('\n')}`)
   lines.push(r.failures.length === 0 ? 'verdict: PASS' : `verdict: FAIL (${r.failures.length})\n${r.failures.map((f) => `  - ${f}`).join('\n')}`)
   return lines.join('\n')
+}
+
+/** authFailures and invalid summed over the nodes' /api/cluster-info transport counters. */
+async function transportCounters(nodes: NodeHandle[]): Promise<{ ok: boolean; authFailures: number; invalid: number }> {
+  const infos = await Promise.all(nodes.map((n) => n.info().catch(() => null)))
+  return {
+    ok: infos.every((i) => typeof i?.transport?.authFailures === 'number' && typeof i?.transport?.invalid === 'number'),
+    authFailures: infos.reduce((sum, i) => sum + (Number(i?.transport?.authFailures) || 0), 0),
+    invalid: infos.reduce((sum, i) => sum + (Number(i?.transport?.invalid) || 0), 0),
+  }
+}
+
+/** The leader and term each node reports, for the summary. */
+async function leadership(nodes: NodeHandle[]): Promise<string> {
+  const infos = await Promise.all(nodes.map((n) => n.info().catch(() => null)))
+  return infos.map((i) => (i ? `${String(i.leader ?? 'none').replace(/^bun:\/\/[^@]*@/, '')}@term${i.term}` : '?')).join(' ')
 }

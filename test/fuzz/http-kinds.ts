@@ -100,6 +100,17 @@ async function exchange(port: number, bytes: Uint8Array, track: FuzzContext['tra
   return { response, timedOut }
 }
 
+/** The path a WHATWG URL parser makes of a request target (origin or absolute form), without a trailing slash. */
+export function routeOf(target: string): string {
+  let path: string
+  try {
+    path = new URL(target, 'http://host.invalid').pathname
+  } catch {
+    path = target.split('?')[0]!
+  }
+  return path.replace(/\/+$/, '')
+}
+
 export const httpKinds: Kind[] = [
   {
     name: 'http.random',
@@ -124,8 +135,10 @@ export const httpKinds: Kind[] = [
       if (status && status.startsWith('5') && !refusal) ctx.anomaly(`HTTP ${status} for ${what}`)
       if (!status && timedOut && req.complete && !ctx.stopped()) ctx.anomaly(`no answer within ${WAIT_MS} ms to a complete request ${what}`)
       // A JSON route answering a path that is not its own (seen with a one-character Host).
-      const route = req.target.split('?')[0]!.replace(/\/+$/, '')
-      if (status === '200' && /"selfAddress"|"count":/.test(response) && !['/api/users', '/api/cluster-info', `http://${LOOPBACK}/api/users`].includes(route)) {
+      // Judged on the path as a URL parser resolves it: `/./api/users` and `/x/../api/users` are
+      // `/api/users` (RFC 3986 dot segments), `/abc/api/users` is not.
+      const route = routeOf(req.target)
+      if (status === '200' && /"selfAddress"|"count":/.test(response) && !['/api/users', '/api/cluster-info'].includes(route)) {
         ctx.anomaly(`path confusion: ${what} answered a JSON route`)
       }
     },
