@@ -140,8 +140,45 @@ function chatSocket(deps: AppDeps) {
     })
 }
 
-export function createApp(deps: AppDeps) {
+/**
+ * A request whose Host header Bun cannot make a URL of (`Host: a b`, `@`, empty) reaches us with
+ * a bare path for a URL (`/public/api/users`), from which Elysia's router skips 7 characters as if
+ * they were "http://" and serves `/api/users` (found by the fuzzer). RFC 9112 answers an invalid
+ * Host with 400. An HTTP/1.0 request without Host has a bare path too: it is served when the
+ * router reads it right (no "/" from index 7 on: `/healthz`, `/api/users`).
+ */
+function hostRefusal(request: Request): Response | undefined {
+  const url = request.url
+  if (/^https?:\/\//.test(url)) return
+  if (request.headers.has('host') || url.indexOf('/', 7) !== -1) return Response.json({ error: 'invalid or missing Host header' }, { status: 400 })
+}
+
+/**
+ * The JSON routes, in their own instance so the Host check applies to them alone: a global
+ * request hook would make Elysia serve the page (a Bun HTML bundle, a static route) as JSON.
+ */
+function jsonRoutes(deps: AppDeps) {
   const { room } = deps
+  return (
+    new Elysia()
+      .onBeforeHandle(({ request }) => hostRefusal(request))
+      // Read-only and public to any chat user: a page that moved to another member reads it from there.
+      .get('/api/users', () => {
+        const users = room.users()
+        return Response.json({ users, count: users.length }, { headers: PUBLIC_READ })
+      })
+      .get('/api/cluster-info', () => Response.json(clusterInfo(deps.clusterView(), deps.selfAddress, deps.transportStats(), deps.roles), { headers: PUBLIC_READ }))
+      // Liveness: the process answers. Readiness: Up in a cluster with a leader, and not draining.
+      .get('/healthz', () => ({ status: 'ok' }))
+      .get('/readyz', () => {
+        const ready = deps.readiness()
+        return ready.ok ? Response.json({ status: 'ready' }) : Response.json({ status: 'not ready', reason: ready.error }, { status: 503 })
+      })
+      .get('/metrics', async () => new Response(await deps.metrics.metrics(), { headers: { 'content-type': deps.metrics.contentType } }))
+  )
+}
+
+export function createApp(deps: AppDeps) {
   return new Elysia({
     // Elysia by default finds the path by skipping 11 characters of the URL ("http://a.bc"), so
     // with a one-character Host (`http://a/abc/api/users`) it takes `/api/users` as the path.
@@ -156,30 +193,8 @@ export function createApp(deps: AppDeps) {
       closeOnBackpressureLimit: true,
     },
   })
-    // A request whose Host header Bun cannot make a URL of (`Host: a b`, `@`, empty) reaches us
-    // with a bare path for a URL (`/public/api/users`), from which Elysia's router skips 7
-    // characters as if they were "http://" and serves `/api/users` (found by the fuzzer). RFC 9112
-    // answers an invalid Host with 400. An HTTP/1.0 request without Host has a bare path too: it
-    // is served when the router reads it right (no "/" from index 7 on: `/healthz`, `/api/users`).
-    .onRequest(({ request }) => {
-      const url = request.url
-      if (/^https?:\/\//.test(url)) return
-      if (request.headers.has('host') || url.indexOf('/', 7) !== -1) return Response.json({ error: 'invalid or missing Host header' }, { status: 400 })
-    })
     .get('/', page)
-    // Read-only and public to any chat user: a page that moved to another member reads it from there.
-    .get('/api/users', () => {
-      const users = room.users()
-      return Response.json({ users, count: users.length }, { headers: PUBLIC_READ })
-    })
-    .get('/api/cluster-info', () => Response.json(clusterInfo(deps.clusterView(), deps.selfAddress, deps.transportStats(), deps.roles), { headers: PUBLIC_READ }))
-    // Liveness: the process answers. Readiness: Up in a cluster with a leader, and not draining.
-    .get('/healthz', () => ({ status: 'ok' }))
-    .get('/readyz', () => {
-      const ready = deps.readiness()
-      return ready.ok ? Response.json({ status: 'ready' }) : Response.json({ status: 'not ready', reason: ready.error }, { status: 503 })
-    })
-    .get('/metrics', async () => new Response(await deps.metrics.metrics(), { headers: { 'content-type': deps.metrics.contentType } }))
+    .use(jsonRoutes(deps))
     // A plain GET (no Upgrade header) on the chat socket's path: say what is expected.
     .get('/ws/chat', () =>
       Response.json({ error: 'this is a WebSocket endpoint: connect with ws://…/ws/chat?username=NAME' }, { status: 426, headers: { upgrade: 'websocket' } }),
