@@ -75,120 +75,199 @@ export interface Inbound {
   close(): void
 }
 
-export function listenInbound<M extends Typed>(o: InboundOptions<M>): Inbound {
-  const sockets = new Set<Socket<InboundData>>()
-  const senders = new Map<string, Sender>()
-  let closed = false
+/** Listens on the cluster port and runs every inbound connection (see the header). */
+export class InboundListener<M extends Typed> implements Inbound {
+  private readonly sockets = new Set<Socket<InboundData>>()
+  private readonly senders = new Map<string, Sender>()
+  private readonly listener: TCPSocketListener<InboundData>
+  private readonly sweep: ReturnType<typeof setInterval>
+  private closed = false
+
+  constructor(private readonly o: InboundOptions<M>) {
+    try {
+      this.listener = Bun.listen<InboundData>({
+        hostname: o.host,
+        port: o.port,
+        // Bun reports a client certificate that fails verification to `handshake` but keeps the
+        // connection; it is refused there.
+        tls: o.tls ? { cert: o.tls.cert, key: o.tls.key, ca: o.tls.ca, requestCert: true, rejectUnauthorized: true } : undefined,
+        socket: {
+          open: (socket) => this.opened(socket),
+          handshake: (socket, success, authorizationError) => {
+            if (!success || authorizationError) this.refuse(socket, `TLS: ${authorizationError?.message ?? 'handshake failed'}`)
+          },
+          data: (socket, chunk) => this.onData(socket, chunk),
+          drain: (socket) => this.flush(socket),
+          close: (socket) => this.onClose(socket),
+          error: (socket, error) => o.log(`inbound connection from ${socket.data?.remote}: ${describe(error)}`),
+        },
+      })
+    } catch (error) {
+      throw new Error(`cluster transport cannot listen on ${o.host}:${o.port}: ${describe(error)}`)
+    }
+    // A dialer that pings and then falls silent is cut off or gone: free its connection.
+    this.sweep = setInterval(() => this.sweepSilent(), o.linkTimeoutMs)
+  }
+
+  close(): void {
+    this.closed = true
+    clearInterval(this.sweep)
+    this.listener.stop(true)
+    for (const socket of this.sockets) {
+      if (socket.data.timer) clearTimeout(socket.data.timer)
+      socket.terminate()
+    }
+  }
+
+  private opened(socket: Socket<InboundData>): void {
+    socket.data = {
+      remote: `${socket.remoteAddress}:${socket.remotePort}`,
+      decoder: new FrameDecoder(HANDSHAKE_MAX_FRAME_BYTES),
+      phase: { name: 'hello' },
+      closed: false,
+      out: new SendQueue(),
+      timer: null,
+      next: null,
+      lastHeard: Date.now(),
+      pinged: false,
+    }
+    if (this.closed) return void socket.terminate()
+    this.sockets.add(socket)
+    socket.data.timer = setTimeout(() => this.refuse(socket, `no authentication within ${this.o.handshakeTimeoutMs} ms`), this.o.handshakeTimeoutMs)
+  }
+
+  private onClose(socket: Socket<InboundData>): void {
+    this.sockets.delete(socket)
+    const state = socket.data
+    if (state?.phase.name === 'open' && state.phase.sender.socket === socket) state.phase.sender.socket = null
+    if (!state || state.closed) return
+    if (state.timer) clearTimeout(state.timer)
+    // A dialer that got our proof and went away did not accept it (or could not prove its own).
+    if (state.phase.name === 'auth' && !this.closed) this.refuse(socket, 'closed by the peer during the handshake')
+    state.closed = true
+  }
+
+  private sweepSilent(): void {
+    const now = Date.now()
+    for (const socket of this.sockets) {
+      const state = socket.data
+      if (state.phase.name === 'open' && state.pinged && now - state.lastHeard > 3 * this.o.linkTimeoutMs) this.retire(socket, `silent for ${now - state.lastHeard} ms`)
+    }
+  }
+
+  private flush(socket: Socket<InboundData>): void {
+    const { frames, bytes } = socket.data.out.writeTo(socket)
+    this.o.stats.framesOut += frames
+    this.o.stats.bytesOut += bytes
+  }
+
+  private reply(socket: Socket<InboundData>, frame: Uint8Array): void {
+    socket.data.out.push(frame)
+    this.flush(socket)
+  }
 
   /** Closes a connection without blame: a newer one replaced it, or it went silent. */
-  const retire = (socket: Socket<InboundData>, reason: string) => {
+  private retire(socket: Socket<InboundData>, reason: string): void {
     const state = socket.data
     if (state.closed) return
     state.closed = true
     if (state.timer) clearTimeout(state.timer)
-    if (state.phase.name === 'open') o.log(`dropped connection from ${state.phase.peer.address} (${state.remote}): ${reason}`, { level: 'debug' })
+    if (state.phase.name === 'open') this.o.log(`dropped connection from ${state.phase.peer.address} (${state.remote}): ${reason}`, { level: 'debug' })
     socket.terminate()
   }
 
   /** A newly authenticated connection becomes its sender's only one. */
-  const adopt = (socket: Socket<InboundData>, peer: Hello): Sender => {
-    let sender = senders.get(peer.address)
+  private adopt(socket: Socket<InboundData>, peer: Hello): Sender {
+    let sender = this.senders.get(peer.address)
     if (!sender || sender.incarnation !== peer.incarnation) {
       sender = { incarnation: peer.incarnation, stream: -1, delivered: 0, acked: 0, socket: null }
-      senders.set(peer.address, sender)
+      this.senders.set(peer.address, sender)
     }
-    if (sender.socket && sender.socket !== socket) retire(sender.socket, 'replaced by a newer connection')
+    if (sender.socket && sender.socket !== socket) this.retire(sender.socket, 'replaced by a newer connection')
     sender.socket = socket
     return sender
   }
 
-  const refuse = (socket: Socket<InboundData>, reason: string): false => {
+  private refuse(socket: Socket<InboundData>, reason: string): false {
     const state = socket.data
     if (state.closed) return false
     state.closed = true
     if (state.timer) clearTimeout(state.timer)
     if (state.phase.name === 'open') {
-      o.stats.invalid++
-      o.log(`closed connection from ${state.phase.peer.address} (${state.remote}): ${reason}`, { level: 'warn', event: 'peer_refused', peer: state.phase.peer.address, remote: state.remote })
+      this.o.stats.invalid++
+      this.o.log(`closed connection from ${state.phase.peer.address} (${state.remote}): ${reason}`, { level: 'warn', event: 'peer_refused', peer: state.phase.peer.address, remote: state.remote })
     } else {
-      o.stats.authFailures++
+      this.o.stats.authFailures++
       const who = state.phase.name === 'auth' ? `${state.phase.state.hello.address.slice(0, 256)} (${state.remote})` : state.remote
-      o.log(`refused connection from ${who}: ${reason}`, { level: 'warn', event: 'peer_auth_failed', remote: state.remote })
+      this.o.log(`refused connection from ${who}: ${reason}`, { level: 'warn', event: 'peer_auth_failed', remote: state.remote })
     }
     socket.end()
     return false
   }
 
-  const reply = (socket: Socket<InboundData>, frame: Uint8Array) => {
-    socket.data.out.push(frame)
-    const { frames, bytes } = socket.data.out.writeTo(socket)
-    o.stats.framesOut += frames
-    o.stats.bytesOut += bytes
-  }
-
   /** Returns false once the connection has been closed. */
-  const receive = (socket: Socket<InboundData>, value: unknown): boolean => {
+  private receive(socket: Socket<InboundData>, value: unknown): boolean {
     const state = socket.data
     switch (state.phase.name) {
       case 'hello': {
-        const answer = listenerOnHello(o.self, value, o.nonce())
-        if (!answer.ok) return refuse(socket, answer.error)
+        const answer = listenerOnHello(this.o.self, value, this.o.nonce())
+        if (!answer.ok) return this.refuse(socket, answer.error)
         state.phase = { name: 'auth', state: answer.value.state }
-        reply(socket, encodeFrame(answer.value.ack))
+        this.reply(socket, encodeFrame(answer.value.ack))
         return true
       }
       case 'auth': {
         const peer = listenerOnAuth(state.phase.state, value)
-        if (!peer.ok) return refuse(socket, peer.error)
-        state.phase = { name: 'open', peer: peer.value, sender: adopt(socket, peer.value) }
+        if (!peer.ok) return this.refuse(socket, peer.error)
+        state.phase = { name: 'open', peer: peer.value, sender: this.adopt(socket, peer.value) }
         if (state.timer) clearTimeout(state.timer)
         state.timer = null
-        state.decoder.maxFrameBytes = o.maxFrameBytes
+        state.decoder.maxFrameBytes = this.o.maxFrameBytes
         return true
       }
       case 'open': {
         const { peer, sender } = state.phase
         if (typeof (value as Typed | null)?.type === 'string' && ['hello', 'hello_ack', 'auth'].includes((value as Typed).type)) {
-          return refuse(socket, `${(value as Typed).type} after the handshake`)
+          return this.refuse(socket, `${(value as Typed).type} after the handshake`)
         }
         const control = asLinkControl(value)
-        if (control === 'bad') return refuse(socket, `malformed ${(value as Typed).type}`)
+        if (control === 'bad') return this.refuse(socket, `malformed ${(value as Typed).type}`)
         if (control) {
-          if (control.type === 'link_pong') return refuse(socket, 'link_pong from a dialer')
+          if (control.type === 'link_pong') return this.refuse(socket, 'link_pong from a dialer')
           if (control.type === 'link_resume') {
             if (control.stream !== sender.stream) Object.assign(sender, { stream: control.stream, delivered: 0, acked: 0 })
             state.next = control.next
           } else {
             state.pinged = true
             sender.acked = sender.delivered
-            reply(socket, pongFrame(sender.delivered))
+            this.reply(socket, pongFrame(sender.delivered))
           }
           return true
         }
-        if (state.next !== null && !o.urgent(value)) {
+        if (state.next !== null && !this.o.urgent(value)) {
           const seq = state.next++
           if (seq <= sender.delivered) return true // sent again after a reconnect; delivered already
           sender.delivered = seq
         }
-        const result = o.validate(value)
-        if (!result.ok) return refuse(socket, result.error)
+        const result = this.o.validate(value)
+        if (!result.ok) return this.refuse(socket, result.error)
         let verdict: Verdict
         try {
-          verdict = o.onMessage(peer, result.value)
+          verdict = this.o.onMessage(peer, result.value)
         } catch (error) {
           // A receiver's bug is ours, not the peer's: log it and keep the connection.
-          o.log(`onMessage threw on ${result.value.type} from ${peer.address}: ${describe(error)}`)
+          this.o.log(`onMessage threw on ${result.value.type} from ${peer.address}: ${describe(error)}`)
           return true
         }
-        return verdict.ok ? true : refuse(socket, verdict.error)
+        return verdict.ok ? true : this.refuse(socket, verdict.error)
       }
     }
   }
 
-  const onData = (socket: Socket<InboundData>, chunk: Uint8Array) => {
+  private onData(socket: Socket<InboundData>, chunk: Uint8Array): void {
     if (socket.data.closed) return
     socket.data.lastHeard = Date.now()
-    o.stats.bytesIn += chunk.length
+    this.o.stats.bytesIn += chunk.length
     const decoder = socket.data.decoder
     decoder.append(chunk) // cannot fail: a failed decoder's connection is already closed
     // Frame by frame: the frame size limit rises once the connection has authenticated.
@@ -197,17 +276,17 @@ export function listenInbound<M extends Typed>(o: InboundOptions<M>): Inbound {
       try {
         value = decoder.next()
       } catch (error) {
-        refuse(socket, error instanceof FrameError ? `${error.code}: ${error.message}` : describe(error))
+        this.refuse(socket, error instanceof FrameError ? `${error.code}: ${error.message}` : describe(error))
         return
       }
       if (value === NO_FRAME) break
-      o.stats.framesIn++
+      this.o.stats.framesIn++
       let open: boolean
       try {
-        open = receive(socket, value)
+        open = this.receive(socket, value)
       } catch (error) {
         // validation is not meant to throw, but whatever a peer sends must not escape
-        open = refuse(socket, `cannot check frame: ${describe(error)}`)
+        open = this.refuse(socket, `cannot check frame: ${describe(error)}`)
       }
       if (!open) return
     }
@@ -216,85 +295,7 @@ export function listenInbound<M extends Typed>(o: InboundOptions<M>): Inbound {
     const sender = senderOf(socket.data.phase)
     if (sender && sender.delivered > sender.acked && sender.socket === socket) {
       sender.acked = sender.delivered
-      reply(socket, pongFrame(sender.delivered))
+      this.reply(socket, pongFrame(sender.delivered))
     }
-  }
-
-  const accept = (socket: Socket<InboundData>) => {
-    socket.data.timer = setTimeout(() => refuse(socket, `no authentication within ${o.handshakeTimeoutMs} ms`), o.handshakeTimeoutMs)
-  }
-
-  let listener: TCPSocketListener<InboundData>
-  try {
-    listener = Bun.listen<InboundData>({
-      hostname: o.host,
-      port: o.port,
-      // Bun reports a client certificate that fails verification to `handshake` but keeps the
-      // connection; it is refused there.
-      tls: o.tls ? { cert: o.tls.cert, key: o.tls.key, ca: o.tls.ca, requestCert: true, rejectUnauthorized: true } : undefined,
-      socket: {
-        open(socket) {
-          socket.data = {
-            remote: `${socket.remoteAddress}:${socket.remotePort}`,
-            decoder: new FrameDecoder(HANDSHAKE_MAX_FRAME_BYTES),
-            phase: { name: 'hello' },
-            closed: false,
-            out: new SendQueue(),
-            timer: null,
-            next: null,
-            lastHeard: Date.now(),
-            pinged: false,
-          }
-          if (closed) return void socket.terminate()
-          sockets.add(socket)
-          accept(socket)
-        },
-        handshake(socket, success, authorizationError) {
-          if (!success || authorizationError) refuse(socket, `TLS: ${authorizationError?.message ?? 'handshake failed'}`)
-        },
-        data: onData,
-        drain(socket) {
-          const { frames, bytes } = socket.data.out.writeTo(socket)
-          o.stats.framesOut += frames
-          o.stats.bytesOut += bytes
-        },
-        close(socket) {
-          sockets.delete(socket)
-          const state = socket.data
-          if (state?.phase.name === 'open' && state.phase.sender.socket === socket) state.phase.sender.socket = null
-          if (!state || state.closed) return
-          if (state.timer) clearTimeout(state.timer)
-          // A dialer that got our proof and went away did not accept it (or could not prove its own).
-          if (state.phase.name === 'auth' && !closed) refuse(socket, 'closed by the peer during the handshake')
-          state.closed = true
-        },
-        error(socket, error) {
-          o.log(`inbound connection from ${socket.data?.remote}: ${describe(error)}`)
-        },
-      },
-    })
-  } catch (error) {
-    throw new Error(`cluster transport cannot listen on ${o.host}:${o.port}: ${describe(error)}`)
-  }
-
-  // A dialer that pings and then falls silent is cut off or gone: free its connection.
-  const sweep = setInterval(() => {
-    const now = Date.now()
-    for (const socket of sockets) {
-      const state = socket.data
-      if (state.phase.name === 'open' && state.pinged && now - state.lastHeard > 3 * o.linkTimeoutMs) retire(socket, `silent for ${now - state.lastHeard} ms`)
-    }
-  }, o.linkTimeoutMs)
-
-  return {
-    close() {
-      closed = true
-      clearInterval(sweep)
-      listener.stop(true)
-      for (const socket of sockets) {
-        if (socket.data.timer) clearTimeout(socket.data.timer)
-        socket.terminate()
-      }
-    },
   }
 }
