@@ -8,13 +8,13 @@ import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client'
 import type { ChatGateway } from './chat/gateway'
 import type { ChatRoom } from './chat/room'
 import type { MemberStatus, MembershipView } from './cluster/membership'
-import type { TransportStats } from './cluster/transport'
+import type { PeerStats, TransportStats } from './cluster/transport'
 
 export interface MetricSources {
   gateway: ChatGateway
   room: ChatRoom
   view(): MembershipView
-  cluster: { readonly stats: { leaderChanges: number; rejoins: number }; readonly electionsStarted: number; queuedBytes(): number }
+  cluster: { readonly stats: { leaderChanges: number; rejoins: number }; readonly electionsStarted: number; queuedBytes(): number; peerStats(): PeerStats[] }
   transport(): TransportStats
   /** Bytes and frames sent to local users, counted where they are published. */
   sent(): { frames: number; bytes: number }
@@ -102,5 +102,30 @@ export function createMetrics(s: MetricSources): Registry {
   counterOf(r, 'transport_invalid_total', 'peer connections closed for what they sent', () => t().invalid)
   counterOf(r, 'transport_connects_total', 'outbound peer connections opened (first ones and reconnects)', () => t().connects)
   gaugeOf(r, 'transport_queued_bytes', 'bytes waiting to be sent to peers', () => s.cluster.queuedBytes())
+  perPeer(r, s)
   return r
+}
+
+/** The transport's traffic split by peer address (a counter restarts when a link to a departed peer is dropped). */
+function perPeer(r: Registry, s: MetricSources): void {
+  const series: Array<[string, string, keyof PeerStats, 'counter' | 'gauge']> = [
+    ['transport_peer_frames_sent_total', 'frames written to this peer', 'framesOut', 'counter'],
+    ['transport_peer_sent_bytes_total', 'bytes written to this peer', 'bytesOut', 'counter'],
+    ['transport_peer_frames_received_total', 'frames received from this peer', 'framesIn', 'counter'],
+    ['transport_peer_dropped_total', 'messages to this peer dropped (queue full)', 'dropped', 'counter'],
+    ['transport_peer_connects_total', 'connections to this peer opened (first and reconnects)', 'connects', 'counter'],
+    ['transport_peer_queued_bytes', 'bytes waiting for this peer', 'queuedBytes', 'gauge'],
+  ]
+  for (const [name, help, field, kind] of series) {
+    const collect = function (this: Counter<'peer'> | Gauge<'peer'>) {
+      this.reset()
+      for (const peer of s.cluster.peerStats()) {
+        const value = peer[field] as number
+        if (this instanceof Counter) this.inc({ peer: peer.address }, value)
+        else this.set({ peer: peer.address }, value)
+      }
+    }
+    if (kind === 'counter') new Counter({ name: P + name, help, labelNames: ['peer'], registers: [r], collect })
+    else new Gauge({ name: P + name, help, labelNames: ['peer'], registers: [r], collect })
+  }
 }

@@ -56,6 +56,8 @@ class Link {
   /** Delivery time of the last frame sent, so the next one does not overtake it (FIFO). */
   lastDue = 0
   removed = false
+  /** This link's share of the sender's counters. */
+  readonly counts = { framesOut: 0, bytesOut: 0, dropped: 0, connects: 0 }
 
   constructor(
     readonly from: MemoryEndpoint,
@@ -66,6 +68,8 @@ class Link {
 class MemoryEndpoint {
   readonly stats: TransportStats = emptyStats()
   readonly links = new Map<string, Link>()
+  /** Frames received per sending address. */
+  readonly framesInFrom = new Map<string, number>()
   /** Who this endpoint is to its peers: the in-memory stand-in for an authenticated handshake. */
   readonly peer: Peer
   closed = false
@@ -105,7 +109,10 @@ class MemoryEndpoint {
         link.backlog.push(frame)
         link.backlogBytes += frame.length
         accepted++
-      } else this.stats.dropped++
+      } else {
+        this.stats.dropped++
+        link.counts.dropped++
+      }
     }
     return accepted
   }
@@ -144,6 +151,13 @@ export class MemoryNetwork {
       send: (addresses, message) => endpoint.send(addresses, message),
       disconnect: (address) => endpoint.disconnect(address),
       queuedBytes: () => [...endpoint.links.values()].reduce((sum, link) => sum + link.backlogBytes, 0),
+      peerStats: () => {
+        const addresses = new Set([...endpoint.links.keys(), ...endpoint.framesInFrom.keys()])
+        return [...addresses].map((address) => {
+          const link = endpoint.links.get(address)
+          return { address, framesIn: endpoint.framesInFrom.get(address) ?? 0, queuedBytes: link?.backlogBytes ?? 0, ...(link?.counts ?? { framesOut: 0, bytesOut: 0, dropped: 0, connects: 0 }) }
+        })
+      },
       close: async () => this.close(endpoint),
     }
   }
@@ -207,6 +221,7 @@ export class MemoryNetwork {
     link.failedDials = 0
     link.backoff = REDIAL_MS_MIN
     link.from.stats.connects++
+    link.counts.connects++
     link.epoch++
     const endpoint = link.from
     // Hello first, then whatever onConnected sends, then the backlog from while the link was down.
@@ -227,6 +242,8 @@ export class MemoryNetwork {
     const from = link.from
     from.stats.framesOut++
     from.stats.bytesOut += frame.length
+    link.counts.framesOut++
+    link.counts.bytesOut += frame.length
     this.counters.sent++
     if (this.onSend && !hello) this.onSend(from.options.address, link.to, this.decode(frame))
     const f = this.faults
@@ -253,6 +270,7 @@ export class MemoryNetwork {
     if (this.isCut(fromAddress, link.to)) return this.drop(link, 'link cut')
     target.stats.framesIn++
     target.stats.bytesIn += frame.length
+    target.framesInFrom.set(fromAddress, (target.framesInFrom.get(fromAddress) ?? 0) + 1)
     if (hello) return
     const value = this.decode(frame)
     const result = target.options.validate(value)

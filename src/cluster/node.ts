@@ -9,7 +9,7 @@ import { diffViews, type MemberEvent } from './events'
 import { Membership, type MembershipView } from './membership'
 import { isRaftMessage, RAFT_TYPES, validateRaftMessage, type MemberInfo, type RaftMessage } from './messages'
 import { TICK_MS, type Timing } from './timing'
-import { ACCEPTED, type Peer, type Transport, type Verdict } from './transport'
+import { ACCEPTED, type Peer, type Transport, type Verdict, type PeerStats } from './transport'
 import { err } from '../result'
 import type { Typed, Validator } from './validate'
 
@@ -110,6 +110,10 @@ export class ClusterNode<A extends Typed> {
 
   queuedBytes(): number {
     return this.transport.queuedBytes()
+  }
+
+  peerStats(): PeerStats[] {
+    return this.transport.peerStats()
   }
 
   /** Counters for /metrics that outlive an incarnation. */

@@ -52,6 +52,21 @@ export interface Transport<M extends Typed = Typed> {
   readonly stats: TransportStats
   /** Bytes waiting to be sent, over all links (a gauge: a slow or absent peer shows here). */
   queuedBytes(): number
+  /** Traffic per peer this node has a link to or heard from. */
+  peerStats(): PeerStats[]
+}
+
+/** One peer's share of the traffic: what this node sent it (outbound link) and received from it. */
+export interface PeerStats {
+  address: string
+  framesOut: number
+  bytesOut: number
+  framesIn: number
+  /** Messages to it dropped (queue full). */
+  dropped: number
+  /** Outbound connections to it opened: the first one and every reconnect. */
+  connects: number
+  queuedBytes: number
 }
 
 /** What a node gives its transport: who it is, how to check what peers send, where it goes. */

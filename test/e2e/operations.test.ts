@@ -51,6 +51,8 @@ describe('operations', () => {
     await waitFor(async () => (await metric(b, 'websocket_cluster_chat_messages_relayed_total')) === relayed + 1, { message: 'relayed counter' })
     expect(await metric(b, 'websocket_cluster_chat_messages_delivered_total')).toBeGreaterThanOrEqual(1)
     expect(await metric(a, 'websocket_cluster_transport_frames_sent_total')).toBeGreaterThan(0)
+    expect(await metric(a, `websocket_cluster_transport_peer_frames_sent_total{peer="${b.address}"}`)).toBeGreaterThan(0)
+    expect(await metric(b, `websocket_cluster_transport_peer_frames_received_total{peer="${a.address}"}`)).toBeGreaterThan(0)
     expect(await metric(a, 'nodejs_eventloop_lag_seconds')).toBeGreaterThanOrEqual(0)
   })
 

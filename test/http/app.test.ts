@@ -36,7 +36,7 @@ function makeApp() {
   const stats = { framesIn: 1, framesOut: 2, bytesIn: 3, bytesOut: 4, dropped: 0, invalid: 0, authFailures: 5, connects: 1 }
   const gateway = new ChatGateway({ room, sockets: new Sockets(), selfAddress: self, now: () => 1000, rateLimit: { perSecond: 20, burst: 40 } })
   let draining = false
-  const cluster = { stats: { leaderChanges: 1, rejoins: 0 }, electionsStarted: 0, queuedBytes: () => 0 }
+  const cluster = { stats: { leaderChanges: 1, rejoins: 0 }, electionsStarted: 0, queuedBytes: () => 0, peerStats: () => [{ address: 'bun://S@127.0.0.1:2552', framesOut: 7, bytesOut: 70, framesIn: 5, dropped: 0, connects: 1, queuedBytes: 0 }] }
   const metrics = createMetrics({ gateway, room, view: () => core.view(), cluster, transport: () => stats, sent: () => ({ frames: 0, bytes: 0 }) })
   const app = createApp({
     room,
@@ -147,6 +147,8 @@ describe('health and metrics', () => {
     expect(before.get('websocket_cluster_cluster_is_leader')).toBe(1)
     expect(before.get('websocket_cluster_cluster_members{status="Up"}')).toBe(1)
     expect(before.get('websocket_cluster_transport_frames_received_total')).toBe(1)
+    expect(before.get('websocket_cluster_transport_peer_frames_sent_total{peer="bun://S@127.0.0.1:2552"}')).toBe(7)
+    expect(before.get('websocket_cluster_transport_peer_connects_total{peer="bun://S@127.0.0.1:2552"}')).toBe(1)
     const socket = { frames: [] as string[], send(json: string) { this.frames.push(json) }, close() {}, subscribe() {} }
     gateway.open('c1', socket, { ok: true, value: 'alice' })
     gateway.message('c1', 'hello')

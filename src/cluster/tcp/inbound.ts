@@ -31,6 +31,8 @@ interface Sender {
   /** The sender's link whose frames are numbered (a new one after it disconnected and dialled again). */
   stream: number
   delivered: number
+  /** Frames received from it, over all its connections: a metric. */
+  framesIn: number
   /** The last `delivered` we told the sender. */
   acked: number
   socket: Socket<InboundData> | null
@@ -109,6 +111,11 @@ export class InboundListener<M extends Typed> implements Inbound {
     this.sweep = setInterval(() => this.sweepSilent(), o.linkTimeoutMs)
   }
 
+  /** Frames received per sending address. */
+  framesInByPeer(): Map<string, number> {
+    return new Map([...this.senders].map(([address, sender]) => [address, sender.framesIn]))
+  }
+
   close(): void {
     this.closed = true
     clearInterval(this.sweep)
@@ -180,7 +187,7 @@ export class InboundListener<M extends Typed> implements Inbound {
   private adopt(socket: Socket<InboundData>, peer: Hello): Sender {
     let sender = this.senders.get(peer.address)
     if (!sender || sender.incarnation !== peer.incarnation) {
-      sender = { incarnation: peer.incarnation, stream: -1, delivered: 0, acked: 0, socket: null }
+      sender = { incarnation: peer.incarnation, stream: -1, delivered: 0, framesIn: 0, acked: 0, socket: null }
       this.senders.set(peer.address, sender)
     }
     if (sender.socket && sender.socket !== socket) this.retire(sender.socket, 'replaced by a newer connection')
@@ -281,6 +288,8 @@ export class InboundListener<M extends Typed> implements Inbound {
       }
       if (value === NO_FRAME) break
       this.o.stats.framesIn++
+      const sender = senderOf(socket.data.phase)
+      if (sender) sender.framesIn++
       let open: boolean
       try {
         open = this.receive(socket, value)

@@ -85,6 +85,9 @@ export class OutboundLink {
   private droppedSinceLog = 0
   private lastDropLog = 0
 
+  /** This link's share of the transport's counters (for per-peer metrics). */
+  readonly peer = { framesOut: 0, bytesOut: 0, dropped: 0, connects: 0 }
+
   constructor(
     readonly address: string,
     readonly target: NodeAddress,
@@ -111,6 +114,7 @@ export class OutboundLink {
     }
     if (this.retainedBytes + frame.length > this.context.maxQueueBytes) {
       this.context.stats.dropped++
+      this.peer.dropped++
       this.droppedSinceLog++
       const now = Date.now()
       if (now - this.lastDropLog >= DROP_LOG_INTERVAL_MS) {
@@ -153,11 +157,17 @@ export class OutboundLink {
     return this.socket !== null && this.handshaking === null
   }
 
+  private countOut(frames: number, bytes: number): void {
+    this.context.stats.framesOut += frames
+    this.context.stats.bytesOut += bytes
+    this.peer.framesOut += frames
+    this.peer.bytesOut += bytes
+  }
+
   flush() {
     if (!this.ready || this.queue.empty) return
     const { frames, bytes } = this.queue.writeTo(this.socket!)
-    this.context.stats.framesOut += frames
-    this.context.stats.bytesOut += bytes
+    this.countOut(frames, bytes)
   }
 
   /** Bytes not yet acknowledged by the peer (sent or not). */
@@ -340,6 +350,7 @@ export class OutboundLink {
     this.pongDecoder = decoder
     this.pingTimer = setInterval(() => this.ping(socket), pingIntervalMs(this.context.linkTimeoutMs))
     this.context.stats.connects++
+    this.peer.connects++
     const after = [this.failedDials && `${this.failedDials} failed attempts`, this.failedHandshakes && `${this.failedHandshakes} failed handshakes`]
     this.context.log(`connected to ${this.address}${after.some(Boolean) ? ` after ${after.filter(Boolean).join(' and ')}` : ''}`)
     this.failedDials = 0
@@ -381,8 +392,7 @@ export class OutboundLink {
   private writeHandshake() {
     if (!this.socket || !this.handshaking) return
     const { frames, bytes } = this.handshaking.out.writeTo(this.socket)
-    this.context.stats.framesOut += frames
-    this.context.stats.bytesOut += bytes
+    this.countOut(frames, bytes)
   }
 
   drained(socket: Socket<OutboundData>) {

@@ -9,7 +9,7 @@ import type { Socket } from 'bun'
 import { parseAddress } from '../address'
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame } from '../codec'
 import { NONCE_BYTES, type HandshakeSelf } from '../handshake'
-import { emptyStats, type Transport, type TransportFactory, type TransportOptions } from '../transport'
+import { emptyStats, type PeerStats, type Transport, type TransportFactory, type TransportOptions } from '../transport'
 import type { Typed } from '../validate'
 import { describe } from './describe'
 import { DEFAULT_LINK_TIMEOUT_MS } from './liveness'
@@ -122,6 +122,15 @@ class TcpTransport<M extends Typed> implements Transport<M> {
     let bytes = 0
     for (const link of this.links.values()) bytes += link.queuedBytes
     return bytes
+  }
+
+  peerStats(): PeerStats[] {
+    const framesIn = this.inbound.framesInByPeer()
+    const addresses = new Set([...this.links.keys(), ...framesIn.keys()])
+    return [...addresses].map((address) => {
+      const link = this.links.get(address)
+      return { address, framesIn: framesIn.get(address) ?? 0, queuedBytes: link?.queuedBytes ?? 0, ...(link?.peer ?? { framesOut: 0, bytesOut: 0, dropped: 0, connects: 0 }) }
+    })
   }
 
   disconnect(address: string): void {
