@@ -1,21 +1,33 @@
-// A load process for bench/overload.ts: `bun run bench/load-client.ts <httpUrl> <clients> <perSecond|flood> <seconds> <tag>`.
+// A load process for bench/overload.ts: `bun run bench/load-client.ts <httpUrl> <clients> <perSecond|flood|reflood> <seconds> <tag>`.
 export {}
-// Each client connects and sends chat as fast as it can (`flood`) or at `perSecond`; the process
-// exits by itself when the time is up (one JS thread saturates near one core, so load needs several).
+// Each client connects and sends chat as fast as it can (`flood`), as fast as it can and
+// reconnecting at once whenever it is closed (`reflood`: what an attacker does after a 4429), or
+// at `perSecond`; the process exits by itself when the time is up (one JS thread saturates near
+// one core, so load needs several).
 const [url = "", clientsArg, rateArg, secondsArg, tag] = process.argv.slice(2)
 const clients = Number(clientsArg)
 const seconds = Number(secondsArg)
-const flood = rateArg === 'flood'
+const reflood = rateArg === 'reflood'
+const flood = rateArg === 'flood' || reflood
+let reconnects = 0
 const perSecond = flood ? 0 : Number(rateArg)
 const end = performance.now() + seconds * 1000
 let sent = 0
 const sockets: WebSocket[] = []
 await Promise.all(
   Array.from({ length: clients }, (_, i) => new Promise<void>((resolve) => {
-    const ws = new WebSocket(`${url.replace('http', 'ws')}/ws/chat?username=${tag}${i}`)
-    ws.onopen = () => resolve()
-    ws.onerror = () => resolve()
-    sockets.push(ws)
+    const open = (): WebSocket => {
+      const ws = new WebSocket(`${url.replace('http', 'ws')}/ws/chat?username=${tag}${i}`)
+      ws.onopen = () => resolve()
+      ws.onerror = () => resolve()
+      if (reflood) ws.onclose = () => {
+        if (performance.now() > end) return
+        reconnects++
+        sockets[i] = open()
+      }
+      return ws
+    }
+    sockets[i] = open()
   })),
 )
 if (flood) {
@@ -36,6 +48,6 @@ if (flood) {
 }
 function finish() {
   for (const ws of sockets) ws.close()
-  console.log(JSON.stringify({ sent }))
+  console.log(JSON.stringify({ sent, reconnects }))
   setTimeout(() => process.exit(0), 200)
 }

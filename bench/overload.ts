@@ -66,6 +66,7 @@ const client = (url: string, clients: number, rate: string, tag: string) =>
 
 try {
   await scenario('one client flooding node 1 (no rate limit there)', ['--rate-limit', '0'], (nodes) => [client(nodes[0]!.httpUrl, 1, 'flood', 'flood')])
+  await scenario('one client flooding node 1 and reconnecting at once after every close (default limits)', [], (nodes) => [client(nodes[0]!.httpUrl, 1, 'reflood', 'reflood')])
   const clients = Number(values.clients)
   const procs = Number(values.processes)
   await scenario(`${clients} clients at the rate limit (20/s) on node 1, ${procs} processes`, ['--max-connections-per-ip', String(clients + 10)], (nodes) =>
