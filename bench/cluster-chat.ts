@@ -24,7 +24,7 @@ import { runningNodes, startCluster, startNode, stopAll, type NodeHandle } from 
  * The per-connection rate limit and the connection caps are off here: every simulated client
  * comes from one address, and the unpaced phase sends as fast as it can on purpose.
  */
-export const BENCH_NODE_ARGS = ['--rate-limit', '0', '--connect-rate', '0', '--max-connections-per-ip', '1000000', '--max-connections', '1000000']
+export const BENCH_NODE_ARGS = ['--rate-limit', '0', '--connect-rate', '0', '--max-fanout', '0', '--max-connections-per-ip', '1000000', '--max-connections', '1000000']
 import { chatUrl } from '../test/support/ws-client'
 
 // ---------------------------------------------------------------- options

@@ -55,6 +55,8 @@ export interface Config {
   maxConnections: number
   /** New chat sockets a second per client address (a bucket of 10 s worth); 0: no limit. */
   connectRate: number
+  /** Chat deliveries to local users a second this node takes on (src/chat/fanout-budget.ts); 0: no limit. */
+  maxFanout: number
   /** The timeouts above in the core's ticks, converted and checked at parse time. */
   timing: Timing
   /** Cluster secrets, current first, then the previous one during a rotation; empty: none. */
@@ -115,6 +117,7 @@ const FLAGS: Record<string, FlagSpec> = {
   '--rate-limit': { key: 'rateLimit', env: 'RATE_LIMIT', kind: 'count0', help: 'chat messages per second per connection, 0 for none (default 20)' },
   '--rate-burst': { key: 'rateBurst', env: 'RATE_BURST', kind: 'count', help: 'messages a connection may send at once (default 40)' },
   '--max-connections-per-ip': { key: 'maxConnectionsPerIp', env: 'MAX_CONNECTIONS_PER_IP', kind: 'count', help: 'chat sockets per client address (default 200)' },
+  '--max-fanout': { key: 'maxFanout', env: 'MAX_FANOUT', kind: 'count0', help: 'chat deliveries to local users a second this node takes on; 0 for no limit (default 100000)' },
   '--connect-rate': { key: 'connectRate', env: 'CONNECT_RATE', kind: 'count0', help: 'new chat sockets a second per client address, 10 s worth at once; 0 for none (default 50)' },
   '--max-connections': { key: 'maxConnections', env: 'MAX_CONNECTIONS', kind: 'count', help: 'chat sockets on this node (default 10000)' },
 }
@@ -143,6 +146,7 @@ export const DEFAULTS: Omit<Config, 'seeds' | 'timing' | 'clusterSecrets' | 'clu
   maxConnectionsPerIp: 200,
   maxConnections: 10_000,
   connectRate: 50,
+  maxFanout: 100_000,
 }
 
 /** A config to run with, or the help text when it was asked for; an error says what is wrong. */

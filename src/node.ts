@@ -32,7 +32,7 @@ export interface ChatNode {
   stop(): Promise<void>
 }
 
-export type ChatNodeConfig = Pick<Config, 'systemName' | 'host' | 'clusterPort' | 'httpPort' | 'seeds' | 'timing' | 'lang' | 'maxMessageLength' | 'rateLimit' | 'rateBurst'>
+export type ChatNodeConfig = Pick<Config, 'systemName' | 'host' | 'clusterPort' | 'httpPort' | 'seeds' | 'timing' | 'lang' | 'maxMessageLength' | 'rateLimit' | 'rateBurst'> & Partial<Pick<Config, 'maxFanout'>>
 
 export function createChatNode(config: ChatNodeConfig, io: NodeIo, fanout: Fanout): ChatNode {
   const address = formatAddress({ systemName: config.systemName, host: config.host, port: config.clusterPort })
@@ -51,6 +51,7 @@ export function createChatNode(config: ChatNodeConfig, io: NodeIo, fanout: Fanou
     broadcast: (message) => cluster.broadcast(message),
     sendTo: (to, message) => cluster.send(to, message),
     disconnect: (username, code, reason) => sockets.close(username, code, reason),
+    fanoutPerSecond: config.maxFanout,
   })
   const load = new LagMonitor(io.clock)
   let stopLoad = () => {}

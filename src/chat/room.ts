@@ -6,6 +6,7 @@ import type { Peer } from '../cluster/transport'
 import { err, ok, type Result } from '../result'
 import type { ChatMessage, ChatRelay } from './messages'
 import { checkPeerMessage } from './peer-rules'
+import { FanoutBudget } from './fanout-budget'
 import { Presence, type PresenceChange } from './presence'
 import { CloseCode, hasForbiddenControl, systemMessage, type ServerMessage, type UserEntry } from './protocol'
 
@@ -24,9 +25,11 @@ export interface RoomDeps {
   sendTo: (address: string, message: ChatMessage) => void
   /** Disconnects a local user (used when a name turns out to be taken elsewhere). */
   disconnect: (username: string, code: number, reason: string) => void
+  /** Chat deliveries to local users a second this node takes on (fanout-budget.ts); 0 or absent: no limit. */
+  fanoutPerSecond?: number
 }
 
-export type SayError = { code: 'message_too_long' | 'bad_message'; message: string }
+export type SayError = { code: 'message_too_long' | 'bad_message' | 'overloaded'; message: string }
 /** `delivered: false` for a blank message, which is ignored. */
 export type SayResult = Result<{ delivered: boolean }, SayError>
 
@@ -35,9 +38,11 @@ export class ChatRoom {
   readonly stats = { chatFromUsers: 0, chatFromPeers: 0, chatDelivered: 0 }
   private readonly presence: Presence
   private members = new Set<string>()
+  private readonly budget: FanoutBudget
 
   constructor(private readonly d: RoomDeps) {
     this.presence = new Presence(d.selfAddress)
+    this.budget = new FanoutBudget(d.fanoutPerSecond ?? 0, d.now())
   }
 
   users(): UserEntry[] {
@@ -73,6 +78,9 @@ export class ChatRoom {
     if (text.length > this.d.maxMessageLength && [...text].length > this.d.maxMessageLength) {
       return err({ code: 'message_too_long', message: `messages are limited to ${this.d.maxMessageLength} characters` })
     }
+    if (!this.budget.take(this.presence.localCount, this.d.now())) {
+      return err({ code: 'overloaded', message: 'this node is delivering all it can; this message was not delivered, send it again shortly' })
+    }
     const chat: ChatRelay = { type: 'chat', username, message: text, nodeAddress: this.d.selfAddress, timestamp: this.d.now() }
     this.stats.chatFromUsers++
     this.publishChat(chat)
@@ -99,6 +107,7 @@ export class ChatRoom {
         // which JSON.stringify throws on) must neither break the relay nor reach browsers.
         const { username, message, nodeAddress, timestamp } = m
         this.stats.chatFromPeers++
+        this.budget.spend(this.presence.localCount, this.d.now())
         return this.publishChat({ type: 'chat', username, message, nodeAddress, timestamp })
       }
       case 'presence_snapshot':

@@ -1,0 +1,43 @@
+// How many chat deliveries to local users a node takes on per second. A message said on this
+// node costs one delivery per local user, so 500 users each within their own rate limit can
+// still ask for millions a second; past what the node can push, its event loop falls behind and
+// its heartbeats go out late. The budget refuses new messages from local users before that
+// (they get `overloaded` and may send again), while messages already in the cluster (from other
+// nodes) are always delivered and only use up the budget. Pure: time is passed in.
+
+export class FanoutBudget {
+  private tokens: number
+  private last: number
+
+  /** `perSecond` deliveries a second, a second's worth at once; 0 turns the budget off. */
+  constructor(
+    private readonly perSecond: number,
+    now: number,
+  ) {
+    this.tokens = perSecond
+    this.last = now
+  }
+
+  /** Whether a message to `deliveries` users may be said now; takes them if so. */
+  take(deliveries: number, now: number): boolean {
+    if (this.perSecond <= 0) return true
+    this.refill(now)
+    if (this.tokens < Math.min(deliveries, this.perSecond)) return false
+    this.tokens -= deliveries
+    return true
+  }
+
+  /** Deliveries that happen whatever the budget (messages from other nodes): they use it up. */
+  spend(deliveries: number, now: number): void {
+    if (this.perSecond <= 0) return
+    this.refill(now)
+    // Down to one second's debt at most, so a burst from elsewhere refuses local users for at most a second.
+    this.tokens = Math.max(-this.perSecond, this.tokens - deliveries)
+  }
+
+  private refill(now: number): void {
+    const elapsed = Math.max(0, now - this.last)
+    this.last = Math.max(this.last, now)
+    this.tokens = Math.min(this.perSecond, this.tokens + (elapsed * this.perSecond) / 1000)
+  }
+}

@@ -1,0 +1,45 @@
+import { describe, expect, test } from 'bun:test'
+import { FanoutBudget } from '../../src/chat/fanout-budget'
+import { ChatRoom } from '../../src/chat/room'
+
+describe('fan-out budget', () => {
+  test('a second of deliveries at once, then the rate; a message bigger than the budget still goes when it is full', () => {
+    const budget = new FanoutBudget(1000, 0)
+    expect(budget.take(600, 0)).toBe(true)
+    expect(budget.take(600, 0)).toBe(false)
+    expect(budget.take(400, 0)).toBe(true)
+    expect(budget.take(100, 50)).toBe(false) // 50 ms refill 50
+    expect(budget.take(100, 100)).toBe(true)
+    const small = new FanoutBudget(10, 0)
+    expect(small.take(500, 0)).toBe(true) // one message to more users than a second's budget
+    expect(small.take(1, 0)).toBe(false)
+  })
+
+  test('deliveries from other nodes use the budget up (at most a second of debt); 0 turns it off', () => {
+    const budget = new FanoutBudget(1000, 0)
+    budget.spend(5000, 0)
+    expect(budget.take(1, 0)).toBe(false)
+    expect(budget.take(1, 999)).toBe(false) // a second's debt takes a second to pay
+    expect(budget.take(1, 1001)).toBe(true)
+    const off = new FanoutBudget(0, 0)
+    off.spend(1e9, 0)
+    expect(off.take(1e9, 0)).toBe(true)
+  })
+
+  test('the room refuses a local message past the budget with overloaded, and says nothing for it', () => {
+    const published: string[] = []
+    let now = 0
+    const room = new ChatRoom({
+      selfAddress: 'bun://S@a:1', lang: 'en', maxMessageLength: 100, now: () => now,
+      publish: (json) => published.push(json), broadcast: () => {}, sendTo: () => {}, disconnect: () => {}, fanoutPerSecond: 4,
+    })
+    for (const name of ['a', 'b']) room.join(name)
+    published.length = 0
+    expect(room.say('a', 'one').ok).toBe(true) // 2 deliveries
+    expect(room.say('a', 'two').ok).toBe(true) // 2 more: the budget is spent
+    expect(room.say('a', 'three')).toMatchObject({ ok: false, error: { code: 'overloaded' } })
+    expect(published.filter((p) => p.includes('"chat"'))).toHaveLength(2)
+    now = 1000
+    expect(room.say('a', 'four').ok).toBe(true)
+  })
+})
