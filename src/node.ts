@@ -142,7 +142,7 @@ export function createNode(config: Config, io: NodeIo, identify: Identify = anon
         await chat.stop()
         throw new StartError('http', `cannot listen on HTTP port ${config.httpHost}:${config.httpPort}: ${(error as Error).message}`)
       }
-      fanout.attach(app.server)
+      fanout.attach(app.server, () => chat.gateway.sessionCount)
       io.log(`HTTP and WebSocket on http://${urlHost(config.host)}:${config.httpPort} (bound to ${config.httpHost})`)
     },
     async shutdown(leaveTimeoutMs) {

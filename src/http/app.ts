@@ -66,18 +66,22 @@ export function clusterInfo(view: MembershipView, selfAddress: string, transport
  * Bun's server exists once the app listens; before that no user can be connected, so there is
  * nobody to publish to.
  */
-type TopicServer = { publish(topic: string, data: string): unknown; subscriberCount(topic: string): number }
+type TopicServer = { publish(topic: string, data: string): unknown }
 
 export class TopicFanout implements Fanout {
   /** Frames and bytes handed to users: a frame published to n subscribers counts n times. */
   readonly stats = { frames: 0, bytes: 0 }
   private server: TopicServer | null = null
-  attach(server: TopicServer | null | undefined) {
+  /** Who is subscribed, counted by the gateway: asking Bun on every publish costs more than the count is worth. */
+  private subscribers: () => number = () => 0
+  /** The server to publish through (once it listens) and who counts its subscribers. */
+  attach(server: TopicServer | null | undefined, subscribers: () => number) {
     this.server = server ?? null
+    this.subscribers = subscribers
   }
   publish(json: string) {
     if (!this.server) return
-    const subscribers = this.server.subscriberCount(CHAT_TOPIC)
+    const subscribers = this.subscribers()
     this.stats.frames += subscribers
     this.stats.bytes += subscribers * json.length
     this.server.publish(CHAT_TOPIC, json)
