@@ -72,7 +72,7 @@ export function dialerOnAck(state: DialerState, value: unknown): Result<Auth> {
   if (!common.ok) return common
   if (ack.address !== target) return err(`dialled ${target} but the node there says it is ${ack.address.slice(0, 256)}`)
   if (self.secrets.length === 0) return ok({ type: 'auth', proof: new Uint8Array(0) })
-  const input = proofInput(self.systemName, hello, ack.nonce, ack.address)
+  const input = proofInput(self.systemName, hello, ack.nonce, ack.address, ack.incarnation)
   for (const secret of self.secrets) {
     const expected = hmac(secret, 'listener', input)
     if (ack.proofs.some((proof) => equal(proof, expected))) return ok({ type: 'auth', proof: hmac(secret, 'dialer', input) })
@@ -89,12 +89,13 @@ export function listenerOnHello(self: HandshakeSelf, value: unknown, nonce: Uint
   const hello = checked.value
   const common = checkPeer(self, hello)
   if (!common.ok) return common
-  const input = proofInput(self.systemName, hello, nonce, self.address)
+  const input = proofInput(self.systemName, hello, nonce, self.address, self.incarnation)
   const ack: HelloAck = {
     type: 'hello_ack',
     version: PROTOCOL_VERSION,
     systemName: self.systemName,
     address: self.address,
+    incarnation: self.incarnation,
     auth: modeOf(self),
     nonce,
     proofs: self.secrets.map((secret) => hmac(secret, 'listener', input)),
@@ -110,7 +111,7 @@ export function listenerOnAuth(state: ListenerState, value: unknown): Result<Hel
   if (!checked.ok) return err(`expected auth (${checked.error})`)
   const { self, hello, nonce } = state
   if (self.secrets.length === 0) return ok(hello)
-  const input = proofInput(self.systemName, hello, nonce, self.address)
+  const input = proofInput(self.systemName, hello, nonce, self.address, self.incarnation)
   const proof = checked.value.proof
   // Every secret is tried, so the time taken does not say which one matched.
   let matched = false
@@ -132,8 +133,8 @@ function checkPeer(self: HandshakeSelf, peer: Hello | HelloAck): Result<true> {
 }
 
 /** Everything a proof covers except its label, in one unambiguous string. */
-function proofInput(systemName: string, hello: Hello, listenerNonce: Uint8Array, listenerAddress: string): string {
-  return JSON.stringify([systemName, hex(hello.nonce), hex(listenerNonce), hello.address, hello.incarnation, listenerAddress])
+function proofInput(systemName: string, hello: Hello, listenerNonce: Uint8Array, listenerAddress: string, listenerIncarnation: string): string {
+  return JSON.stringify([systemName, hex(hello.nonce), hex(listenerNonce), hello.address, hello.incarnation, listenerAddress, listenerIncarnation])
 }
 
 function hmac(secret: string, label: 'listener' | 'dialer', input: string): Uint8Array {

@@ -4,7 +4,7 @@
 import { Type as T, type Static } from '@sinclair/typebox'
 import { typesOf, validatorFor, type Typed } from './validate'
 
-export const PROTOCOL_VERSION = 3
+export const PROTOCOL_VERSION = 4
 
 /**
  * Largest term or log index a peer may send. Far beyond anything real (a term a millisecond
@@ -61,6 +61,8 @@ export const HelloAck = T.Object({
   version: T.Integer(),
   systemName: Str(128),
   address: Str(256),
+  /** Which run of the listener answered: frames kept for an earlier one are not resent to it. */
+  incarnation: Str(40),
   auth: AuthMode,
   nonce: Nonce(),
   /** One per secret the listener accepts (current, then previous during a rotation); none without a secret. */

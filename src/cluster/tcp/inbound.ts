@@ -18,6 +18,9 @@ import { asLinkControl, pongFrame } from './liveness'
 import { SendQueue } from './send-queue'
 import type { TlsFiles } from './tls'
 
+/** How soon delivered frames are acknowledged (the sender keeps them until then): far under a ping interval. */
+const ACK_DELAY_MS = 5
+
 /** A connection that has not authenticated may send only frames this small (a hello is ~200 bytes). */
 export const HANDSHAKE_MAX_FRAME_BYTES = 4096
 /** And must finish within this long (by default). */
@@ -33,6 +36,8 @@ interface Sender {
   delivered: number
   /** Frames received from it, over all its connections: a metric. */
   framesIn: number
+  /** A pong acknowledging what was delivered is due. */
+  ackTimer: ReturnType<typeof setTimeout> | null
   /** The last `delivered` we told the sender. */
   acked: number
   socket: Socket<InboundData> | null
@@ -187,7 +192,7 @@ export class InboundListener<M extends Typed> implements Inbound {
   private adopt(socket: Socket<InboundData>, peer: Hello): Sender {
     let sender = this.senders.get(peer.address)
     if (!sender || sender.incarnation !== peer.incarnation) {
-      sender = { incarnation: peer.incarnation, stream: -1, delivered: 0, framesIn: 0, acked: 0, socket: null }
+      sender = { incarnation: peer.incarnation, stream: -1, delivered: 0, framesIn: 0, acked: 0, socket: null, ackTimer: null }
       this.senders.set(peer.address, sender)
     }
     if (sender.socket && sender.socket !== socket) this.retire(sender.socket, 'replaced by a newer connection')
@@ -299,12 +304,16 @@ export class InboundListener<M extends Typed> implements Inbound {
       }
       if (!open) return
     }
-    // Acknowledge what this chunk delivered at once (one pong per chunk, not per frame): the
-    // sender forgets it sooner, and resends less after a reconnect.
+    // Acknowledge what arrived within ACK_DELAY_MS, once for all the chunks in that time: paced
+    // traffic arrives a frame a chunk, and a write back for each cost more than the frame.
     const sender = senderOf(socket.data.phase)
-    if (sender && sender.delivered > sender.acked && sender.socket === socket) {
-      sender.acked = sender.delivered
-      this.reply(socket, pongFrame(sender.delivered))
+    if (sender && sender.delivered > sender.acked && sender.socket === socket && !sender.ackTimer) {
+      sender.ackTimer = setTimeout(() => {
+        sender.ackTimer = null
+        if (sender.socket !== socket || socket.data.closed || sender.delivered <= sender.acked) return
+        sender.acked = sender.delivered
+        this.reply(socket, pongFrame(sender.delivered))
+      }, ACK_DELAY_MS)
     }
   }
 }

@@ -10,6 +10,7 @@ import type { NodeAddress } from '../address'
 import { encodeFrame, FrameDecoder, FrameError } from '../codec'
 import { dialerOnAck, dialerStart, type DialerState, type HandshakeSelf } from '../handshake'
 import type { TransportStats } from '../transport'
+import type { HelloAck } from '../messages'
 import { describe } from './describe'
 import { HANDSHAKE_MAX_FRAME_BYTES } from './inbound'
 import { asLinkControl, PING_FRAME, pingIntervalMs, resumeFrame } from './liveness'
@@ -295,7 +296,31 @@ export class OutboundLink {
     if (!auth.ok) return this.refuse(socket, auth.error)
     clearTimeout(handshaking.timer)
     this.handshaking = null
+    // dialerOnAck validated the hello_ack: which run of the peer answered.
+    this.forgetIfRestarted((values[0] as HelloAck).incarnation)
     this.authenticated(socket, encodeFrame(auth.value), handshaking.decoder)
+  }
+
+  /** The run of the peer our retained frames were written to (null before the first connection). */
+  private peerIncarnation: string | null = null
+
+  /**
+   * Frames kept for resending were meant for the run of the peer that is gone: a new run would
+   * take them as its own (chat said before it started, presence of a past it never saw). Drop them,
+   * as a TCP connection to a dead process loses what it had not delivered.
+   */
+  private forgetIfRestarted(incarnation: string): void {
+    const previous = this.peerIncarnation
+    this.peerIncarnation = incarnation
+    if (previous === null || previous === incarnation) return
+    // Only what went on the old connection (`written`); what was queued while the link was down
+    // was never sent, and goes to the new run as to any peer.
+    const sentBefore = this.written
+    if (sentBefore === 0) return
+    this.acknowledged(this.firstSeq + sentBefore - 1)
+    this.context.stats.dropped += sentBefore
+    this.peer.dropped += sentBefore
+    this.context.log(`${this.address} restarted (incarnation ${incarnation}); ${sentBefore} frames sent to its previous run and not acknowledged are dropped`)
   }
 
   /** After the handshake a listener sends only pongs: each says the link is alive and what it delivered. */
