@@ -86,8 +86,10 @@ export class ChatGateway {
    * reconnects there under the same name.
    */
   drain(members: Array<{ nodeAddress: string; httpUrl: string }>): void {
+    // One frame for everyone: encoded once, not once per user.
+    const moving = JSON.stringify({ type: 'moving', reason: 'service restart', members } satisfies ServerMessage)
     for (const [id, session] of [...this.sessions]) {
-      this.send(session.socket, { type: 'moving', reason: 'service restart', members })
+      this.sendJson(session.socket, moving)
       this.drop(id, session, CloseCode.serviceRestart, 'service restart')
     }
   }
@@ -113,7 +115,10 @@ export class ChatGateway {
   }
 
   private send(socket: ClientSocket, message: ServerMessage): void {
-    const json = JSON.stringify(message)
+    this.sendJson(socket, JSON.stringify(message))
+  }
+
+  private sendJson(socket: ClientSocket, json: string): void {
     this.stats.framesOut++
     this.stats.bytesOut += json.length
     socket.send(json)

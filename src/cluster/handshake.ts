@@ -48,17 +48,19 @@ export type ListenerState = { readonly self: HandshakeSelf; readonly hello: Hell
 
 const modeOf = (self: HandshakeSelf): AuthMode => (self.secrets.length > 0 ? 'hmac-sha256' : 'none')
 
+/** The fields both opening frames carry about their sender. */
+const introduce = (self: HandshakeSelf, nonce: Uint8Array) => ({
+  version: PROTOCOL_VERSION,
+  systemName: self.systemName,
+  address: self.address,
+  incarnation: self.incarnation,
+  auth: modeOf(self),
+  nonce,
+})
+
 /** The dialer's first frame, to `target` (the address it dialed). */
 export function dialerStart(self: HandshakeSelf, target: string, nonce: Uint8Array): DialerState {
-  const hello: Hello = {
-    type: 'hello',
-    version: PROTOCOL_VERSION,
-    systemName: self.systemName,
-    address: self.address,
-    incarnation: self.incarnation,
-    auth: modeOf(self),
-    nonce,
-  }
+  const hello: Hello = { type: 'hello', ...introduce(self, nonce) }
   return { self, target, hello }
 }
 
@@ -90,16 +92,7 @@ export function listenerOnHello(self: HandshakeSelf, value: unknown, nonce: Uint
   const common = checkPeer(self, hello)
   if (!common.ok) return common
   const input = proofInput(self.systemName, hello, nonce, self.address, self.incarnation)
-  const ack: HelloAck = {
-    type: 'hello_ack',
-    version: PROTOCOL_VERSION,
-    systemName: self.systemName,
-    address: self.address,
-    incarnation: self.incarnation,
-    auth: modeOf(self),
-    nonce,
-    proofs: self.secrets.map((secret) => hmac(secret, 'listener', input)),
-  }
+  const ack: HelloAck = { type: 'hello_ack', ...introduce(self, nonce), proofs: self.secrets.map((secret) => hmac(secret, 'listener', input)) }
   return ok({ state: { self, hello, nonce }, ack })
 }
 

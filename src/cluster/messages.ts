@@ -43,28 +43,25 @@ export type AuthMode = Static<typeof AuthMode>
 const Nonce = () => T.Uint8Array({ minByteLength: 16, maxByteLength: 64 })
 const Proof = () => T.Uint8Array({ minByteLength: 32, maxByteLength: 32 })
 
-/** Sent first by the dialing side of every connection. */
-export const Hello = T.Object({
-  type: T.Literal('hello'),
+/** What each side of a connection says of itself when it opens: the dialer in its hello, the listener in its hello_ack. */
+const Introduction = {
   version: T.Integer(),
   systemName: Str(128),
   address: Str(256),
   incarnation: Str(40),
   auth: AuthMode,
   nonce: Nonce(),
-})
+}
+
+/** Sent first by the dialing side of every connection. */
+export const Hello = T.Object({ type: T.Literal('hello'), ...Introduction })
 export type Hello = Static<typeof Hello>
 
 /** The listener's answer: who it is, its challenge, and its proof under each secret it holds. */
 export const HelloAck = T.Object({
   type: T.Literal('hello_ack'),
-  version: T.Integer(),
-  systemName: Str(128),
-  address: Str(256),
-  /** Which run of the listener answered: frames kept for an earlier one are not resent to it. */
-  incarnation: Str(40),
-  auth: AuthMode,
-  nonce: Nonce(),
+  /** `incarnation` says which run of the listener answered: frames kept for an earlier one are not resent to it. */
+  ...Introduction,
   /** One per secret the listener accepts (current, then previous during a rotation); none without a secret. */
   proofs: T.Array(Proof(), { maxItems: 2 }),
 })

@@ -18,6 +18,9 @@ import { asLinkControl, pongFrame } from './liveness'
 import { SendQueue } from './send-queue'
 import type { TlsFiles } from './tls'
 
+/** Frames that belong to the handshake only: one after it is a confused or lying peer. */
+const HANDSHAKE_TYPES = new Set(['hello', 'hello_ack', 'auth'])
+
 /** How soon delivered frames are acknowledged (the sender keeps them until then): far under a ping interval. */
 const ACK_DELAY_MS = 5
 
@@ -239,7 +242,7 @@ export class InboundListener<M extends Typed> implements Inbound {
       }
       case 'open': {
         const { peer, sender } = state.phase
-        if (typeof (value as Typed | null)?.type === 'string' && ['hello', 'hello_ack', 'auth'].includes((value as Typed).type)) {
+        if (HANDSHAKE_TYPES.has((value as Typed | null)?.type as string)) {
           return this.refuse(socket, `${(value as Typed).type} after the handshake`)
         }
         const control = asLinkControl(value)
