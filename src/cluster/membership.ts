@@ -1,8 +1,9 @@
 // The membership algorithm: Raft (leader election, log replication, single-server membership
-// changes) applied to one replicated log whose entries are member additions and removals.
-// Pure and deterministic: messages and ticks go in through step() and tick(); messages to send
-// and the current view come out. No sockets, clocks, timers or Math.random: the shell injects
-// `random` and turns milliseconds into ticks.
+// changes, log compaction with snapshots) applied to one replicated log whose entries are member
+// additions and removals and the application's own entries (the chat transcript), applied in log
+// order to an injected state machine. Pure and deterministic: messages and ticks go in through
+// step() and tick(); messages to send and the current view come out. No sockets, clocks, timers
+// or Math.random: the shell injects `random` and turns milliseconds into ticks.
 import { MAX_TERM, type Change, type Entry, type MemberInfo, type RaftMessage } from './messages'
 import { addressOf, nodeId } from './address'
 import { checkTiming, type Timing } from './timing'
@@ -15,6 +16,53 @@ export interface MembershipOptions extends Timing {
   bootstrap: boolean
   /** Uniform in [0, 1). */
   random: () => number
+  /** Where committed entries go, in log order; none: a membership-only log. */
+  app?: StateMachine
+  /** Committed entries between snapshots, and entries kept behind a snapshot for followers a little behind. */
+  compaction?: Compaction
+}
+
+/**
+ * The application's replicated state: every committed entry is applied once, in log order, on
+ * every node (membership changes too, so the application can follow who is a member). Must be
+ * deterministic: the same entries give the same state everywhere.
+ */
+export interface StateMachine {
+  apply(index: number, entry: Entry): void
+  /** The state after the last applied entry; the core keeps it as it is and sends it to followers. */
+  snapshot(): unknown
+  /** Replaces the state with one taken at `index`; (0, null) is the empty state of a new log. */
+  restore(index: number, snapshot: unknown): void
+}
+
+export interface Compaction {
+  snapshotEvery: number
+  keepEntries: number
+}
+
+// A snapshot every 4,096 committed entries, and 1,024 entries kept behind it: a follower that
+// fell that far behind gets the snapshot instead (one frame, see the application's size limit).
+export const DEFAULT_COMPACTION: Compaction = { snapshotEvery: 4096, keepEntries: 1024 }
+
+const NO_APP: StateMachine = { apply() {}, snapshot: () => null, restore() {} }
+
+/** The compacted prefix of the log: what its entries up to `index` added up to. */
+interface Base {
+  index: number
+  term: number
+  members: Map<string, MemberInfo>
+  added: Set<string>
+  removed: Set<string>
+}
+
+/** A snapshot as sent to a follower: the base at `index` and the application's state there. */
+export interface Snapshot {
+  index: number
+  lastTerm: number
+  members: MemberInfo[]
+  added: string[]
+  removed: string[]
+  app: unknown
 }
 
 export type Role = 'follower' | 'precandidate' | 'candidate' | 'leader'
@@ -46,14 +94,23 @@ export interface Outbound {
 type RaftOf<T extends RaftMessage['type']> = Extract<RaftMessage, { type: T }>
 
 interface Progress {
+  /** The next index to send: past what is in flight, not only past what was acknowledged. */
   next: number
   match: number
+  /** The commit index last sent: a follower learns of a commit at once, not at the next heartbeat. */
+  sentCommit: number
+  /** The follower matched `match` and takes new entries as they come; false: probing back for where it matches. */
+  replicating: boolean
   lastHeard: number
   /** Heard from since the last check-quorum round. */
   active: boolean
 }
 
 const MAX_ENTRIES_PER_APPEND = 64
+/** Entries sent to a follower and not yet acknowledged; more wait for its answers. */
+const MAX_IN_FLIGHT = 1024
+/** Uncommitted entries a leader holds; proposals beyond it are dropped (their origin asks again). */
+const MAX_UNCOMMITTED = 8192
 /** Joiners the leader has probed and is waiting to hear back from; more are simply asked again later. */
 const PENDING_PROBES_MAX = 16
 /** How far ahead of ours a term from a leader outside our configuration may be. */
@@ -65,9 +122,14 @@ export class Membership {
   term = 0
   votedFor: string | null = null
   leaderId: string | null = null
-  /** The replicated log of member changes (named so it is not mistaken for a logger). */
+  /**
+   * The replicated log after the compacted prefix (named so it is not mistaken for a logger):
+   * entries[i] is at index `logStart + 1 + i`.
+   */
   readonly entries: Entry[] = []
   commitIndex = 0
+  /** The latest snapshot taken or installed; sent to a follower the log no longer reaches. */
+  snapshot: Snapshot | null = null
   /** Set once this incarnation's removal is known; it never takes part again. */
   removed = false
   /** Elections this incarnation started (real ones, not pre-votes): a metric. */
@@ -88,7 +150,12 @@ export class Membership {
   private unreachable: string[] = []
   /** Leader only: joiners sent a probe, by id, with the token they must echo. */
   private probes = new Map<string, string>()
-  private configCache: { length: number; lastTerm: number; upTo: number; members: Map<string, MemberInfo> }[] = []
+  private base: Base = { index: 0, term: 0, members: new Map(), added: new Set(), removed: new Set() }
+  /** Indexes of the member changes in `entries`, in order: the configuration is read from these alone. */
+  private configIndexes: number[] = []
+  private configCache: { key: string; members: Map<string, MemberInfo> }[] = []
+  private readonly app: StateMachine
+  private readonly compaction: Compaction
 
   constructor(private readonly o: MembershipOptions) {
     // The configuration was checked at parse time; failing here is a programmer error.
@@ -96,6 +163,33 @@ export class Membership {
     if (!timing.ok) throw new Error(`invalid membership options: ${timing.error}`)
     this.selfId = nodeId(o.self.address, o.self.incarnation)
     this.electionTimeout = this.randomElectionTimeout()
+    this.app = o.app ?? NO_APP
+    this.compaction = o.compaction ?? DEFAULT_COMPACTION
+    this.app.restore(0, null)
+  }
+
+  /** Index of the last compacted entry (0: nothing compacted); `entries` starts after it. */
+  get logStart(): number {
+    return this.base.index
+  }
+
+  /** The entry at `index`, if the log still holds it. */
+  entryAt(index: number): Entry | undefined {
+    return index > this.base.index ? this.entries[index - this.base.index - 1] : undefined
+  }
+
+  /**
+   * Appends application entries: at once on the leader; otherwise they are sent to the leader.
+   * False when there is no leader to take them (or the leader holds too many uncommitted): the
+   * caller keeps them and proposes again later. Entries may be lost on the way (a leader that
+   * fails before committing them); the application tells by what it sees applied.
+   */
+  propose(data: unknown[]): boolean {
+    if (this.removed || data.length === 0) return false
+    if (this.role === 'leader') return this.appendApp(data)
+    if (this.leaderId === null || !this.isCommittedMember()) return false
+    for (let i = 0; i < data.length; i += 1024) this.send(this.leaderId, { type: 'proposal', entries: data.slice(i, i + 1024) })
+    return true
   }
 
   /** Messages produced since the last call; the caller sends them. */
@@ -170,6 +264,12 @@ export class Membership {
         return this.onVoteRequest(m)
       case 'vote_response':
         return this.onVoteResponse(m)
+      case 'proposal':
+        // From a member only: a joiner or a stranger does not write into the transcript.
+        if (this.role === 'leader' && this.isMemberId(m.from) && this.isCommittedMember()) this.appendApp(m.entries)
+        return
+      case 'install_snapshot':
+        return this.onInstallSnapshot(m)
       case 'timeout_now':
         // Only from the leader we follow, in its term (checkTerm ignores a newer one): anyone
         // else asking us to start an election is not handing over anything.
@@ -185,16 +285,21 @@ export class Membership {
    * The shell calls it after every tick (100 a second) instead of building the view each time.
    */
   viewKey(): string {
-    return `${this.role}|${this.term}|${this.leaderId}|${this.entries.length}|${this.entries.at(-1)?.term}|${this.commitIndex}|${this.removed}|${this.unreachable.join(',')}`
+    // Application entries change nothing in the view: only member changes and whether they are committed.
+    const lastConfig = this.configIndexes.at(-1) ?? 0
+    let uncommitted = 0
+    for (let k = this.configIndexes.length - 1; k >= 0 && this.configIndexes[k]! > this.commitIndex; k--) uncommitted++
+    return `${this.role}|${this.term}|${this.leaderId}|${this.base.index}|${lastConfig}|${this.termAt(lastConfig)}|${uncommitted}|${this.removed}|${this.unreachable.join(',')}`
   }
 
   view(): MembershipView {
     const members: MemberView[] = []
-    const effective = this.membersAt(this.entries.length)
+    const effective = this.membersAt(this.lastIndex())
     const committed = this.membersAt(this.commitIndex)
     const status = new Map<string, MemberStatus>()
-    for (let i = this.commitIndex; i < this.entries.length; i++) {
-      const c = this.entries[i]!.change
+    for (const i of this.configIndexes) {
+      if (i <= this.commitIndex) continue
+      const c = this.entryAt(i)!.change
       if (c.type === 'add') status.set(nodeId(c.member.address, c.member.incarnation), 'Joining')
       if (c.type === 'remove') status.set(c.id, c.reason === 'down' ? 'Down' : 'Leaving')
     }
@@ -225,14 +330,21 @@ export class Membership {
     }
   }
 
-  /** The member list committed at `index`: the same on every node that has committed it. */
+  /**
+   * The member list as of `index` (at least the compacted prefix): the same on every node that
+   * holds the log up to there. Read from the member changes alone, so application entries cost
+   * nothing here; a configuration is named by its last change (index and term) and cached.
+   */
   membersAt(index: number): Map<string, MemberInfo> {
-    const lastTerm = this.entries[this.entries.length - 1]?.term ?? 0
-    const hit = this.configCache.find((c) => c.upTo === index && c.length === this.entries.length && c.lastTerm === lastTerm)
+    let k = this.configIndexes.length
+    while (k > 0 && this.configIndexes[k - 1]! > index) k--
+    const last = k === 0 ? this.base.index : this.configIndexes[k - 1]!
+    const key = `${this.base.index}:${last}:${this.termAt(last)}`
+    const hit = this.configCache.find((c) => c.key === key)
     if (hit) return hit.members
-    const members = new Map<string, MemberInfo>()
-    for (let i = 0; i < index; i++) applyChange(members, this.entries[i]!.change)
-    this.configCache = [{ length: this.entries.length, lastTerm, upTo: index, members }, ...this.configCache].slice(0, 2)
+    const members = new Map(this.base.members)
+    for (let j = 0; j < k; j++) applyChange(members, this.entryAt(this.configIndexes[j]!)!.change)
+    this.configCache = [{ key, members }, ...this.configCache].slice(0, 3)
     return members
   }
 
@@ -292,8 +404,8 @@ export class Membership {
   private bootstrap(): void {
     this.term = 1
     this.votedFor = this.selfId
-    this.entries.push({ term: 1, change: { type: 'add', member: this.o.self } })
-    this.commitIndex = 1
+    this.push({ term: 1, change: { type: 'add', member: this.o.self } })
+    this.advanceCommit(1)
     this.becomeLeader()
   }
 
@@ -361,7 +473,7 @@ export class Membership {
   }
 
   /** Applies the term rules shared by every message; false means drop the message. */
-  private checkTerm(m: RaftOf<'append_entries' | 'append_response' | 'vote_request' | 'vote_response' | 'timeout_now'>): boolean {
+  private checkTerm(m: RaftOf<'append_entries' | 'install_snapshot' | 'append_response' | 'vote_request' | 'vote_response' | 'timeout_now'>): boolean {
     if (m.term > this.term) {
       if (m.type === 'vote_request') {
         // Leader lease: while a live leader is heard, disruptive candidates are ignored. A
@@ -376,13 +488,13 @@ export class Membership {
       if (m.type === 'vote_response' && m.preVote && m.granted) return true
       // A hand-over is only taken from the leader of our own term (see step).
       if (m.type === 'timeout_now') return false
-      const leader = m.type === 'append_entries' ? m.from : null
+      const leader = m.type === 'append_entries' || m.type === 'install_snapshot' ? m.from : null
       this.becomeFollower(m.term, leader)
       return true
     }
     if (m.term < this.term) {
       // A stale leader (e.g. back from a partition) learns of the newer term and steps down.
-      if (m.type === 'append_entries') this.send(m.from, { type: 'append_response', term: this.term, success: false, matchIndex: 0 })
+      if (m.type === 'append_entries' || m.type === 'install_snapshot') this.send(m.from, { type: 'append_response', term: this.term, success: false, matchIndex: 0 })
       if (m.type === 'vote_request' && m.preVote) this.send(m.from, { type: 'vote_response', term: this.term, granted: false, preVote: true })
       return false
     }
@@ -411,7 +523,7 @@ export class Membership {
     this.progress.clear()
     for (const id of this.voters()) if (id !== this.selfId) this.progress.set(id, this.freshProgress())
     // A new leader commits an entry of its own term before it accepts member changes (§4.1 fix).
-    this.entries.push({ term: this.term, change: { type: 'noop' } })
+    this.push({ term: this.term, change: { type: 'noop' } })
     this.termStart = this.lastIndex()
     this.maybeCommit()
     this.broadcastAppend()
@@ -423,18 +535,48 @@ export class Membership {
     for (const id of this.voters()) if (id !== this.selfId) this.sendAppend(id)
   }
 
+  /**
+   * Sends what follower `id` lacks: entries from `next` on (as many as fit in flight), or the
+   * snapshot when the log no longer reaches back there. A follower known to match (`match` right
+   * behind `next`) is sent new entries at once, before earlier ones are acknowledged (pipelining);
+   * a follower that answers with a mismatch is probed back one step at a time (see onAppendResponse).
+   */
   private sendAppend(id: string): void {
     const p = this.progressOf(id)
+    if (p.next <= this.base.index) {
+      if (!this.snapshot) throw new Error(`log compacted to ${this.base.index} without a snapshot`)
+      const s = this.snapshot
+      this.send(id, { type: 'install_snapshot', term: this.term, ...s })
+      p.next = s.index + 1
+      p.sentCommit = this.commitIndex
+      return
+    }
     const prevIndex = p.next - 1
+    const full = p.replicating && prevIndex - p.match >= MAX_IN_FLIGHT
+    const count = full ? 0 : Math.min(MAX_ENTRIES_PER_APPEND, this.lastIndex() - prevIndex)
+    const from = prevIndex - this.base.index
     this.send(id, {
       type: 'append_entries',
       term: this.term,
       prevIndex,
       prevTerm: this.termAt(prevIndex),
-      entries: this.entries.slice(prevIndex, prevIndex + MAX_ENTRIES_PER_APPEND),
+      entries: this.entries.slice(from, from + count),
       commit: this.commitIndex,
       unreachable: this.unreachable,
     })
+    p.sentCommit = this.commitIndex
+    if (p.replicating) p.next = prevIndex + count + 1
+  }
+
+  /** After new entries or a new commit: every follower with something new (or in need of the commit) hears now. */
+  private replicate(): void {
+    for (const id of this.voters()) {
+      if (id === this.selfId) continue
+      const p = this.progressOf(id)
+      // A follower being probed hears again on its answer or the next heartbeat, not on every new entry.
+      const takesEntries = p.replicating && p.next <= this.lastIndex() && p.next - 1 - p.match < MAX_IN_FLIGHT
+      if (takesEntries || p.sentCommit < this.commitIndex) this.sendAppend(id)
+    }
   }
 
   private onAppendEntries(m: RaftOf<'append_entries'>): void {
@@ -443,18 +585,28 @@ export class Membership {
     this.electionElapsed = 0
     this.silenceElapsed = 0
     this.unreachable = m.unreachable
+    if (m.prevIndex < this.base.index) {
+      // Partly behind our snapshot: that part is committed, so it matches; keep only the rest.
+      const skip = this.base.index - m.prevIndex
+      if (skip > m.entries.length) {
+        this.send(m.from, { type: 'append_response', term: this.term, success: true, matchIndex: this.base.index })
+        return
+      }
+      m = { ...m, prevIndex: this.base.index, prevTerm: this.base.term, entries: m.entries.slice(skip) }
+    }
     if (m.prevIndex > this.lastIndex() || this.termAt(m.prevIndex) !== m.prevTerm) {
       const hint = Math.min(m.prevIndex - 1, this.lastIndex())
       this.send(m.from, { type: 'append_response', term: this.term, success: false, matchIndex: Math.max(hint, 0) })
       return
     }
+    const prevIndex = m.prevIndex
     m.entries.forEach((entry, i) => {
-      const index = m.prevIndex + 1 + i
+      const index = prevIndex + 1 + i
       if (index <= this.lastIndex() && this.termAt(index) !== entry.term) {
         if (index <= this.commitIndex) throw new Error(`leader ${m.from} conflicts with committed entry ${index}`)
-        this.entries.length = index - 1
+        this.truncateFrom(index)
       }
-      if (index > this.lastIndex()) this.entries.push(entry)
+      if (index > this.lastIndex()) this.push(entry)
     })
     const matchIndex = m.prevIndex + m.entries.length
     this.advanceCommit(Math.min(m.commit, matchIndex))
@@ -469,10 +621,13 @@ export class Membership {
     if (m.success) {
       if (m.matchIndex > p.match) p.match = m.matchIndex
       p.next = Math.max(p.next, p.match + 1)
+      p.replicating = true
       this.maybeCommit()
-      if (this.role === 'leader' && p.next <= this.lastIndex()) this.sendAppend(m.from)
+      if (this.role === 'leader') this.replicate()
     } else {
-      p.next = Math.max(1, Math.min(p.next - 1, m.matchIndex + 1))
+      // Back to probing: whatever was in flight after the mismatch is sent again once it matches.
+      p.next = Math.max(1, Math.min(p.next - 1, m.matchIndex + 1), p.match + 1)
+      p.replicating = false
       this.sendAppend(m.from)
     }
   }
@@ -494,14 +649,15 @@ export class Membership {
     if (index <= this.commitIndex) return
     const from = this.commitIndex
     this.commitIndex = index
-    // Tell removed members at once (the leader stops replicating to them), so a node that is
-    // leaving does not wait for an answer that nobody left would give.
-    if (this.role === 'leader') {
-      for (let i = from; i < index; i++) {
-        const c = this.entries[i]!.change
-        if (c.type === 'remove' && c.id !== this.selfId) this.send(c.id, { type: 'not_member' })
-      }
+    for (let i = from + 1; i <= index; i++) {
+      const entry = this.entryAt(i)!
+      const change = entry.change
+      this.app.apply(i, entry)
+      // Tell removed members at once (the leader stops replicating to them), so a node that is
+      // leaving does not wait for an answer that nobody left would give.
+      if (this.role === 'leader' && change.type === 'remove' && change.id !== this.selfId) this.send(change.id, { type: 'not_member' })
     }
+    this.maybeCompact()
     if (!this.membersAt(index).has(this.selfId) && this.everAdded(this.selfId, index)) {
       // Our own removal is committed. A leaving leader hands over to its best follower first.
       if (this.role === 'leader') {
@@ -606,12 +762,19 @@ export class Membership {
 
   private canChange(): boolean {
     if (this.role !== 'leader' || this.commitIndex < this.termStart) return false
-    for (let i = this.commitIndex; i < this.entries.length; i++) if (this.entries[i]!.change.type !== 'noop') return false
+    return (this.configIndexes.at(-1) ?? 0) <= this.commitIndex
+  }
+
+  private appendApp(data: unknown[]): boolean {
+    if (this.lastIndex() - this.commitIndex + data.length > MAX_UNCOMMITTED) return false
+    for (const d of data) this.push({ term: this.term, change: { type: 'app', data: d } })
+    this.maybeCommit()
+    this.replicate()
     return true
   }
 
   private append(change: Change): void {
-    this.entries.push({ term: this.term, change })
+    this.push({ term: this.term, change })
     // The new configuration takes effect as soon as it is in the log.
     for (const id of this.voters()) if (id !== this.selfId && !this.progress.has(id)) this.progress.set(id, this.freshProgress())
     for (const id of [...this.progress.keys()]) if (!this.isMemberId(id)) this.progress.delete(id)
@@ -663,16 +826,20 @@ export class Membership {
 
   /** True when the committed log removed `id`: that incarnation is finished for good. */
   private isRemovedId(id: string): boolean {
-    for (let i = 0; i < this.commitIndex; i++) {
-      const c = this.entries[i]!.change
+    if (this.base.removed.has(id)) return true
+    for (const i of this.configIndexes) {
+      if (i > this.commitIndex) break
+      const c = this.entryAt(i)!.change
       if (c.type === 'remove' && c.id === id) return true
     }
     return false
   }
 
-  private everAdded(id: string, upTo = this.entries.length): boolean {
-    for (let i = 0; i < upTo; i++) {
-      const c = this.entries[i]!.change
+  private everAdded(id: string, upTo = this.lastIndex()): boolean {
+    if (this.base.added.has(id)) return true
+    for (const i of this.configIndexes) {
+      if (i > upTo) break
+      const c = this.entryAt(i)!.change
       if (c.type === 'add' && nodeId(c.member.address, c.member.incarnation) === id) return true
     }
     return false
@@ -685,15 +852,95 @@ export class Membership {
   }
 
   private freshProgress(): Progress {
-    return { next: this.lastIndex() + 1, match: 0, lastHeard: this.now, active: true }
+    return { next: this.lastIndex() + 1, match: 0, sentCommit: 0, replicating: false, lastHeard: this.now, active: true }
   }
 
-  private lastIndex(): number {
-    return this.entries.length
+  lastIndex(): number {
+    return this.base.index + this.entries.length
   }
 
   private termAt(index: number): number {
-    return index === 0 ? 0 : (this.entries[index - 1]?.term ?? -1)
+    if (index === this.base.index) return this.base.term
+    return index < this.base.index ? -1 : (this.entries[index - this.base.index - 1]?.term ?? -1)
+  }
+
+  // ---- the log itself: appends, truncation, compaction (Raft dissertation §5) ----
+
+  private push(entry: Entry): void {
+    this.entries.push(entry)
+    if (entry.change.type === 'add' || entry.change.type === 'remove') this.configIndexes.push(this.lastIndex())
+  }
+
+  /** Drops `index` and everything after it (uncommitted entries a new leader overrode). */
+  private truncateFrom(index: number): void {
+    this.entries.length = index - this.base.index - 1
+    while ((this.configIndexes.at(-1) ?? 0) >= index) this.configIndexes.pop()
+  }
+
+  /**
+   * Every `snapshotEvery` committed entries: a snapshot at the commit index, and the log before
+   * it dropped except the last `keepEntries`, so a follower a little behind still gets entries.
+   */
+  private maybeCompact(): void {
+    const { snapshotEvery, keepEntries } = this.compaction
+    if (this.commitIndex - (this.snapshot?.index ?? 0) < snapshotEvery) return
+    const at = this.commitIndex
+    const members = this.membersAt(at)
+    const added = new Set(this.base.added)
+    const removed = new Set(this.base.removed)
+    for (const i of this.configIndexes) {
+      if (i > at) break
+      const c = this.entryAt(i)!.change
+      if (c.type === 'add') added.add(nodeId(c.member.address, c.member.incarnation))
+      if (c.type === 'remove') removed.add(c.id)
+    }
+    this.snapshot = { index: at, lastTerm: this.termAt(at), members: [...members.values()], added: [...added], removed: [...removed], app: this.app.snapshot() }
+    this.compactTo(at - keepEntries)
+  }
+
+  /** Folds entries up to `index` into the base. */
+  private compactTo(index: number): void {
+    if (index <= this.base.index) return
+    const members = this.membersAt(index)
+    const added = new Set(this.base.added)
+    const removed = new Set(this.base.removed)
+    while (this.configIndexes.length > 0 && this.configIndexes[0]! <= index) {
+      const c = this.entryAt(this.configIndexes.shift()!)!.change
+      if (c.type === 'add') added.add(nodeId(c.member.address, c.member.incarnation))
+      if (c.type === 'remove') removed.add(c.id)
+    }
+    const term = this.termAt(index)
+    this.entries.splice(0, index - this.base.index)
+    this.base = { index, term, members: new Map(members), added, removed }
+    this.configCache = []
+  }
+
+  private onInstallSnapshot(m: RaftOf<'install_snapshot'>): void {
+    if (this.role !== 'follower') this.becomeFollower(this.term, m.from)
+    this.leaderId = m.from
+    this.electionElapsed = 0
+    this.silenceElapsed = 0
+    if (m.index > this.commitIndex) {
+      // Keep the entries after it if our log agrees there; otherwise our log is all replaced.
+      const keep = this.termAt(m.index) === m.lastTerm ? this.entries.slice(m.index - this.base.index) : []
+      const configAfter = keep.length > 0 ? this.configIndexes.filter((i) => i > m.index) : []
+      this.entries.length = 0
+      this.entries.push(...keep)
+      this.configIndexes = configAfter
+      this.base = {
+        index: m.index,
+        term: m.lastTerm,
+        members: new Map(m.members.map((info) => [nodeId(info.address, info.incarnation), info])),
+        added: new Set(m.added),
+        removed: new Set(m.removed),
+      }
+      this.configCache = []
+      this.snapshot = { index: m.index, lastTerm: m.lastTerm, members: m.members, added: m.added, removed: m.removed, app: m.app }
+      this.commitIndex = m.index
+      this.app.restore(m.index, m.app)
+      if (!this.membersAt(m.index).has(this.selfId) && this.everAdded(this.selfId, m.index)) this.removed = true
+    }
+    this.send(m.from, { type: 'append_response', term: this.term, success: true, matchIndex: Math.max(m.index, Math.min(this.commitIndex, this.lastIndex())) })
   }
 
   private randomElectionTimeout(): number {
@@ -716,6 +963,8 @@ function withinLimits(m: RaftMessage): boolean {
     case 'vote_response':
     case 'timeout_now':
       return safe(m.term)
+    case 'install_snapshot':
+      return safe(m.term) && safe(m.index) && safe(m.lastTerm)
     default:
       return true
   }

@@ -4,7 +4,7 @@
 import { Type as T, type Static } from '@sinclair/typebox'
 import { typesOf, validatorFor, type Typed } from './validate'
 
-export const PROTOCOL_VERSION = 4
+export const PROTOCOL_VERSION = 5
 
 /**
  * Largest term or log index a peer may send. Far beyond anything real (a term a millisecond
@@ -23,6 +23,8 @@ export type MemberInfo = Static<typeof MemberInfo>
 
 export const Change = T.Union([
   T.Object({ type: T.Literal('noop') }),
+  /** An application entry (chat): the cluster replicates and orders it; the application checks `data` (ClusterNode). */
+  T.Object({ type: T.Literal('app'), data: T.Unknown() }),
   T.Object({ type: T.Literal('add'), member: MemberInfo }),
   T.Object({
     type: T.Literal('remove'),
@@ -128,11 +130,30 @@ export const VoteResponse = T.Object({
   granted: T.Boolean(),
   preVote: T.Boolean(),
 })
+/** A member asks the leader to append application entries (it keeps them until it sees them applied, and asks again). */
+export const Proposal = T.Object({ type: T.Literal('proposal'), ...routed, entries: T.Array(T.Unknown(), { maxItems: 1024 }) })
+/**
+ * The leader's log no longer reaches back to what this follower needs: everything up to `index`,
+ * summed up. `added` and `removed` are every incarnation the compacted log ever added or removed
+ * (ids are never reused); `app` is the application's state, checked by the application.
+ */
+export const InstallSnapshot = T.Object({
+  type: T.Literal('install_snapshot'),
+  ...routed,
+  term: Nat(),
+  index: Nat(),
+  lastTerm: Nat(),
+  members: T.Array(MemberInfo, { maxItems: 1024 }),
+  added: T.Array(Id(), { maxItems: 100_000 }),
+  removed: T.Array(Id(), { maxItems: 100_000 }),
+  app: T.Unknown(),
+})
 /** A leaving leader asks its most up-to-date follower to start an election now. */
 export const TimeoutNow = T.Object({ type: T.Literal('timeout_now'), ...routed, term: Nat() })
 
 export const RaftMessage = T.Union([
   JoinRequest, LeaveRequest, LeaderHint, NotMember, AppendEntries, AppendResponse, VoteRequest, VoteResponse, TimeoutNow,
+  Proposal, InstallSnapshot,
 ])
 export type RaftMessage = Static<typeof RaftMessage>
 
