@@ -57,6 +57,12 @@ export interface Config {
   connectRate: number
   /** Chat deliveries to local users a second this node takes on (src/chat/fanout-budget.ts); 0: no limit. */
   maxFanout: number
+  /** Transcript lines a new connection receives in its history frame; 0: none. */
+  historyOnJoin: number
+  /** Transcript lines this node keeps in memory for history, resumes and /api/messages. */
+  historySize: number
+  /** Unsent lines (no leader reachable) this node holds before it refuses more. */
+  maxPending: number
   /** The timeouts above in the core's ticks, converted and checked at parse time. */
   timing: Timing
   /** Cluster secrets, current first, then the previous one during a rotation; empty: none. */
@@ -120,6 +126,9 @@ const FLAGS: Record<string, FlagSpec> = {
   '--max-fanout': { key: 'maxFanout', env: 'MAX_FANOUT', kind: 'count0', help: 'chat deliveries to local users a second this node takes on; 0 for no limit (default 100000)' },
   '--connect-rate': { key: 'connectRate', env: 'CONNECT_RATE', kind: 'count0', help: 'new chat sockets a second per client address, 10 s worth at once; 0 for none (default 50)' },
   '--max-connections': { key: 'maxConnections', env: 'MAX_CONNECTIONS', kind: 'count', help: 'chat sockets on this node (default 10000)' },
+  '--history-on-join': { key: 'historyOnJoin', env: 'HISTORY_ON_JOIN', kind: 'count0', help: 'transcript lines a new connection receives; 0 for none (default 50)' },
+  '--history-size': { key: 'historySize', env: 'HISTORY_SIZE', kind: 'count', help: 'transcript lines kept in memory for history and resume (default 10000)' },
+  '--max-pending': { key: 'maxPending', env: 'MAX_PENDING', kind: 'count', help: 'lines held while no leader is reachable before sends are refused (default 10000)' },
 }
 
 export const DEFAULTS: Omit<Config, 'seeds' | 'timing' | 'clusterSecrets' | 'clusterTls'> & { seeds: string } = {
@@ -145,6 +154,9 @@ export const DEFAULTS: Omit<Config, 'seeds' | 'timing' | 'clusterSecrets' | 'clu
   rateBurst: 40,
   maxConnectionsPerIp: 200,
   maxConnections: 10_000,
+  historyOnJoin: 50,
+  historySize: 10_000,
+  maxPending: 10_000,
   connectRate: 50,
   maxFanout: 100_000,
 }

@@ -2,7 +2,12 @@
 // holds every outside dependency. Wiring goes one way: the cluster shell first, then the chat
 // room that sends through it, then the gateway and HTTP app that feed the room; `start` connects
 // the cluster's reports to the room. Nothing here decides policy.
-import type { Config } from './config'
+import { DEFAULTS, type Config } from './config'
+import type { Compaction } from './cluster/membership'
+import { TICK_MS } from './cluster/timing'
+import { validateTranscriptEntry, validateTranscriptSnapshot } from './transcript/entries'
+import { Outbox } from './transcript/outbox'
+import { Transcript } from './transcript/transcript'
 import { ChatGateway } from './chat/gateway'
 import { anonymous, type Identify } from './chat/identity'
 import { validateChatMessage, type ChatMessage } from './chat/messages'
@@ -32,14 +37,19 @@ export interface ChatNode {
   stop(): Promise<void>
 }
 
-export type ChatNodeConfig = Pick<Config, 'systemName' | 'host' | 'clusterPort' | 'httpPort' | 'seeds' | 'timing' | 'lang' | 'maxMessageLength' | 'rateLimit' | 'rateBurst'> & Partial<Pick<Config, 'maxFanout'>>
+export type ChatNodeConfig = Pick<Config, 'systemName' | 'host' | 'clusterPort' | 'httpPort' | 'seeds' | 'timing' | 'lang' | 'maxMessageLength' | 'rateLimit' | 'rateBurst'> &
+  Partial<Pick<Config, 'maxFanout' | 'historyOnJoin' | 'historySize' | 'maxPending'>> & { compaction?: Compaction }
 
 export function createChatNode(config: ChatNodeConfig, io: NodeIo, fanout: Fanout): ChatNode {
   const address = formatAddress({ systemName: config.systemName, host: config.host, port: config.clusterPort })
+  const transcript = new Transcript(config.historySize ?? DEFAULTS.historySize)
+  // Proposals lost with a failed leader are proposed again after an election timeout without progress.
+  const outbox = new Outbox({ maxPending: config.maxPending ?? DEFAULTS.maxPending, retryMs: config.timing.electionTicksMin * TICK_MS })
   const cluster = new ClusterNode<ChatMessage>(
-    { systemName: config.systemName, address, httpUrl: `http://${urlHost(config.host)}:${config.httpPort}`, seeds: config.seeds, timing: config.timing },
+    { systemName: config.systemName, address, httpUrl: `http://${urlHost(config.host)}:${config.httpPort}`, seeds: config.seeds, timing: config.timing, compaction: config.compaction },
     io,
     validateChatMessage,
+    { machine: transcript, validateEntry: validateTranscriptEntry, validateSnapshot: validateTranscriptSnapshot },
   )
   const sockets = new Sockets()
   const room = new ChatRoom({
@@ -52,6 +62,13 @@ export function createChatNode(config: ChatNodeConfig, io: NodeIo, fanout: Fanou
     sendTo: (to, message) => cluster.send(to, message),
     disconnect: (username, code, reason) => sockets.close(username, code, reason),
     fanoutPerSecond: config.maxFanout,
+    sendToUser: (username, json) => sockets.send(username, json),
+    transcript,
+    outbox,
+    propose: (entries) => cluster.propose(entries),
+    selfId: () => cluster.selfId,
+    leaderId: () => cluster.leaderId,
+    historyOnJoin: config.historyOnJoin ?? DEFAULTS.historyOnJoin,
   })
   const load = new LagMonitor(io.clock)
   let stopLoad = () => {}
@@ -76,6 +93,8 @@ export function createChatNode(config: ChatNodeConfig, io: NodeIo, fanout: Fanou
         onMembers: (peers, selfUp) => room.setMembers(peers, selfUp),
         onMessage: (peer, message) => room.onPeerMessage(peer, message),
         onPeerConnected: (to) => room.sendSnapshot(to),
+        checkProposal: (peer, from, entries) => room.checkProposal(peer, from, entries),
+        afterStep: () => room.sync(),
       })
     },
     leave: (timeoutMs) => cluster.leave(timeoutMs),

@@ -4,7 +4,7 @@
 import type { Claim } from './identity'
 import { CloseCode, parseClientMessage, validateUsername, type ServerMessage } from './protocol'
 import { FLOOD, MessageLimiter, type RateLimit } from './rate-limit'
-import type { ChatRoom } from './room'
+import type { ChatRoom, Resume } from './room'
 import type { ClientSocket, Sockets } from './sockets'
 
 export interface GatewayDeps {
@@ -24,7 +24,7 @@ interface Session {
 }
 
 /** Why a connection or a frame was refused: the label of the refusal counter in /metrics. */
-export type Refusal = 'bad_token' | 'bad_username' | 'username_taken' | 'bad_message' | 'binary_frame' | 'message_too_long' | 'rate_limited' | 'flooding' | 'overloaded'
+export type Refusal = 'bad_token' | 'bad_username' | 'username_taken' | 'bad_message' | 'binary_frame' | 'message_too_long' | 'rate_limited' | 'flooding' | 'overloaded' | 'unavailable'
 
 export class ChatGateway {
   /** Counters for /metrics. */
@@ -38,7 +38,7 @@ export class ChatGateway {
    * A socket opened, claiming a name (from its `username` parameter or its token, see
    * identity.ts); it is admitted or closed with a code and a reason.
    */
-  open(id: string, socket: ClientSocket, claim: Claim): void {
+  open(id: string, socket: ClientSocket, claim: Claim, resume: Resume = {}): void {
     if (!claim.ok) return this.refuse(claim.error.code === CloseCode.badUsername ? 'bad_username' : 'bad_token', () => socket.close(claim.error.code, claim.error.reason))
     const checked = validateUsername(claim.value)
     if (!checked.ok) return this.refuse('bad_username', () => socket.close(CloseCode.badUsername, checked.error))
@@ -48,9 +48,11 @@ export class ChatGateway {
     this.sessions.set(id, { username, socket, limiter: new MessageLimiter(this.d.rateLimit, this.d.now()) })
     this.d.sockets.add(username, socket)
     this.send(socket, { type: 'welcome', username, nodeAddress: this.d.selfAddress })
-    socket.subscribe()
+    // Joined before it subscribes: the users frame (with this user in it) says what the presence
+    // frames of the join would; then its history, then live lines, with none missing or repeated.
     this.d.room.join(username)
     this.send(socket, this.d.room.usersMessage())
+    this.d.room.admit(socket, resume)
   }
 
   message(id: string, data: unknown): void {
@@ -76,7 +78,7 @@ export class ChatGateway {
       if (data instanceof Uint8Array || data instanceof ArrayBuffer) return this.refuse('binary_frame', () => this.drop(id, session, CloseCode.unsupportedData, parsed.error))
       return this.refuse('bad_message', () => this.send(session.socket, { type: 'error', code: 'bad_message', message: parsed.error }))
     }
-    const said = this.d.room.say(session.username, parsed.value.message)
+    const said = this.d.room.say(session.username, parsed.value.message, parsed.value.clientMsgId)
     if (!said.ok) this.refuse(said.error.code, () => this.send(session.socket, { type: 'error', code: said.error.code, message: said.error.message }))
   }
 
@@ -105,6 +107,7 @@ export class ChatGateway {
     this.stats.closed++
     this.sessions.delete(id)
     this.d.sockets.remove(session.username, session.socket)
+    this.d.room.forget(session.socket)
     this.d.room.leave(session.username)
   }
 

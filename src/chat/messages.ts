@@ -1,6 +1,6 @@
-// Chat and presence between nodes: what a node tells the others about its own users. The
-// cluster carries these without knowing them; the node's composition root hands the transport
-// this validator beside the cluster's own.
+// Presence between nodes: what a node tells the others about its own users, directly (chat
+// lines go through the transcript, src/transcript/). The cluster carries these without knowing
+// them; the node's composition root hands the transport this validator beside the cluster's own.
 import { Type as T, type Static } from '@sinclair/typebox'
 import { validatorFor } from '../cluster/validate'
 
@@ -10,20 +10,12 @@ const Nat = () => T.Integer({ minimum: 0 })
 export const ChatUser = T.Object({ username: Str(128), connectedAt: Nat() })
 export type ChatUser = Static<typeof ChatUser>
 
-export const ChatRelay = T.Object({
-  type: T.Literal('chat'),
-  username: Str(128),
-  message: T.String({ maxLength: 100_000 }),
-  nodeAddress: Str(256),
-  timestamp: Nat(),
-})
-export type ChatRelay = Static<typeof ChatRelay>
 /** The sender's whole set of local users; sent first on every new connection. */
 export const PresenceSnapshot = T.Object({ type: T.Literal('presence_snapshot'), users: T.Array(ChatUser, { maxItems: 1_000_000 }) })
 export const PresenceJoin = T.Object({ type: T.Literal('presence_join'), user: ChatUser })
 export const PresenceLeave = T.Object({ type: T.Literal('presence_leave'), username: Str(128) })
 
-export const ChatMessage = T.Union([ChatRelay, PresenceSnapshot, PresenceJoin, PresenceLeave])
+export const ChatMessage = T.Union([PresenceSnapshot, PresenceJoin, PresenceLeave])
 export type ChatMessage = Static<typeof ChatMessage>
 
 export const validateChatMessage = validatorFor<ChatMessage>(ChatMessage.anyOf)

@@ -8,6 +8,7 @@
 // layer, which applies the same functions to browsers (validateUsername) and peers.
 import type { Peer } from '../cluster/transport'
 import { err, ok, type Result } from '../result'
+import type { TranscriptEntry } from '../transcript/entries'
 import type { ChatMessage, ChatUser } from './messages'
 import { validateUsername } from './protocol'
 
@@ -41,15 +42,26 @@ function checkUsers(users: ChatUser[]): Result<true> {
   return ok(true)
 }
 
-export function checkPeerMessage(peer: Peer, m: ChatMessage, maxMessageLength: number): Result<true> {
-  switch (m.type) {
-    case 'chat': {
-      if (m.nodeAddress !== peer.address) return err(`chat claims node ${JSON.stringify(m.nodeAddress.slice(0, 256))}, sent by ${peer.address}`)
-      const name = checkName(m.username)
-      if (!name.ok) return name
-      const text = checkMessageText(m.message, maxMessageLength)
-      return text.ok ? ok(true) : text
+/**
+ * Transcript entries a peer proposes: all its own (its node id as origin, its address on every
+ * line; `from` is already checked to be the peer's), with names and text a browser could send.
+ */
+export function checkProposal(peer: Peer, from: string, entries: TranscriptEntry[], maxMessageLength: number): Result<true> {
+  for (const e of entries) {
+    if (e.origin !== from) return err(`proposal from ${from.slice(0, 300)} claims origin ${JSON.stringify(e.origin.slice(0, 300))}`)
+    if (e.nodeAddress !== peer.address) return err(`${e.type} claims node ${JSON.stringify(e.nodeAddress.slice(0, 256))}, sent by ${peer.address}`)
+    const name = checkName(e.username)
+    if (!name.ok) return name
+    if (e.type === 'chat') {
+      const text = checkMessageText(e.message, maxMessageLength)
+      if (!text.ok) return text
     }
+  }
+  return ok(true)
+}
+
+export function checkPeerMessage(m: ChatMessage): Result<true> {
+  switch (m.type) {
     case 'presence_snapshot':
       return checkUsers(m.users)
     case 'presence_join':

@@ -2,6 +2,7 @@
 // union; client input is validated here, at the boundary, before anything else sees it.
 import type { Lang } from '../config'
 import { err, ok, type Result } from '../result'
+import type { Line } from '../transcript/entries'
 
 export interface UserEntry {
   username: string
@@ -9,11 +10,27 @@ export interface UserEntry {
   connectedAt: number
 }
 
-export type SystemMessage = { type: 'system'; message: string; timestamp: number; event: 'join' | 'leave'; username: string }
+/**
+ * A join or leave line. `id` is its place in the transcript (absent only in the unit tests of
+ * the text); `usernames` lists everyone when several left at once (a node went down).
+ */
+export type SystemMessage = { type: 'system'; id?: number; message: string; timestamp: number; event: 'join' | 'leave'; username: string; usernames?: string[] }
+
+export type ChatLine = { type: 'chat'; id: number; username: string; message: string; nodeAddress: string; timestamp: number }
+
+/**
+ * Lines of the transcript a connection did not receive live: the latest ones when it joins, the
+ * ones after `since` when it resumes, a page of /api/messages. `complete: false` says older lines
+ * (or some after `since`) are no longer held here; `epoch` names the transcript the ids belong to.
+ */
+export type HistoryFrame = { type: 'history'; epoch: string; messages: Array<ChatLine | SystemMessage>; complete: boolean }
 
 export type ServerMessage =
-  | { type: 'chat'; username: string; message: string; nodeAddress: string; timestamp: number }
+  | ChatLine
   | SystemMessage
+  | HistoryFrame
+  /** The sender's chat with this clientMsgId has its place in the transcript: `id`. */
+  | { type: 'ack'; clientMsgId: string; id: number }
   | { type: 'users'; users: UserEntry[] }
   | { type: 'presence'; event: 'join' | 'leave'; user: UserEntry }
   | { type: 'welcome'; username: string; nodeAddress: string }
@@ -22,9 +39,13 @@ export type ServerMessage =
   | { type: 'error'; code: ErrorCode; message: string }
 
 /** Why the last client frame was refused (the connection stays open). */
-export type ErrorCode = 'message_too_long' | 'bad_message' | 'rate_limited' | 'overloaded'
+export type ErrorCode = 'message_too_long' | 'bad_message' | 'rate_limited' | 'overloaded' | 'unavailable'
 
-export type ClientMessage = { type: 'chat'; message: string }
+/** `clientMsgId`: the sender wants an ack, and a resend with the same id is taken once. */
+export type ClientMessage = { type: 'chat'; message: string; clientMsgId?: string }
+
+/** Letters, digits and `-_.:`, 1 to 64 of them: a UUID fits, and it is safe in a key and a log line. */
+const CLIENT_MSG_ID = /^[A-Za-z0-9_.:-]{1,64}$/
 
 /** Close codes a client can act on; 4xxx mirror the HTTP status they stand for. */
 export const CloseCode = {
@@ -55,8 +76,12 @@ export function parseClientMessage(data: unknown): Result<ClientMessage> {
   if (data instanceof Uint8Array || data instanceof ArrayBuffer) return err('binary frames are not supported')
   if (typeof data === 'string') return ok({ type: 'chat', message: data })
   if (typeof data === 'object' && data !== null && !Array.isArray(data) && 'type' in data) {
-    const typed = data as { type: unknown; message?: unknown }
-    if (typed.type === 'chat' && typeof typed.message === 'string') return ok({ type: 'chat', message: typed.message })
+    const typed = data as { type: unknown; message?: unknown; clientMsgId?: unknown }
+    if (typed.type === 'chat' && typeof typed.message === 'string') {
+      if (typed.clientMsgId === undefined) return ok({ type: 'chat', message: typed.message })
+      if (typeof typed.clientMsgId !== 'string' || !CLIENT_MSG_ID.test(typed.clientMsgId)) return err('clientMsgId must be 1 to 64 letters, digits or -_.:')
+      return ok({ type: 'chat', message: typed.message, clientMsgId: typed.clientMsgId })
+    }
     return err(`unknown message type ${JSON.stringify(typed.type)?.slice(0, 40)}; send text or {"type":"chat","message":"..."}`)
   }
   return ok({ type: 'chat', message: typeof data === 'object' ? JSON.stringify(data) : String(data) })
@@ -71,11 +96,33 @@ export function hasForbiddenControl(text: string): boolean {
   return FORBIDDEN_IN_TEXT.test(text)
 }
 
-const TEXTS: Record<Lang, Record<'join' | 'leave', (u: string) => string>> = {
-  en: { join: (u) => `${u} joined the chat`, leave: (u) => `${u} left the chat` },
-  ko: { join: (u) => `${u} 님이 채팅에 참여했습니다`, leave: (u) => `${u} 님이 채팅을 떠났습니다` },
+const TEXTS: Record<Lang, Record<'join' | 'leave', (u: string) => string> & { many: (names: string[], others: number) => string }> = {
+  en: {
+    join: (u) => `${u} joined the chat`,
+    leave: (u) => `${u} left the chat`,
+    many: (names, others) => (others > 0 ? `${names.join(', ')} and ${others} others` : `${names.slice(0, -1).join(', ')} and ${names.at(-1)}`),
+  },
+  ko: {
+    join: (u) => `${u} 님이 채팅에 참여했습니다`,
+    leave: (u) => `${u} 님이 채팅을 떠났습니다`,
+    many: (names, others) => (others > 0 ? `${names.join(', ')} 외 ${others}명` : names.join(', ')),
+  },
 }
 
-export function systemMessage(lang: Lang, event: 'join' | 'leave', username: string, timestamp: number): SystemMessage {
-  return { type: 'system', message: TEXTS[lang][event](username), timestamp, event, username }
+/** Names shown in full in a line about several users; the rest are counted. */
+const NAMES_SHOWN = 3
+
+export function systemMessage(lang: Lang, event: 'join' | 'leave', usernames: string | string[], timestamp: number, id?: number): SystemMessage {
+  const names = typeof usernames === 'string' ? [usernames] : usernames
+  const t = TEXTS[lang]
+  const who = names.length === 1 ? names[0]! : t.many(names.slice(0, NAMES_SHOWN), Math.max(0, names.length - NAMES_SHOWN))
+  const line: SystemMessage = { type: 'system', ...(id === undefined ? {} : { id }), message: t[event](who), timestamp, event, username: names[0]! }
+  if (names.length > 1) line.usernames = names
+  return line
+}
+
+/** A transcript line as users receive it. */
+export function lineFrame(lang: Lang, line: Line): ChatLine | SystemMessage {
+  if (line.type === 'system') return systemMessage(lang, line.event, line.usernames, line.timestamp, line.id)
+  return { type: 'chat', id: line.id, username: line.username, message: line.message, nodeAddress: line.nodeAddress, timestamp: line.timestamp }
 }

@@ -1,16 +1,23 @@
-// The chat room of one node: local users come and go through the WebSocket layer, remote
-// chat and presence arrive from the cluster, and everything local users must see goes out
-// through one `publish` of pre-encoded JSON (one encoding per node, not per user).
+// The chat room of one node: local users come and go through the WebSocket layer, presence
+// arrives from the cluster, and chat goes through the transcript (src/transcript/): this node
+// proposes its users' lines, and delivers every line the transcript applies, in transcript order,
+// to its local users through one `publish` of pre-encoded JSON (one encoding per node, not per user).
 import type { Lang } from '../config'
 import type { Peer } from '../cluster/transport'
 import { err, ok, type Result } from '../result'
-import type { ChatMessage, ChatRelay } from './messages'
-import { checkPeerMessage } from './peer-rules'
+import type { Line, TranscriptEntry } from '../transcript/entries'
+import type { Draft, Outbox } from '../transcript/outbox'
+import type { Transcript } from '../transcript/transcript'
+import type { ChatMessage } from './messages'
+import { checkPeerMessage, checkProposal } from './peer-rules'
 import { FanoutBudget } from './fanout-budget'
 import { Presence, type PresenceChange } from './presence'
-import { CloseCode, hasForbiddenControl, systemMessage, type ServerMessage, type UserEntry } from './protocol'
+import { CloseCode, hasForbiddenControl, lineFrame, type ChatLine, type HistoryFrame, type ServerMessage, type SystemMessage, type UserEntry } from './protocol'
+import type { ClientSocket } from './sockets'
 
 const SNAPSHOT_CHUNK = 5_000
+/** Most lines a resume replays, and a page of /api/messages holds. */
+export const PAGE_MAX = 500
 
 export interface RoomDeps {
   selfAddress: string
@@ -27,9 +34,26 @@ export interface RoomDeps {
   disconnect: (username: string, code: number, reason: string) => void
   /** Chat deliveries to local users a second this node takes on (fanout-budget.ts); 0 or absent: no limit. */
   fanoutPerSecond?: number
+  /** Sends one encoded frame to one local user (acks). */
+  sendToUser: (username: string, json: string) => void
+  transcript: Transcript
+  outbox: Outbox
+  /** Proposes entries to the replicated log (ClusterNode.propose); false: no leader now (the outbox keeps them). */
+  propose: (entries: TranscriptEntry[]) => boolean
+  /** This node's incarnation id (the origin of its entries) and the leader it knows. */
+  selfId: () => string
+  leaderId: () => string | null
+  /** Lines a new connection gets in its history frame; 0: none (a resume still replays). */
+  historyOnJoin: number
 }
 
-export type SayError = { code: 'message_too_long' | 'bad_message' | 'overloaded'; message: string }
+/** Where a connection resumes: after line `since` of transcript `epoch` (both from an earlier history or line). */
+export interface Resume {
+  since?: number
+  epoch?: string
+}
+
+export type SayError = { code: 'message_too_long' | 'bad_message' | 'overloaded' | 'unavailable'; message: string }
 /** `delivered: false` for a blank message, which is ignored. */
 export type SayResult = Result<{ delivered: boolean }, SayError>
 
@@ -39,6 +63,15 @@ export class ChatRoom {
   private readonly presence: Presence
   private members = new Set<string>()
   private readonly budget: FanoutBudget
+  /** The transcript delivered to local users: everything up to `cursor` of `epoch`. */
+  private epoch = ''
+  private cursor = 0
+  private lastLeader: string | null = null
+  /** Connections resuming from a line this node has not applied yet: admitted once it has. */
+  private waiting: Array<{ socket: ClientSocket; since: number }> = []
+  /** Makes keys for lines without a clientMsgId, unique within this process. */
+  private made = 0
+  private syncing = false
 
   constructor(private readonly d: RoomDeps) {
     this.presence = new Presence(d.selfAddress)
@@ -63,6 +96,7 @@ export class ChatRoom {
     const user = { username, connectedAt: this.d.now() }
     this.apply(this.presence.addLocal(user))
     this.d.broadcast({ type: 'presence_join', user })
+    this.propose({ type: 'join', key: this.madeKey(), username, nodeAddress: this.d.selfAddress, timestamp: user.connectedAt })
   }
 
   leave(username: string): void {
@@ -70,9 +104,45 @@ export class ChatRoom {
     if (this.presence.localUser(username)?.username !== username) return
     this.apply(this.presence.removeLocal(username))
     this.d.broadcast({ type: 'presence_leave', username })
+    this.proposeLeave(username)
   }
 
-  say(username: string, text: string): SayResult {
+  /**
+   * Sends a new connection its history (after `welcome` and `users`), then subscribes it to
+   * live lines: with nothing between them missing or repeated. A resume from a line this node
+   * has not applied yet waits until it has.
+   */
+  admit(socket: ClientSocket, resume: Resume): void {
+    const since = resume.since
+    const sameEpoch = resume.epoch === undefined || resume.epoch === this.epoch
+    if (since !== undefined && sameEpoch && (since > this.cursor || this.epoch === '')) {
+      this.waiting.push({ socket, since })
+      return
+    }
+    const frame = since === undefined ? this.recentHistory() : sameEpoch ? this.historyAfter(since) : { ...this.recentHistory(), complete: false }
+    if (frame) socket.send(JSON.stringify(frame))
+    socket.subscribe()
+  }
+
+  /** A connection closed: it waits for nothing any more. */
+  forget(socket: ClientSocket): void {
+    if (this.waiting.length > 0) this.waiting = this.waiting.filter((w) => w.socket !== socket)
+  }
+
+  /** Lines before `before` (all when absent), oldest first, at most `limit`: /api/messages. */
+  page(before: number | undefined, limit: number): HistoryFrame {
+    const t = this.d.transcript
+    const lines = before === undefined ? t.latest(limit) : t.before(before, limit)
+    const first = lines[0]?.id ?? before ?? t.lastId + 1
+    return { type: 'history', epoch: this.epoch, messages: lines.map((l) => this.frameOf(l)), complete: lines.length === limit || t.covers(0) || first <= t.coveredFrom }
+  }
+
+  /** Entries proposed and not yet in the transcript (for /metrics). */
+  get pending(): number {
+    return this.d.outbox.size
+  }
+
+  say(username: string, text: string, clientMsgId?: string): SayResult {
     if (text.trim() === '') return ok({ delivered: false })
     if (hasForbiddenControl(text)) return err({ code: 'bad_message', message: 'messages may not contain control characters other than newline and tab' })
     if (text.length > this.d.maxMessageLength && [...text].length > this.d.maxMessageLength) {
@@ -81,11 +151,143 @@ export class ChatRoom {
     if (!this.budget.take(this.presence.localCount, this.d.now())) {
       return err({ code: 'overloaded', message: 'this node is delivering all it can; this message was not delivered, send it again shortly' })
     }
-    const chat: ChatRelay = { type: 'chat', username, message: text, nodeAddress: this.d.selfAddress, timestamp: this.d.now() }
+    const key = clientMsgId === undefined ? this.madeKey() : clientKey(username, clientMsgId)
+    const proposed = this.propose({ type: 'chat', key, username, message: text, nodeAddress: this.d.selfAddress, timestamp: this.d.now() })
+    if (!proposed) return err({ code: 'unavailable', message: 'this node cannot reach the cluster and holds too many unsent messages; this one was not taken, send it again later' })
     this.stats.chatFromUsers++
-    this.publishChat(chat)
-    this.d.broadcast(chat)
     return ok({ delivered: true })
+  }
+
+  /**
+   * After every cluster step: acknowledges what the transcript took of ours, delivers new lines
+   * to local users, and proposes again what is still pending when the leader changed or nothing
+   * moved for a while.
+   */
+  sync(): void {
+    if (this.syncing) return
+    this.syncing = true
+    try {
+      this.d.outbox.setOrigin(this.d.selfId())
+      this.settle()
+      this.deliver()
+      const leader = this.d.leaderId()
+      const due = this.d.outbox.due(this.d.now(), leader !== this.lastLeader)
+      this.lastLeader = leader
+      if (due.length > 0 && leader !== null) {
+        this.d.propose(due)
+        this.settle()
+        this.deliver()
+      }
+    } finally {
+      this.syncing = false
+    }
+  }
+
+  /**
+   * A peer proposes transcript entries: it speaks only for itself (its own node id as origin, its
+   * own address on every line) and every field meets the rule it meets from a browser.
+   */
+  checkProposal(peer: Peer, from: string, entries: unknown[]): Result<void> {
+    const checked = checkProposal(peer, from, entries as TranscriptEntry[], this.d.maxMessageLength)
+    return checked.ok ? ok(undefined) : checked
+  }
+
+  private propose(draft: Draft): boolean {
+    const entry = this.d.outbox.add(draft, this.d.now())
+    if (!entry) return false
+    this.d.propose([entry])
+    if (!this.syncing) {
+      this.settle()
+      this.deliver()
+    }
+    return true
+  }
+
+  private proposeLeave(username: string): void {
+    this.propose({ type: 'leave', key: this.madeKey(), username, nodeAddress: this.d.selfAddress, timestamp: this.d.now() })
+  }
+
+  private madeKey(): string {
+    return `n:${this.d.selfId()}:${++this.made}`
+  }
+
+  /** Our entries the transcript took: users who sent a clientMsgId get their ack. */
+  private settle(): void {
+    const t = this.d.transcript
+    const now = this.d.now()
+    if (t.restored) {
+      t.restored = false
+      for (const { entry, id } of this.d.outbox.settleUpTo(t.nextSeqOf(this.d.selfId()), (key) => t.idOfKey(key), now)) if (id !== undefined) this.ack(entry, id)
+    }
+    for (const { entry, id } of this.d.outbox.settle(t.takeAccepted(), now)) this.ack(entry, id)
+  }
+
+  private ack(entry: TranscriptEntry, id: number): void {
+    if (entry.type !== 'chat' || !entry.key.startsWith('c:')) return
+    const clientMsgId = entry.key.slice(entry.username.length + 3)
+    this.d.sendToUser(entry.username, JSON.stringify({ type: 'ack', clientMsgId, id } satisfies ServerMessage))
+  }
+
+  /** Publishes every line applied since the last call, in order; then admits resumes that were waiting for them. */
+  private deliver(): void {
+    const t = this.d.transcript
+    if (t.epoch === '') return // a new log that has not reached its first entry (or a snapshot) yet
+    if (t.epoch !== this.epoch) {
+      // The first transcript this process sees, or a cluster founded anew: ids start over.
+      const first = this.epoch === ''
+      this.epoch = t.epoch
+      this.cursor = first && this.presence.localCount === 0 ? t.lastId : 0
+    }
+    if (t.lastId > this.cursor) {
+      if (this.presence.localCount === 0) this.cursor = t.lastId
+      else {
+        if (!t.covers(this.cursor)) this.d.publish(JSON.stringify({ type: 'history', epoch: this.epoch, messages: [], complete: false } satisfies HistoryFrame))
+        for (const line of t.after(this.cursor)) this.publishLine(line)
+      }
+    }
+    if (this.waiting.length > 0) {
+      const ready = this.waiting.filter((w) => w.since <= this.cursor)
+      this.waiting = this.waiting.filter((w) => w.since > this.cursor)
+      for (const { socket, since } of ready) {
+        // Not subscribed while it waited: the user list may have changed meanwhile.
+        socket.send(JSON.stringify(this.usersMessage()))
+        socket.send(JSON.stringify(this.historyAfter(since)))
+        socket.subscribe()
+      }
+    }
+  }
+
+  private publishLine(line: Line): void {
+    this.cursor = line.id
+    if (line.type === 'chat') {
+      if (line.nodeAddress !== this.d.selfAddress) {
+        this.stats.chatFromPeers++
+        this.budget.spend(this.presence.localCount, this.d.now())
+      }
+      this.stats.chatDelivered += this.presence.localCount
+    }
+    this.d.publish(JSON.stringify(this.frameOf(line)))
+  }
+
+  private recentHistory(): HistoryFrame | null {
+    const n = this.d.historyOnJoin
+    if (n === 0) return null
+    const lines = this.d.transcript.latest(n)
+    const first = lines[0]?.id ?? this.cursor + 1
+    return { type: 'history', epoch: this.epoch, messages: lines.map((l) => this.frameOf(l)), complete: lines.length === n || this.d.transcript.covers(0) || first <= this.d.transcript.coveredFrom }
+  }
+
+  private historyAfter(since: number): HistoryFrame {
+    const t = this.d.transcript
+    const lines = t.after(since)
+    // Lines past the cursor are not delivered yet; they arrive live.
+    const upTo = lines.findIndex((l) => l.id > this.cursor)
+    const replay = upTo < 0 ? lines : lines.slice(0, upTo)
+    return { type: 'history', epoch: this.epoch, messages: replay.map((l) => this.frameOf(l)), complete: t.covers(since) }
+  }
+
+  private frameOf(line: Line): ChatLine | SystemMessage {
+    return lineFrame(this.d.lang, line)
   }
 
   /**
@@ -94,22 +296,14 @@ export class ChatRoom {
    * for the shell to close that peer's connection.
    */
   onPeerMessage(peer: Peer, m: ChatMessage): Result<void> {
-    const checked = checkPeerMessage(peer, m, this.d.maxMessageLength)
+    const checked = checkPeerMessage(m)
     if (!checked.ok) return checked
-    this.deliver(peer, m)
+    this.onPresence(peer, m)
     return ok(undefined)
   }
 
-  private deliver(peer: Peer, m: ChatMessage): void {
+  private onPresence(peer: Peer, m: ChatMessage): void {
     switch (m.type) {
-      case 'chat': {
-        // Only the documented fields: a peer's extra fields (a msgpack uint64 decodes as a BigInt,
-        // which JSON.stringify throws on) must neither break the relay nor reach browsers.
-        const { username, message, nodeAddress, timestamp } = m
-        this.stats.chatFromPeers++
-        this.budget.spend(this.presence.localCount, this.d.now())
-        return this.publishChat({ type: 'chat', username, message, nodeAddress, timestamp })
-      }
       case 'presence_snapshot':
         return this.apply(this.presence.replaceRemote(peer.address, m.users))
       case 'presence_join':
@@ -117,11 +311,6 @@ export class ChatRoom {
       case 'presence_leave':
         return this.apply(this.presence.removeRemote(peer.address, m.username))
     }
-  }
-
-  private publishChat(chat: ChatRelay): void {
-    this.stats.chatDelivered += this.presence.localCount
-    this.d.publish(JSON.stringify(chat))
   }
 
   /** A fresh connection (or a new member) gets the whole picture of our users first. */
@@ -143,6 +332,9 @@ export class ChatRoom {
     this.members = next
     this.apply(this.presence.setMembers(next))
     for (const address of snapshotTo) this.sendSnapshot(address)
+    // Back in after a removal, the transcript had our users leave: they join again. (Users it
+    // still holds online at this node are taken as not having moved: no line.)
+    if (selfUp) for (const user of this.presence.localUsers()) this.propose({ type: 'join', key: this.madeKey(), username: user.username, nodeAddress: this.d.selfAddress, timestamp: this.d.now() })
   }
 
   /** Settles names that another node's user holds, then tells local users what changed. */
@@ -161,17 +353,21 @@ export class ChatRoom {
       this.d.disconnect(mine.username, CloseCode.usernameTaken, 'username taken')
       this.presence.removeLocal(mine.username)
       this.d.broadcast({ type: 'presence_leave', username: mine.username })
+      this.proposeLeave(mine.username)
     }
   }
 
+  /** Presence only: the join and leave lines users read are the transcript's (see sync). */
   private announce(changes: PresenceChange[]): void {
     for (const { event, user } of changes) {
       // Clients keep their user list from these deltas: one small frame per change, never the
       // whole list (that would make N joins cost N² bytes).
       this.d.publish(JSON.stringify({ type: 'presence', event, user } satisfies ServerMessage))
-      const moved = changes.filter((c) => c.user.username === user.username).length > 1
-      if (moved) continue // the name passed from one node to another: it stayed online
-      this.d.publish(JSON.stringify(systemMessage(this.d.lang, event, user.username, this.d.now())))
     }
   }
+}
+
+/** A user's clientMsgId as a transcript key: scoped to the user, so two users' ids never collide. */
+function clientKey(username: string, clientMsgId: string): string {
+  return `c:${username}:${clientMsgId}`
 }

@@ -22,6 +22,10 @@ export class Sockets {
   remove(username: string, socket: ClientSocket) {
     if (this.byName.get(username) === socket) this.byName.delete(username)
   }
+  /** Sends to one local user, if connected. */
+  send(username: string, json: string) {
+    this.byName.get(username)?.send(json)
+  }
   close(username: string, code: number, reason: string) {
     const socket = this.byName.get(username)
     this.byName.delete(username)

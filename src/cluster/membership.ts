@@ -230,7 +230,7 @@ export class Membership {
     // Only a voter may campaign. A vote request from outside the configuration we know, whatever
     // its term, is not believed: it would otherwise raise our term and depose the leader. (A node
     // with an empty log knows no configuration yet, and a leader that added it may need its vote.)
-    if (m.type === 'vote_request' && this.entries.length > 0 && !this.isMemberId(m.from)) return
+    if (m.type === 'vote_request' && this.lastIndex() > 0 && !this.isMemberId(m.from)) return
     // A leader we do not know yet can be real (our log lags behind its addition), but not one
     // that claims a million elections happened since the term we know.
     if (m.type === 'append_entries' && this.isVoter() && !this.isMemberId(m.from) && m.term > this.term + MAX_TERM_JUMP) return
@@ -386,7 +386,7 @@ export class Membership {
     this.silenceElapsed++
     // With no other seed to ask there is nothing to wait for.
     const alone = this.o.seeds.every((s) => s === this.o.self.address)
-    if (this.o.bootstrap && this.entries.length === 0 && (alone || this.silenceElapsed >= this.o.bootstrapTicks)) {
+    if (this.o.bootstrap && this.lastIndex() === 0 && (alone || this.silenceElapsed >= this.o.bootstrapTicks)) {
       this.bootstrap()
       return
     }
@@ -683,7 +683,7 @@ export class Membership {
    * and enough of them would leave the cluster without a quorum.
    */
   private onJoinRequest(m: RaftOf<'join_request'>): void {
-    if (this.entries.length === 0) return // not in a cluster: stay silent so bootstrap logic works
+    if (this.lastIndex() === 0) return // not in a cluster: stay silent so bootstrap logic works
     if (this.role !== 'leader') {
       this.send(m.from, { type: 'leader_hint', leader: this.leaderId ? addressOf(this.leaderId) : null })
       return

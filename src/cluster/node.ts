@@ -6,11 +6,11 @@
 import type { NodeIo } from '../io'
 import { addressOf } from './address'
 import { diffViews, type MemberEvent } from './events'
-import { Membership, type MembershipView } from './membership'
+import { Membership, type Compaction, type MembershipView, type StateMachine } from './membership'
 import { isRaftMessage, RAFT_TYPES, validateRaftMessage, type MemberInfo, type RaftMessage } from './messages'
 import { TICK_MS, type Timing } from './timing'
 import { ACCEPTED, type Peer, type Transport, type Verdict, type PeerStats } from './transport'
-import { err } from '../result'
+import { err, ok, type Result } from '../result'
 import type { Typed, Validator } from './validate'
 
 const HELD_MESSAGES_MAX = 10_000
@@ -23,6 +23,18 @@ export interface ClusterSettings {
   httpUrl: string
   seeds: string[]
   timing: Timing
+  /** Snapshot and compaction of the replicated log (tests make it small to exercise it). */
+  compaction?: Compaction
+}
+
+/**
+ * The application's replicated state machine and the checks for what peers send of it: its log
+ * entries (in proposals and appends) and its snapshots. The cluster carries them as opaque data.
+ */
+export interface ReplicatedApp {
+  machine: StateMachine
+  validateEntry: (data: unknown) => Result<unknown>
+  validateSnapshot: (data: unknown) => Result<unknown>
 }
 
 /** What the node reports; given to `start`, so nothing can arrive before someone listens. */
@@ -42,6 +54,13 @@ export interface ClusterListener<A> {
   onPeerConnected(address: string): void
   /** Every view change, with the events it implies (for logs and metrics). */
   onView?(view: MembershipView, events: MemberEvent[]): void
+  /**
+   * A peer proposes application entries (already checked against their schema): the application
+   * checks that the peer speaks only for itself (`from` is its node id); a refusal closes the link.
+   */
+  checkProposal(peer: Peer, from: string, entries: unknown[]): Verdict
+  /** After every step and tick: new entries may have been applied, the leader may have changed. */
+  afterStep(): void
 }
 
 export class ClusterNode<A extends Typed> {
@@ -61,6 +80,7 @@ export class ClusterNode<A extends Typed> {
     private readonly settings: ClusterSettings,
     private readonly io: NodeIo,
     private readonly validateApp: Validator<A>,
+    private readonly app: ReplicatedApp,
   ) {}
 
   get address(): string {
@@ -75,7 +95,7 @@ export class ClusterNode<A extends Typed> {
       incarnation,
       systemName: this.settings.systemName,
       // Raft messages are the cluster's own; anything else must be an application message.
-      validate: (value) => (RAFT_TYPES.has((value as Typed | null)?.type as string) ? validateRaftMessage(value) : this.validateApp(value)),
+      validate: (value) => (RAFT_TYPES.has((value as Typed | null)?.type as string) ? this.validateRaft(value) : this.validateApp(value)),
       log: this.io.log,
       // Heartbeats and votes go ahead of a chat backlog: a busy link must not cost a member.
       urgent: (value) => RAFT_TYPES.has((value as Typed | null)?.type as string),
@@ -122,6 +142,30 @@ export class ClusterNode<A extends Typed> {
   /** Elections started by every incarnation of this process. */
   get electionsStarted(): number {
     return this.stats.electionsBefore + (this.core?.electionsStarted ?? 0)
+  }
+
+  /** This incarnation's id (`address#incarnation`): the origin of what it proposes. */
+  get selfId(): string {
+    return this.core.selfId
+  }
+
+  get leaderId(): string | null {
+    return this.core.leaderId
+  }
+
+  /**
+   * Proposes application entries to the replicated log (appended here when this node leads,
+   * sent to the leader otherwise). False when no leader can take them now; they may also be lost
+   * later, so the application keeps them until it sees them applied. Entries this very call
+   * committed (a leader alone) are applied when it returns; the caller looks for them itself
+   * (afterStep is not called back from inside its own call).
+   */
+  propose(entries: unknown[]): boolean {
+    if (this.stopTicking === null) return false
+    const taken = this.core.propose(entries)
+    this.flush()
+    this.publishView()
+    return taken
   }
 
   send(address: string, message: A): void {
@@ -176,7 +220,24 @@ export class ClusterNode<A extends Typed> {
 
   private newCore(incarnation: string, bootstrap: boolean): Membership {
     const self: MemberInfo = { address: this.address, incarnation, httpUrl: this.settings.httpUrl }
-    return new Membership({ self, seeds: this.settings.seeds, bootstrap, ...this.settings.timing, random: this.io.random })
+    return new Membership({ self, seeds: this.settings.seeds, bootstrap, ...this.settings.timing, random: this.io.random, app: this.app.machine, compaction: this.settings.compaction })
+  }
+
+  /** A Raft message, and the application data inside it, checked against their schemas. */
+  private validateRaft(value: unknown): Result<RaftMessage> {
+    const checked = validateRaftMessage(value)
+    if (!checked.ok) return checked
+    const m = checked.value
+    const entries = m.type === 'proposal' ? m.entries : m.type === 'append_entries' ? m.entries.flatMap((e) => (e.change.type === 'app' ? [e.change.data] : [])) : []
+    for (const data of entries) {
+      const entry = this.app.validateEntry(data)
+      if (!entry.ok) return err(`${m.type}: ${entry.error}`)
+    }
+    if (m.type === 'install_snapshot') {
+      const snapshot = this.app.validateSnapshot(m.app)
+      if (!snapshot.ok) return err(`install_snapshot: ${snapshot.error}`)
+    }
+    return ok(m)
   }
 
   private tick(): void {
@@ -196,6 +257,10 @@ export class ClusterNode<A extends Typed> {
     // A peer speaks only for itself: a frame claiming another sender is not a mistake a node makes.
     if (addressOf(message.from) !== peer.address) return err(`${message.type} claims to come from ${message.from.slice(0, 300)}`)
     if (this.stopTicking === null) return ACCEPTED
+    if (message.type === 'proposal') {
+      const verdict = this.listener.checkProposal(peer, message.from, message.entries)
+      if (!verdict.ok) return verdict
+    }
     this.heardWhileLeaving(message.from)
     this.core.step(message)
     this.afterStep()
@@ -206,6 +271,7 @@ export class ClusterNode<A extends Typed> {
     this.flush()
     if (this.core.removed) this.onRemoved()
     this.publishView()
+    this.listener.afterStep()
   }
 
   private flush(): void {

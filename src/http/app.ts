@@ -5,13 +5,13 @@ import page from '../../public/index.html'
 import type { ChatGateway } from '../chat/gateway'
 import { connectParams, type Identify } from '../chat/identity'
 import { CloseCode } from '../chat/protocol'
-import type { ChatRoom } from '../chat/room'
+import { PAGE_MAX, type ChatRoom, type Resume } from '../chat/room'
 import type { ClientSocket, Fanout } from '../chat/sockets'
 import { addressOf, incarnationOf } from '../cluster/address'
 import type { MembershipView } from '../cluster/membership'
 import type { TransportStats } from '../cluster/transport'
 import type { Log } from '../io'
-import type { Result } from '../result'
+import { err, ok, type Result } from '../result'
 import type { Registry } from 'prom-client'
 import { ConnectionCounts, originRefusal, type ConnectionCaps, type UpgradeRefusal } from './admission'
 
@@ -119,18 +119,21 @@ function chatSocket(deps: AppDeps) {
       const ip = clientAddress(server, request)
       const refusal = originRefusal(request.headers.get('origin'), deps.allowedOrigins) ?? connections.refusal(ip) ?? connections.connectRefusal(ip, Date.now())
       if (refusal) return refuse(refusal)
+      const resume = resumeParams(request.url)
+      if (!resume.ok) return Response.json({ error: resume.error }, { status: 400 })
     })
     .resolve(async ({ request, server }) => ({
       claim: await deps.identify(connectParams(request.url)),
       ip: clientAddress(server, request),
+      resume: resumeParams(request.url),
     }))
     .ws('/ws/chat', {
       open: (ws) => {
-        const { claim, ip } = ws.data
+        const { claim, ip, resume } = ws.data
         // Two upgrades racing past the check above: the later one is closed here instead.
         if (!connections.acquire(ip)) return ws.raw.close(CloseCode.tryAgainLater, 'too many connections')
         counted.set(ws.id, ip)
-        gateway.open(ws.id, adapt(ws), claim)
+        gateway.open(ws.id, adapt(ws), claim, resume.ok ? resume.value : {})
       },
       message: (ws, data) => gateway.message(ws.id, data),
       close: (ws) => {
@@ -142,6 +145,36 @@ function chatSocket(deps: AppDeps) {
         gateway.close(ws.id)
       },
     })
+}
+
+const WHOLE = /^\d{1,15}$/
+
+function searchOf(url: string): URLSearchParams {
+  try {
+    return new URL(url, 'http://x').searchParams
+  } catch {
+    return new URLSearchParams()
+  }
+}
+
+/** `since` (a line id) and `epoch` of a resuming chat socket; anything else there is refused with 400. */
+export function resumeParams(url: string): Result<Resume> {
+  const q = searchOf(url)
+  const since = q.get('since')
+  const epoch = q.get('epoch')
+  if (since !== null && !WHOLE.test(since)) return err('since must be the id of a line (a whole number)')
+  if (epoch !== null && (epoch.length === 0 || epoch.length > 300)) return err('epoch must be 1 to 300 characters')
+  return ok({ ...(since === null ? {} : { since: Number(since) }), ...(epoch === null ? {} : { epoch }) })
+}
+
+/** `before` and `limit` of /api/messages. */
+function pageParams(url: string): Result<{ before: number | undefined; limit: number }> {
+  const q = searchOf(url)
+  const before = q.get('before')
+  const limit = q.get('limit')
+  if (before !== null && !WHOLE.test(before)) return err('before must be the id of a line (a whole number)')
+  if (limit !== null && (!WHOLE.test(limit) || Number(limit) < 1)) return err('limit must be a whole number from 1')
+  return ok({ before: before === null ? undefined : Number(before), limit: Math.min(PAGE_MAX, limit === null ? 50 : Number(limit)) })
 }
 
 /**
@@ -170,6 +203,13 @@ function jsonRoutes(deps: AppDeps) {
       .get('/api/users', () => {
         const users = room.users()
         return Response.json({ users, count: users.length }, { headers: PUBLIC_READ })
+      })
+      // Older lines of the transcript, newest last: `before` an id (the oldest a page shows), at most `limit`.
+      .get('/api/messages', ({ request }) => {
+        const query = pageParams(request.url)
+        if (!query.ok) return Response.json({ error: query.error }, { status: 400, headers: PUBLIC_READ })
+        const page = room.page(query.value.before, query.value.limit)
+        return Response.json({ epoch: page.epoch, messages: page.messages, complete: page.complete }, { headers: PUBLIC_READ })
       })
       .get('/api/cluster-info', () => Response.json(clusterInfo(deps.clusterView(), deps.selfAddress, deps.transportStats(), deps.roles), { headers: PUBLIC_READ }))
       // Liveness: the process answers. Readiness: Up in a cluster with a leader, and not draining.

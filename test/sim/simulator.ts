@@ -625,7 +625,7 @@ class Simulation {
     }
     const m = node.m
     if (this.trace && m.role === 'leader' && m.lastIndex() > node.proposed) {
-      for (let i = Math.max(node.proposed, m.lastIndex() - 1) + 1; i <= m.lastIndex(); i++) {
+      for (let i = Math.max(node.proposed, m.lastIndex() - 1, m.logStart) + 1; i <= m.lastIndex(); i++) {
         const entry = m.entryAt(i)!
         if (entry.term === m.term && entry.change.type !== 'noop') this.log(`${node.id} proposes ${i}: ${show(entry)}`)
       }
