@@ -51,7 +51,7 @@ describe('a three-node cluster', () => {
     alice.sendChat('hello from node 1')
     for (const c of [alice, bob, carol]) {
       const frame = await c.next((f) => f.type === 'chat' && f.message === 'hello from node 1')
-      expect(Object.keys(frame).sort()).toEqual(['message', 'nodeAddress', 'timestamp', 'type', 'username'])
+      expect(Object.keys(frame).sort()).toEqual(['id', 'message', 'nodeAddress', 'timestamp', 'type', 'username'])
       expect(frame).toMatchObject({ type: 'chat', username: 'alice', nodeAddress: nodes[0]!.address })
       expect(frame.timestamp).toBeGreaterThanOrEqual(before - 5)
       expect(frame.timestamp).toBeLessThanOrEqual(Date.now())
