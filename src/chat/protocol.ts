@@ -67,24 +67,30 @@ export const CloseCode = {
 export { validateUsername } from './username'
 
 /**
- * Turns what Elysia hands the message handler back into a client message. A plain text frame is
- * a chat message; Elysia has already parsed frames that look like JSON, numbers or booleans,
- * so those are turned back into their text (a number loses leading zeros). A JSON object with
- * a `type` is a typed message.
+ * A client frame as it arrived. A text frame holding a JSON object with a `type` is a typed
+ * message; any other text is a chat message, exactly as sent (`007` stays `007`, `{"a":1}` and
+ * `"quoted"` stay what they are). Binary frames are refused.
  */
 export function parseClientMessage(data: unknown): Result<ClientMessage> {
-  if (data instanceof Uint8Array || data instanceof ArrayBuffer) return err('binary frames are not supported')
-  if (typeof data === 'string') return ok({ type: 'chat', message: data })
-  if (typeof data === 'object' && data !== null && !Array.isArray(data) && 'type' in data) {
-    const typed = data as { type: unknown; message?: unknown; clientMsgId?: unknown }
-    if (typed.type === 'chat' && typeof typed.message === 'string') {
-      if (typed.clientMsgId === undefined) return ok({ type: 'chat', message: typed.message })
-      if (typeof typed.clientMsgId !== 'string' || !CLIENT_MSG_ID.test(typed.clientMsgId)) return err('clientMsgId must be 1 to 64 letters, digits or -_.:')
-      return ok({ type: 'chat', message: typed.message, clientMsgId: typed.clientMsgId })
-    }
-    return err(`unknown message type ${JSON.stringify(typed.type)?.slice(0, 40)}; send text or {"type":"chat","message":"..."}`)
+  if (typeof data !== 'string') return err('binary frames are not supported')
+  const typed = data.charCodeAt(0) === 123 /* { */ ? parseObject(data) : undefined
+  if (typed === undefined || !('type' in typed)) return ok({ type: 'chat', message: data })
+  const m = typed as { type: unknown; message?: unknown; clientMsgId?: unknown }
+  if (m.type !== 'chat' || typeof m.message !== 'string') {
+    return err(`unknown message ${JSON.stringify(m.type)?.slice(0, 40)}; send text or {"type":"chat","message":"..."}`)
   }
-  return ok({ type: 'chat', message: typeof data === 'object' ? JSON.stringify(data) : String(data) })
+  if (m.clientMsgId === undefined) return ok({ type: 'chat', message: m.message })
+  if (typeof m.clientMsgId !== 'string' || !CLIENT_MSG_ID.test(m.clientMsgId)) return err('clientMsgId must be 1 to 64 letters, digits or -_.:')
+  return ok({ type: 'chat', message: m.message, clientMsgId: m.clientMsgId })
+}
+
+function parseObject(text: string): object | undefined {
+  try {
+    const value: unknown = JSON.parse(text)
+    return typeof value === 'object' && value !== null && !Array.isArray(value) ? value : undefined
+  } catch {
+    return undefined
+  }
 }
 
 // C0 and C1 controls except tab and newline, and the bidi embeddings and overrides (U+202A–E),

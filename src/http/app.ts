@@ -1,9 +1,10 @@
 // HTTP and WebSocket routes (Elysia). A thin shell: Elysia's sockets are adapted to the chat
 // gateway, which validates and admits users; the JSON routes read the room and the cluster.
+import type { ServerWebSocket } from 'bun'
 import { Elysia } from 'elysia'
 import page from '../../public/index.html'
 import type { ChatGateway } from '../chat/gateway'
-import { connectParams, type Identify } from '../chat/identity'
+import { connectParams, type Claim, type Identify } from '../chat/identity'
 import { CloseCode } from '../chat/protocol'
 import { PAGE_MAX, type ChatRoom, type Resume } from '../chat/room'
 import type { ClientSocket, Fanout } from '../chat/sockets'
@@ -93,58 +94,66 @@ function clientAddress(server: { requestIP(r: Request): { address: string } | nu
   return server?.requestIP(request)?.address ?? 'unknown'
 }
 
-type ElysiaSocket = { id: string; raw: { send(data: string): unknown; close(code?: number, reason?: string): void }; subscribe(topic: string): unknown }
-
-const adapt = (ws: ElysiaSocket): ClientSocket => ({
-  send: (json) => ws.raw.send(json),
-  close: (code, reason) => ws.raw.close(code, reason),
-  subscribe: () => void ws.subscribe(CHAT_TOPIC),
-})
-
 const refuse = (r: UpgradeRefusal) => Response.json({ error: r.error }, { status: r.status })
 
+const PLAIN_GET = () =>
+  Response.json({ error: 'this is a WebSocket endpoint: connect with ws://…/ws/chat?username=NAME' }, { status: 426, headers: { upgrade: 'websocket' } })
+
 /**
- * The chat socket, in its own instance so its hooks apply to it alone, in this order, all before
- * the upgrade: the origin and connection-count checks (an HTTP status refuses), then the claim
- * (asynchronous: token signatures), so the socket opens knowing who it claims to be and no frame
- * can arrive before the user is admitted or refused.
+ * The chat socket. The upgrade is done here rather than by Elysia's `.ws()`: Elysia parses text
+ * frames that look like JSON, numbers or booleans before any hook sees them (`007` arrived as
+ * `7`, Elysia issue #1911), and keeps a copy of the request context and a set of closures per
+ * socket. Here each socket's data is one small object whose handlers live on a shared prototype
+ * (Elysia's Bun websocket dispatcher calls `ws.data.open/message/close`), and text arrives as sent.
+ * Checks, in order, all before the upgrade: the origin and connection counts (an HTTP status
+ * refuses), the resume parameters (400), then the claim (asynchronous: token signatures), so the
+ * socket opens knowing who it claims to be and no frame can arrive before it is admitted or refused.
  */
 function chatSocket(deps: AppDeps) {
   const { gateway } = deps
   const connections = new ConnectionCounts(deps.connectionCaps)
-  /** Socket id → the client address it was counted under, so each socket is released once. */
-  const counted = new Map<string, string>()
-  return new Elysia()
-    .onBeforeHandle(({ request, server }) => {
-      const ip = clientAddress(server, request)
-      const refusal = originRefusal(request.headers.get('origin'), deps.allowedOrigins) ?? connections.refusal(ip) ?? connections.connectRefusal(ip, Date.now())
-      if (refusal) return refuse(refusal)
-      const resume = resumeParams(request.url)
-      if (!resume.ok) return Response.json({ error: resume.error }, { status: 400 })
-    })
-    .resolve(async ({ request, server }) => ({
-      claim: await deps.identify(connectParams(request.url)),
-      ip: clientAddress(server, request),
-      resume: resumeParams(request.url),
-    }))
-    .ws('/ws/chat', {
-      open: (ws) => {
-        const { claim, ip, resume } = ws.data
-        // Two upgrades racing past the check above: the later one is closed here instead.
-        if (!connections.acquire(ip)) return ws.raw.close(CloseCode.tryAgainLater, 'too many connections')
-        counted.set(ws.id, ip)
-        gateway.open(ws.id, adapt(ws), claim, resume.ok ? resume.value : {})
-      },
-      message: (ws, data) => gateway.message(ws.id, data),
-      close: (ws) => {
-        const ip = counted.get(ws.id)
-        if (ip !== undefined) {
-          counted.delete(ws.id)
-          connections.release(ip)
-        }
-        gateway.close(ws.id)
-      },
-    })
+  let sockets = 0
+  class Connection {
+    /** Set when the socket was counted under its address, so it is released once. */
+    counted = false
+    client: ClientSocket | null = null
+    constructor(
+      readonly id: string,
+      readonly ip: string,
+      readonly claim: Claim,
+      readonly resume: Resume,
+    ) {}
+    open(ws: ServerWebSocket<Connection>) {
+      // Two upgrades racing past the check before the upgrade: the later one is closed here instead.
+      if (!connections.acquire(this.ip)) return ws.close(CloseCode.tryAgainLater, 'too many connections')
+      this.counted = true
+      this.client = { send: (json) => ws.send(json), close: (code, reason) => ws.close(code, reason), subscribe: () => void ws.subscribe(CHAT_TOPIC) }
+      gateway.open(this.id, this.client, this.claim, this.resume)
+    }
+    message(_ws: ServerWebSocket<Connection>, data: string | Buffer) {
+      gateway.message(this.id, data)
+    }
+    close() {
+      if (this.counted) {
+        this.counted = false
+        connections.release(this.ip)
+      }
+      gateway.close(this.id)
+    }
+  }
+  return new Elysia().get('/ws/chat', async ({ request, server }) => {
+    // A plain GET (no Upgrade header) on the chat socket's path: say what is expected.
+    if (request.headers.get('upgrade')?.toLowerCase() !== 'websocket') return PLAIN_GET()
+    const ip = clientAddress(server, request)
+    const refusal = originRefusal(request.headers.get('origin'), deps.allowedOrigins) ?? connections.refusal(ip) ?? connections.connectRefusal(ip, Date.now())
+    if (refusal) return refuse(refusal)
+    const resume = resumeParams(request.url)
+    if (!resume.ok) return Response.json({ error: resume.error }, { status: 400 })
+    const claim = await deps.identify(connectParams(request.url))
+    const data = new Connection(String(++sockets), ip, claim, resume.value)
+    if (server?.upgrade(request, { data })) return
+    return Response.json({ error: 'expected a WebSocket upgrade' }, { status: 400 })
+  })
 }
 
 const WHOLE = /^\d{1,15}$/
@@ -239,10 +248,6 @@ export function createApp(deps: AppDeps) {
   })
     .get('/', page)
     .use(jsonRoutes(deps))
-    // A plain GET (no Upgrade header) on the chat socket's path: say what is expected.
-    .get('/ws/chat', () =>
-      Response.json({ error: 'this is a WebSocket endpoint: connect with ws://…/ws/chat?username=NAME' }, { status: 426, headers: { upgrade: 'websocket' } }),
-    )
     .use(chatSocket(deps))
     .onError(({ code, error, path }) => {
       if (code === 'NOT_FOUND') return Response.json({ error: 'not found', path }, { status: 404 })
