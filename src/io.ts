@@ -10,6 +10,11 @@ export interface Clock {
   every(ms: number, fn: () => void): () => void
   /** Calls `fn` once after `ms` unless the returned function is called first. */
   after(ms: number, fn: () => void): () => void
+  /**
+   * Calls `fn` once everything already waiting to run now has run (the end of this event-loop
+   * turn): work that many events in one turn cause is then done once, for all of them.
+   */
+  defer(fn: () => void): void
 }
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error'
@@ -38,4 +43,6 @@ export const realClock: Clock = {
     const timer = setTimeout(fn, ms)
     return () => clearTimeout(timer)
   },
+  // After the I/O callbacks of this turn: every frame read in it is handled before the batch goes out.
+  defer: (fn) => void setImmediate(fn),
 }

@@ -11,6 +11,7 @@ function manualClock() {
     now: () => now,
     every: (_ms, fn) => ((tick = fn), () => {}),
     after: () => () => {},
+    defer: (fn) => fn(),
   }
   return { clock, fire: (atMs: number) => ((now = atMs), tick()) }
 }

@@ -38,8 +38,8 @@ export interface RoomDeps {
   sendToUser: (username: string, json: string) => void
   transcript: Transcript
   outbox: Outbox
-  /** Proposes entries to the replicated log (ClusterNode.propose); false: no leader now (the outbox keeps them). */
-  propose: (entries: TranscriptEntry[]) => boolean
+  /** Proposes entries to the replicated log (ClusterNode.propose), at the end of this turn; the outbox keeps them until applied. */
+  propose: (entries: TranscriptEntry[]) => void
   /** This node's incarnation id (the origin of its entries) and the leader it knows. */
   selfId: () => string
   leaderId: () => string | null
@@ -173,11 +173,7 @@ export class ChatRoom {
       const leader = this.d.leaderId()
       const due = this.d.outbox.due(this.d.now(), leader !== this.lastLeader)
       this.lastLeader = leader
-      if (due.length > 0 && leader !== null) {
-        this.d.propose(due)
-        this.settle()
-        this.deliver()
-      }
+      if (due.length > 0 && leader !== null) this.d.propose(due)
     } finally {
       this.syncing = false
     }
@@ -196,10 +192,6 @@ export class ChatRoom {
     const entry = this.d.outbox.add(draft, this.d.now())
     if (!entry) return false
     this.d.propose([entry])
-    if (!this.syncing) {
-      this.settle()
-      this.deliver()
-    }
     return true
   }
 

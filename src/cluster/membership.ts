@@ -136,6 +136,8 @@ export class Membership {
   electionsStarted = 0
 
   private outbox: Outbound[] = []
+  /** New entries or a new commit not yet sent to followers (see takeMessages). */
+  private replicateDue = false
   private now = 0
   private electionElapsed = 0
   private electionTimeout: number
@@ -192,8 +194,16 @@ export class Membership {
     return true
   }
 
-  /** Messages produced since the last call; the caller sends them. */
+  /**
+   * Messages produced since the last call; the caller sends them. New entries and commits are
+   * sent to followers here, once for everything that happened since the last call: a shell that
+   * calls this once per event-loop turn sends one append per follower for a whole burst.
+   */
   takeMessages(): Outbound[] {
+    if (this.replicateDue) {
+      this.replicateDue = false
+      if (this.role === 'leader' && !this.removed) this.replicate()
+    }
     const out = this.outbox
     this.outbox = []
     return out
@@ -623,7 +633,7 @@ export class Membership {
       p.next = Math.max(p.next, p.match + 1)
       p.replicating = true
       this.maybeCommit()
-      if (this.role === 'leader') this.replicate()
+      this.replicateDue = true
     } else {
       // Back to probing: whatever was in flight after the mismatch is sent again once it matches.
       p.next = Math.max(1, Math.min(p.next - 1, m.matchIndex + 1), p.match + 1)
@@ -769,7 +779,7 @@ export class Membership {
     if (this.lastIndex() - this.commitIndex + data.length > MAX_UNCOMMITTED) return false
     for (const d of data) this.push({ term: this.term, change: { type: 'app', data: d } })
     this.maybeCommit()
-    this.replicate()
+    this.replicateDue = true
     return true
   }
 

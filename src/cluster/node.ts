@@ -75,6 +75,9 @@ export class ClusterNode<A extends Typed> {
   private peers: string[] = []
   /** Messages broadcast before the member list was known; null once it is. */
   private held: A[] | null = []
+  /** Application entries proposed in this turn, proposed together at its end. */
+  private proposing: unknown[] = []
+  private stepsPending = false
 
   constructor(
     private readonly settings: ClusterSettings,
@@ -155,17 +158,14 @@ export class ClusterNode<A extends Typed> {
 
   /**
    * Proposes application entries to the replicated log (appended here when this node leads,
-   * sent to the leader otherwise). False when no leader can take them now; they may also be lost
-   * later, so the application keeps them until it sees them applied. Entries this very call
-   * committed (a leader alone) are applied when it returns; the caller looks for them itself
-   * (afterStep is not called back from inside its own call).
+   * sent to the leader otherwise) at the end of this event-loop turn, together with whatever
+   * else was proposed in it. They may be lost (no leader now, a leader that fails before
+   * committing them), so the application keeps them until it sees them applied.
    */
-  propose(entries: unknown[]): boolean {
-    if (this.stopTicking === null) return false
-    const taken = this.core.propose(entries)
-    this.flush()
-    this.publishView()
-    return taken
+  propose(entries: unknown[]): void {
+    if (this.stopTicking === null) return
+    for (const e of entries) this.proposing.push(e)
+    this.afterStep()
   }
 
   send(address: string, message: A): void {
@@ -267,11 +267,27 @@ export class ClusterNode<A extends Typed> {
     return ACCEPTED
   }
 
+  /**
+   * What follows a step (a tick, a message, a proposal), done once at the end of the event-loop
+   * turn for every step in it: a burst of frames read in one turn is answered with one append per
+   * follower, and one proposal to the leader, instead of one each.
+   */
   private afterStep(): void {
-    this.flush()
-    if (this.core.removed) this.onRemoved()
-    this.publishView()
-    this.listener.afterStep()
+    if (this.stepsPending) return
+    this.stepsPending = true
+    this.io.clock.defer(() => {
+      this.stepsPending = false
+      if (this.stopTicking === null) return
+      if (this.proposing.length > 0) {
+        const entries = this.proposing
+        this.proposing = []
+        this.core.propose(entries)
+      }
+      this.flush()
+      if (this.core.removed) this.onRemoved()
+      this.publishView()
+      this.listener.afterStep()
+    })
   }
 
   private flush(): void {

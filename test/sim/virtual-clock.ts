@@ -30,6 +30,9 @@ export class VirtualClock implements Clock {
     return () => void (timer.cancelled = true)
   }
 
+  /** At the same virtual instant, after everything already due then (timers run in the order they were set). */
+  readonly defer = (fn: () => void): void => void this.after(0, fn)
+
   readonly every = (ms: number, fn: () => void): (() => void) => {
     let cancelled = false
     let cancelNext = () => {}
