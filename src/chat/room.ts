@@ -16,8 +16,10 @@ import { CloseCode, hasForbiddenControl, lineFrame, type ChatLine, type HistoryF
 import type { ClientSocket } from './sockets'
 
 const SNAPSHOT_CHUNK = 5_000
-/** Most lines a resume replays, and a page of /api/messages holds. */
+/** Most lines a page of /api/messages holds. */
 export const PAGE_MAX = 500
+/** How long a resume from a line this node has not applied yet may wait for it. */
+const RESUME_WAIT_MS = 10_000
 
 export interface RoomDeps {
   selfAddress: string
@@ -67,8 +69,8 @@ export class ChatRoom {
   private epoch = ''
   private cursor = 0
   private lastLeader: string | null = null
-  /** Connections resuming from a line this node has not applied yet: admitted once it has. */
-  private waiting: Array<{ socket: ClientSocket; since: number }> = []
+  /** Connections resuming from a line this node has not applied yet: admitted once it has (or at `until`). */
+  private waiting: Array<{ socket: ClientSocket; since: number; until: number }> = []
   /** Makes keys for lines without a clientMsgId, unique within this process. */
   private made = 0
   private syncing = false
@@ -116,7 +118,7 @@ export class ChatRoom {
     const since = resume.since
     const sameEpoch = resume.epoch === undefined || resume.epoch === this.epoch
     if (since !== undefined && sameEpoch && (since > this.cursor || this.epoch === '')) {
-      this.waiting.push({ socket, since })
+      this.waiting.push({ socket, since, until: this.d.now() + RESUME_WAIT_MS })
       return
     }
     const frame = since === undefined ? this.recentHistory() : sameEpoch ? this.historyAfter(since) : { ...this.recentHistory(), complete: false }
@@ -223,7 +225,7 @@ export class ChatRoom {
   /** Publishes every line applied since the last call, in order; then admits resumes that were waiting for them. */
   private deliver(): void {
     const t = this.d.transcript
-    if (t.epoch === '') return // a new log that has not reached its first entry (or a snapshot) yet
+    if (t.epoch === '') return this.admitWaiting() // a new log that has not reached its first entry (or a snapshot) yet
     if (t.epoch !== this.epoch) {
       // The first transcript this process sees, or a cluster founded anew: ids start over.
       const first = this.epoch === ''
@@ -233,17 +235,25 @@ export class ChatRoom {
     if (t.lastId > this.cursor) {
       if (this.presence.localCount === 0) this.cursor = t.lastId
       else {
-        if (!t.covers(this.cursor)) this.d.publish(JSON.stringify({ type: 'history', epoch: this.epoch, messages: [], complete: false } satisfies HistoryFrame))
+        if (!t.covers(this.cursor)) this.d.publish(JSON.stringify(this.emptyHistory()))
         for (const line of t.after(this.cursor)) this.publishLine(line)
       }
     }
+    this.admitWaiting()
+  }
+
+  /** Resumes waiting for lines this node now has, or that waited too long. */
+  private admitWaiting(): void {
     if (this.waiting.length > 0) {
-      const ready = this.waiting.filter((w) => w.since <= this.cursor)
-      this.waiting = this.waiting.filter((w) => w.since > this.cursor)
+      const now = this.d.now()
+      const ready = this.waiting.filter((w) => (w.since <= this.cursor && this.epoch !== '') || w.until <= now)
+      if (ready.length === 0) return
+      this.waiting = this.waiting.filter((w) => !ready.includes(w))
       for (const { socket, since } of ready) {
-        // Not subscribed while it waited: the user list may have changed meanwhile.
+        // Not subscribed while it waited: the user list may have changed meanwhile. A line this
+        // node never reached (a made-up id, a node cut off for long) ends the wait all the same.
         socket.send(JSON.stringify(this.usersMessage()))
-        socket.send(JSON.stringify(this.historyAfter(since)))
+        socket.send(JSON.stringify(since <= this.cursor ? this.historyAfter(since) : { ...(this.recentHistory() ?? this.emptyHistory()), complete: false }))
         socket.subscribe()
       }
     }
@@ -267,6 +277,10 @@ export class ChatRoom {
     const lines = this.d.transcript.latest(n)
     const first = lines[0]?.id ?? this.cursor + 1
     return { type: 'history', epoch: this.epoch, messages: lines.map((l) => this.frameOf(l)), complete: lines.length === n || this.d.transcript.covers(0) || first <= this.d.transcript.coveredFrom }
+  }
+
+  private emptyHistory(): HistoryFrame {
+    return { type: 'history', epoch: this.epoch, messages: [], complete: false }
   }
 
   private historyAfter(since: number): HistoryFrame {
