@@ -71,7 +71,10 @@ export function createMetrics(s: MetricSources): Registry {
     },
   })
   counterOf(r, 'chat_messages_received_total', 'chat messages said by local users', () => s.room.stats.chatFromUsers)
-  counterOf(r, 'chat_messages_relayed_total', 'chat messages received from other nodes', () => s.room.stats.chatFromPeers)
+  counterOf(r, 'chat_messages_relayed_total', 'chat lines from users of other nodes delivered here', () => s.room.stats.chatFromPeers)
+  gaugeOf(r, 'transcript_pending', 'lines this node proposed that the transcript has not taken yet (held while no leader is reachable)', () => s.room.pending)
+  gaugeOf(r, 'transcript_last_id', 'id of the newest transcript line this node holds', () => s.room.lastId)
+  gaugeOf(r, 'transcript_lines', 'transcript lines this node holds for history and resume', () => s.room.linesHeld)
   counterOf(r, 'chat_messages_delivered_total', 'chat messages handed to local users (one per user)', () => s.room.stats.chatDelivered)
 
   new Gauge({
@@ -86,7 +89,7 @@ export function createMetrics(s: MetricSources): Registry {
   })
   gaugeOf(r, 'cluster_unreachable_members', 'members the leader has not heard from lately', () => s.view().members.filter((m) => !m.reachable).length)
   gaugeOf(r, 'cluster_term', 'current Raft term', () => s.view().term)
-  gaugeOf(r, 'cluster_commit_index', 'index of the last committed membership change', () => s.view().commitIndex)
+  gaugeOf(r, 'cluster_commit_index', 'index of the last committed log entry (member changes and transcript lines)', () => s.view().commitIndex)
   gaugeOf(r, 'cluster_is_leader', '1 while this node is the leader', () => (s.view().role === 'leader' ? 1 : 0))
   gaugeOf(r, 'cluster_up', '1 while this node is Up in a cluster with a leader', () => (s.view().status === 'Up' && s.view().leaderId ? 1 : 0))
   counterOf(r, 'cluster_leader_changes_total', 'leader changes seen by this node', () => s.cluster.stats.leaderChanges)

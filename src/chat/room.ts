@@ -144,6 +144,15 @@ export class ChatRoom {
     return this.d.outbox.size
   }
 
+  /** The newest line held, and how many are (for /metrics). */
+  get lastId(): number {
+    return this.d.transcript.lastId
+  }
+
+  get linesHeld(): number {
+    return this.d.transcript.size
+  }
+
   say(username: string, text: string, clientMsgId?: string): SayResult {
     if (text.trim() === '') return ok({ delivered: false })
     if (hasForbiddenControl(text)) return err({ code: 'bad_message', message: 'messages may not contain control characters other than newline and tab' })

@@ -117,6 +117,11 @@ export class Transcript implements StateMachine {
     return this.lines.length > this.head ? this.lines[this.lines.length - 1]!.id : 0
   }
 
+  /** Lines held. */
+  get size(): number {
+    return this.lines.length - this.head
+  }
+
   /** Whether every line after `id` is held. */
   covers(id: number): boolean {
     return id + 1 >= this.coveredFrom
