@@ -117,7 +117,7 @@ export class ChatRoom {
   admit(socket: ClientSocket, resume: Resume): void {
     const since = resume.since
     const sameEpoch = resume.epoch === undefined || resume.epoch === this.epoch
-    if (since !== undefined && sameEpoch && (since > this.cursor || this.epoch === '')) {
+    if (since !== undefined && sameEpoch && !this.reached(since)) {
       this.waiting.push({ socket, since, until: this.d.now() + RESUME_WAIT_MS })
       return
     }
@@ -251,18 +251,27 @@ export class ChatRoom {
     this.admitWaiting()
   }
 
+  /**
+   * Whether line `since` was delivered here and the transcript holds what follows it (after a
+   * rejoin the transcript is rebuilt from the log while the delivery cursor stays where it was).
+   */
+  private reached(since: number): boolean {
+    const t = this.d.transcript
+    return this.epoch !== '' && t.epoch === this.epoch && since <= this.cursor && since <= t.applied
+  }
+
   /** Resumes waiting for lines this node now has, or that waited too long. */
   private admitWaiting(): void {
     if (this.waiting.length > 0) {
       const now = this.d.now()
-      const ready = this.waiting.filter((w) => (w.since <= this.cursor && this.epoch !== '') || w.until <= now)
+      const ready = this.waiting.filter((w) => this.reached(w.since) || w.until <= now)
       if (ready.length === 0) return
       this.waiting = this.waiting.filter((w) => !ready.includes(w))
       for (const { socket, since } of ready) {
         // Not subscribed while it waited: the user list may have changed meanwhile. A line this
         // node never reached (a made-up id, a node cut off for long) ends the wait all the same.
         socket.send(JSON.stringify(this.usersMessage()))
-        socket.send(JSON.stringify(since <= this.cursor ? this.historyAfter(since) : { ...(this.recentHistory() ?? this.emptyHistory()), complete: false }))
+        socket.send(JSON.stringify(this.reached(since) ? this.historyAfter(since) : { ...(this.recentHistory() ?? this.emptyHistory()), complete: false }))
         socket.subscribe()
       }
     }
