@@ -135,8 +135,7 @@ export class ChatRoom {
   page(before: number | undefined, limit: number): HistoryFrame {
     const t = this.d.transcript
     const lines = before === undefined ? t.latest(limit) : t.before(before, limit)
-    const first = lines[0]?.id ?? before ?? t.lastId + 1
-    return { type: 'history', epoch: this.epoch, messages: lines.map((l) => this.frameOf(l)), complete: lines.length === limit || t.covers(0) || first <= t.coveredFrom }
+    return { type: 'history', epoch: this.epoch, messages: lines.map((l) => this.frameOf(l)), complete: lines.length === limit || t.covers(0) }
   }
 
   /** Entries proposed and not yet in the transcript (for /metrics). */
@@ -293,8 +292,7 @@ export class ChatRoom {
     const n = this.d.historyOnJoin
     if (n === 0) return null
     const lines = this.d.transcript.latest(n)
-    const first = lines[0]?.id ?? this.cursor + 1
-    return { type: 'history', epoch: this.epoch, messages: lines.map((l) => this.frameOf(l)), complete: lines.length === n || this.d.transcript.covers(0) || first <= this.d.transcript.coveredFrom }
+    return { type: 'history', epoch: this.epoch, messages: lines.map((l) => this.frameOf(l)), complete: lines.length === n || this.d.transcript.covers(0) }
   }
 
   private emptyHistory(): HistoryFrame {

@@ -9,9 +9,11 @@
 //     a retry never overtakes an earlier message of the same node;
 //   - an entry whose key was applied within the last DEDUP_WINDOW keys is a repeat: it gets the
 //     id the first one got, and no new line (a user's clientMsgId sent again, to any node);
-//   - a join makes a line unless the name is online already (it moved between nodes); a leave
-//     makes one only from the node the name is online at; when a node is removed from the
-//     cluster, its users still online leave in one line.
+//   - a name is online at a set of nodes: a join makes a line only when the set was empty (a
+//     user moving between nodes joins the next node before it leaves the last one; a name
+//     admitted on two nodes at once is closed on one, see presence.ts), a leave makes one only
+//     when it empties the set; when a node is removed from the cluster, its users online nowhere
+//     else leave in one line.
 import type { Entry } from '../cluster/messages'
 import type { StateMachine } from '../cluster/membership'
 import { addressOf, nodeId } from '../cluster/address'
@@ -46,8 +48,8 @@ export class Transcript implements StateMachine {
   private head = 0
   private keys = new Map<string, number>()
   private next = new Map<string, number>()
-  /** Who is online, by name, and the node address they are on. */
-  private online = new Map<string, string>()
+  /** Who is online, by name, and the node addresses they are on (more than one while moving). */
+  private online = new Map<string, Set<string>>()
 
   constructor(private readonly historySize: number) {}
 
@@ -61,10 +63,12 @@ export class Transcript implements StateMachine {
 
   snapshot(): TranscriptSnapshot {
     const online = new Map<string, string[]>()
-    for (const [name, node] of this.online) {
-      const names = online.get(node)
-      if (names) names.push(name)
-      else online.set(node, [name])
+    for (const [name, nodes] of this.online) {
+      for (const node of nodes) {
+        const names = online.get(node)
+        if (names) names.push(name)
+        else online.set(node, [name])
+      }
     }
     let budget = SNAPSHOT_BYTES - this.keys.size * 28 - [...online.values()].reduce((n, names) => n + names.reduce((m, u) => m + utf8Bytes(u) + 3, 0), 0)
     let first = this.lines.length
@@ -93,7 +97,13 @@ export class Transcript implements StateMachine {
     this.keys = new Map(s?.keys ?? [])
     this.next = new Map(s?.next ?? [])
     this.online = new Map()
-    for (const [node, names] of s?.online ?? []) for (const name of names) this.online.set(name, node)
+    for (const [node, names] of s?.online ?? []) {
+      for (const name of names) {
+        const nodes = this.online.get(name)
+        if (nodes) nodes.add(node)
+        else this.online.set(name, new Set([node]))
+      }
+    }
   }
 
   takeAccepted(): Accepted[] {
@@ -176,12 +186,18 @@ export class Transcript implements StateMachine {
     if (e.type === 'chat') {
       this.push({ type: 'chat', id, username: e.username, message: e.message, nodeAddress: e.nodeAddress, timestamp: e.timestamp })
     } else if (e.type === 'join') {
-      const moved = this.online.has(e.username)
-      this.online.set(e.username, e.nodeAddress)
-      if (!moved) this.push({ type: 'system', id, event: 'join', usernames: [e.username], timestamp: e.timestamp })
-    } else if (this.online.get(e.username) === e.nodeAddress) {
-      this.online.delete(e.username)
-      this.push({ type: 'system', id, event: 'leave', usernames: [e.username], timestamp: e.timestamp })
+      const nodes = this.online.get(e.username)
+      if (nodes) nodes.add(e.nodeAddress)
+      else {
+        this.online.set(e.username, new Set([e.nodeAddress]))
+        this.push({ type: 'system', id, event: 'join', usernames: [e.username], timestamp: e.timestamp })
+      }
+    } else {
+      const nodes = this.online.get(e.username)
+      if (nodes?.delete(e.nodeAddress) && nodes.size === 0) {
+        this.online.delete(e.username)
+        this.push({ type: 'system', id, event: 'leave', usernames: [e.username], timestamp: e.timestamp })
+      }
     }
   }
 
@@ -190,7 +206,7 @@ export class Transcript implements StateMachine {
     this.next.delete(member)
     const address = addressOf(member)
     const gone: string[] = []
-    for (const [name, node] of this.online) if (node === address) gone.push(name)
+    for (const [name, nodes] of this.online) if (nodes.delete(address) && nodes.size === 0) gone.push(name)
     if (gone.length === 0) return
     for (const name of gone) this.online.delete(name)
     // The removal carries no time of its own; the last line's is the closest the log knows.

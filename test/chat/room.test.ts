@@ -1,230 +1,419 @@
-// Two or three rooms wired together in memory, the way the cluster wires them over TCP.
+// Chat rooms of two or three nodes on a real replicated log (test/support/room-cluster.ts): real
+// Membership cores with the Transcript as their state machine, real outboxes, presence between
+// rooms delivered in memory the way the cluster delivers it over TCP.
 import { describe, expect, test } from 'bun:test'
 import type { ChatMessage } from '../../src/chat/messages'
-import { ChatRoom } from '../../src/chat/room'
+import { addr, RecordingSocket, RoomCluster, singleNode } from '../support/room-cluster'
 
-const addr = (n: number) => `bun://S@127.0.0.1:${2550 + n}`
+const ids = (lines: any[]) => lines.map((l) => l.id)
 
-function makeCluster(size: number, lang: 'en' | 'ko' = 'en') {
-  let clock = 1000
-  const outbox: { from: string; to: string; message: ChatMessage }[] = []
-  const nodes = Array.from({ length: size }, (_, i) => {
-    const self = addr(i + 1)
-    const published: any[] = []
-    const disconnected: { username: string; code: number }[] = []
-    let members = Array.from({ length: size }, (_, j) => addr(j + 1))
-    const room: ChatRoom = new ChatRoom({
-      selfAddress: self,
-      lang,
-      maxMessageLength: 20,
-      now: () => clock++,
-      publish: (json) => published.push(JSON.parse(json)),
-      broadcast: (message) => members.filter((a) => a !== self).forEach((to) => outbox.push({ from: self, to, message })),
-      sendTo: (to, message) => outbox.push({ from: self, to, message }),
-      disconnect: (username, code) => disconnected.push({ username, code }),
-    })
-    return { self, room, published, disconnected, setMembers: (m: string[]) => { members = m; room.setMembers(m) } }
-  })
-  const deliver = () => {
-    while (outbox.length) {
-      const { from, to, message } = outbox.shift()!
-      const verdict = nodes.find((n) => n.self === to)?.room.onPeerMessage({ address: from, incarnation: 'x' }, message)
-      // What one room sends, another accepts: the peer rules never refuse a real node.
-      if (verdict && !verdict.ok) throw new Error(`room ${to} refused ${message.type} from ${from}: ${verdict.error}`)
-    }
-  }
-  for (const n of nodes) n.setMembers(nodes.map((m) => m.self))
-  deliver()
-  return { nodes, deliver, outbox }
-}
-
-const systems = (published: any[]) => published.filter((m) => m.type === 'system').map((m) => m.message)
-
-describe('ChatRoom', () => {
+describe('ChatRoom presence', () => {
   test('user-list changes go out as one small presence frame each, never the whole list', () => {
-    const { nodes, deliver } = makeCluster(2)
-    nodes[0]!.room.join('alice')
-    nodes[1]!.room.join('bob')
-    deliver()
-    const frames = nodes[0]!.published.filter((m) => m.type === 'presence')
+    const net = RoomCluster.form(2)
+    net.node(1).room.join('alice')
+    net.node(2).room.join('bob')
+    net.settle()
+    const frames = net.node(1).published.filter((m) => m.type === 'presence')
     expect(frames).toEqual([
       { type: 'presence', event: 'join', user: { username: 'alice', nodeAddress: addr(1), connectedAt: expect.any(Number) } },
       { type: 'presence', event: 'join', user: { username: 'bob', nodeAddress: addr(2), connectedAt: expect.any(Number) } },
     ])
-    expect(nodes[0]!.published.some((m) => m.type === 'users')).toBe(false)
+    expect(net.node(1).published.some((m) => m.type === 'users')).toBe(false)
   })
 
-  test('a local join is announced everywhere and listed on every node', () => {
-    const { nodes, deliver } = makeCluster(3)
-    nodes[0]!.room.join('alice')
-    deliver()
-    for (const n of nodes) {
-      expect(systems(n.published)).toEqual(['alice joined the chat'])
-      expect(n.room.users()).toEqual([{ username: 'alice', nodeAddress: addr(1), connectedAt: expect.any(Number) }])
+  test('a local join is one join line everywhere, with the same id, and listed on every node', () => {
+    const net = RoomCluster.form(3)
+    net.node(1).room.join('alice')
+    net.node(2).room.join('bob') // each node delivers only once it has a local user
+    net.node(3).room.join('carol')
+    net.settle()
+    const first = net.node(1).lines()
+    expect(first.map((l) => l.message)).toEqual(['alice joined the chat', 'bob joined the chat', 'carol joined the chat'])
+    for (const n of net.nodes) {
+      expect(n.lines()).toEqual(first)
+      expect(n.room.users().map((u) => u.username).sort()).toEqual(['alice', 'bob', 'carol'])
+      expect(n.room.available('alice')).toBe(false)
     }
-    expect(nodes[2]!.room.available('alice')).toBe(false)
-  })
-
-  test('chat goes to local users at once and once to each peer, in the documented shape', () => {
-    const { nodes, deliver, outbox } = makeCluster(3)
-    nodes[0]!.room.join('alice')
-    deliver()
-    expect(nodes[0]!.room.say('alice', 'hi there')).toEqual({ ok: true, value: { delivered: true } })
-    expect(outbox.filter((o) => o.message.type === 'chat')).toHaveLength(2)
-    deliver()
-    for (const n of nodes) {
-      const chat = n.published.find((m) => m.type === 'chat')
-      expect(chat).toEqual({ type: 'chat', username: 'alice', message: 'hi there', nodeAddress: addr(1), timestamp: expect.any(Number) })
-    }
-  })
-
-  test('blank messages are ignored and long ones refused', () => {
-    const { nodes, outbox } = makeCluster(2)
-    nodes[0]!.room.join('alice')
-    outbox.length = 0
-    expect(nodes[0]!.room.say('alice', '   ')).toEqual({ ok: true, value: { delivered: false } })
-    expect(nodes[0]!.room.say('alice', 'x'.repeat(21))).toMatchObject({ ok: false, error: { code: 'message_too_long' } })
-    expect(nodes[0]!.room.say('alice', '가'.repeat(20))).toEqual({ ok: true, value: { delivered: true } })
-    expect(outbox.filter((o) => o.message.type === 'chat')).toHaveLength(1)
-  })
-
-  test('a removed member takes its users with it, with leave messages; re-adding brings them back', () => {
-    const { nodes, deliver } = makeCluster(3)
-    nodes[2]!.room.join('carol')
-    deliver()
-    nodes[0]!.setMembers([addr(1), addr(2)])
-    expect(systems(nodes[0]!.published)).toEqual(['carol joined the chat', 'carol left the chat'])
-    expect(nodes[0]!.room.users()).toEqual([])
-    nodes[0]!.setMembers([addr(1), addr(2), addr(3)])
-    deliver()
-    expect(nodes[0]!.room.users().map((u) => u.username)).toEqual(['carol'])
+    expect(first[0]).toEqual({ type: 'system', id: expect.any(Number), message: 'alice joined the chat', timestamp: expect.any(Number), event: 'join', username: 'alice' })
   })
 
   test('a new member receives a snapshot of every node\'s users', () => {
-    const { nodes, deliver } = makeCluster(3)
-    nodes[0]!.room.join('alice')
-    nodes[1]!.room.join('bob')
-    deliver()
-    // Node 3 restarts: it knows nobody until the others send their snapshots.
-    const fresh = makeCluster(3).nodes[2]!
-    nodes[2] = fresh
-    nodes[0]!.setMembers([addr(1), addr(2)])
-    nodes[0]!.setMembers([addr(1), addr(2), addr(3)])
-    nodes[1]!.setMembers([addr(1), addr(2)])
-    nodes[1]!.setMembers([addr(1), addr(2), addr(3)])
-    deliver()
-    expect(fresh.room.users().map((u) => u.username).sort()).toEqual(['alice', 'bob'])
+    const net = RoomCluster.form(3)
+    net.node(1).room.join('alice')
+    net.node(2).room.join('bob')
+    net.settle()
+    // Node 3 forgets everyone (as a restarted node knows nobody) until the others send snapshots.
+    net.node(3).room.setMembers([])
+    expect(net.node(3).room.users()).toEqual([])
+    for (const n of [1, 2]) net.node(n).room.setMembers([addr(1), addr(2)].filter((a) => a !== addr(n)))
+    for (const n of [1, 2]) net.node(n).room.setMembers([addr(1), addr(2), addr(3)].filter((a) => a !== addr(n)))
+    net.node(3).room.setMembers([addr(1), addr(2)])
+    net.deliver()
+    expect(net.node(3).room.users().map((u) => u.username).sort()).toEqual(['alice', 'bob'])
   })
 
-  test('resync sends our snapshot to every member, not only new ones (Up again after a rejoin)', () => {
-    const { nodes, outbox } = makeCluster(2)
-    nodes[0]!.room.join('alice')
-    outbox.length = 0
-    nodes[0]!.room.setMembers([addr(1), addr(2)])
-    expect(outbox.filter((o) => o.message.type === 'presence_snapshot')).toHaveLength(0)
-    nodes[0]!.room.setMembers([addr(1), addr(2)], true)
-    expect(outbox.filter((o) => o.message.type === 'presence_snapshot').map((o) => o.to)).toEqual([addr(2)])
+  test('Up again after a rejoin: our snapshot goes to every member, not only new ones', () => {
+    const net = RoomCluster.form(2)
+    net.node(1).room.join('alice')
+    net.settle()
+    const sent: Array<{ to: string; message: ChatMessage }> = []
+    const original = net.sendChat.bind(net)
+    net.sendChat = (from, to, message) => {
+      sent.push({ to, message })
+      original(from, to, message)
+    }
+    net.node(1).room.setMembers([addr(2)])
+    expect(sent.filter((o) => o.message.type === 'presence_snapshot')).toHaveLength(0)
+    net.node(1).room.setMembers([addr(2)], true)
+    expect(sent.filter((o) => o.message.type === 'presence_snapshot').map((o) => o.to)).toEqual([addr(2)])
   })
 
   test('the same name admitted on two nodes at once: the earlier connection keeps it, the other is closed with 4409', () => {
-    const { nodes, deliver } = makeCluster(2)
-    nodes[0]!.room.join('sam') // earlier clock
-    nodes[1]!.room.join('sam')
-    deliver()
-    expect(nodes[1]!.disconnected).toEqual([{ username: 'sam', code: 4409 }])
-    expect(nodes[0]!.disconnected).toEqual([])
-    for (const n of nodes) expect(n.room.users()).toEqual([{ username: 'sam', nodeAddress: addr(1), connectedAt: expect.any(Number) }])
+    const net = RoomCluster.form(2)
+    net.node(1).room.join('sam') // earlier clock
+    net.now += 1
+    net.node(2).room.join('sam')
+    net.settle()
+    expect(net.node(2).disconnected).toEqual([{ username: 'sam', code: 4409 }])
+    expect(net.node(1).disconnected).toEqual([])
+    for (const n of net.nodes) expect(n.room.users()).toEqual([{ username: 'sam', nodeAddress: addr(1), connectedAt: expect.any(Number) }])
+    // The transcript says one join, no leave: the name moved nowhere and is still online at node 1.
+    net.node(2).room.join('other')
+    net.settle()
+    expect(net.node(1).systems()).toEqual(['sam joined the chat', 'other joined the chat'])
   })
 
   test('a look-alike of an online name is not available, on this node or another', () => {
-    const { nodes, deliver } = makeCluster(2)
-    nodes[0]!.room.join('ace')
-    deliver()
-    for (const n of nodes) {
+    const net = RoomCluster.form(2)
+    net.node(1).room.join('ace')
+    net.settle()
+    for (const n of net.nodes) {
       expect(n.room.available('асе')).toBe(false) // Cyrillic а, с, е
       expect(n.room.available('ace')).toBe(false)
       expect(n.room.available('acf')).toBe(true)
     }
-    nodes[0]!.room.join('rn')
-    deliver()
-    expect(nodes[1]!.room.available('m')).toBe(false) // "m" and "rn" share a skeleton
+    net.node(1).room.join('rn')
+    net.settle()
+    expect(net.node(2).room.available('m')).toBe(false) // "m" and "rn" share a skeleton
   })
 
   test('look-alikes admitted on two nodes at once: the later one gives way under its own name', () => {
-    const { nodes, deliver } = makeCluster(2)
-    nodes[0]!.room.join('ace') // earlier clock
-    nodes[1]!.room.join('асе')
-    deliver()
-    expect(nodes[1]!.disconnected).toEqual([{ username: 'асе', code: 4409 }])
-    for (const n of nodes) expect(n.room.users()).toEqual([{ username: 'ace', nodeAddress: addr(1), connectedAt: expect.any(Number) }])
+    const net = RoomCluster.form(2)
+    net.node(1).room.join('ace')
+    net.now += 1
+    net.node(2).room.join('асе')
+    net.settle()
+    expect(net.node(2).disconnected).toEqual([{ username: 'асе', code: 4409 }])
+    for (const n of net.nodes) expect(n.room.users()).toEqual([{ username: 'ace', nodeAddress: addr(1), connectedAt: expect.any(Number) }])
     // The socket of the user who gave way closes later: that must not remove anyone.
-    nodes[1]!.room.leave('асе')
-    deliver()
-    for (const n of nodes) expect(n.room.users().map((u) => u.username)).toEqual(['ace'])
+    net.node(2).room.leave('асе')
+    net.settle()
+    for (const n of net.nodes) expect(n.room.users().map((u) => u.username)).toEqual(['ace'])
   })
 
-  test('Korean system messages with --lang ko', () => {
-    const { nodes, deliver } = makeCluster(2, 'ko')
-    nodes[0]!.room.join('민수')
-    deliver()
-    nodes[0]!.room.leave('민수')
-    deliver()
-    expect(systems(nodes[1]!.published)).toEqual(['민수 님이 채팅에 참여했습니다', '민수 님이 채팅을 떠났습니다'])
-  })
-})
-
-describe('ChatRoom with a peer sending more than the schema', () => {
-  // Found by the live fuzzer (seed 7): a chat relay with an unknown field holding a msgpack uint64
-  // (decoded as a BigInt) passed validation, then JSON.stringify threw inside onPeerMessage, and
-  // any other unknown field was forwarded to every browser.
-  test('a relayed chat keeps only the documented fields, whatever else the peer adds', () => {
-    const { nodes } = makeCluster(2)
-    const peer = { address: addr(2), incarnation: 'x' }
-    const relay = { type: 'chat', username: 'bob', message: 'hi', nodeAddress: addr(2), timestamp: 5, big: 2n ** 64n - 1n, html: '<b>' }
-    expect(() => nodes[0]!.room.onPeerMessage(peer, relay as unknown as ChatMessage)).not.toThrow()
-    expect(nodes[0]!.published.at(-1)).toEqual({ type: 'chat', username: 'bob', message: 'hi', nodeAddress: addr(2), timestamp: 5 })
+  test('Korean system lines with --lang ko', () => {
+    const net = RoomCluster.form(2, { lang: 'ko' })
+    net.node(2).room.join('지켜봄')
+    net.settle()
+    net.node(1).room.join('민수')
+    net.settle()
+    net.node(1).room.leave('민수')
+    net.settle()
+    expect(net.node(2).systems()).toEqual(['지켜봄 님이 채팅에 참여했습니다', '민수 님이 채팅에 참여했습니다', '민수 님이 채팅을 떠났습니다'])
   })
 })
 
-describe('ChatRoom and frames from peers', () => {
-  const peer = { address: addr(2), incarnation: 'x' }
-  const room = () => makeCluster(2).nodes[0]!.room
-  const chat = (over: Partial<Extract<ChatMessage, { type: 'chat' }>> = {}): ChatMessage => ({
-    type: 'chat', username: 'bob', message: 'hi', nodeAddress: addr(2), timestamp: 1, ...over,
+describe('ChatRoom transcript', () => {
+  test('chat goes through the log: every node delivers it once, with the same id, in the documented shape', () => {
+    const net = RoomCluster.form(3)
+    for (const [n, name] of [[1, 'alice'], [2, 'bob'], [3, 'carol']] as const) net.node(n).room.join(name)
+    net.settle()
+    expect(net.node(2).room.say('bob', 'hi there')).toEqual({ ok: true, value: { delivered: true } })
+    net.settle()
+    const chats = net.nodes.map((n) => n.lines().filter((l) => l.type === 'chat'))
+    for (const c of chats) expect(c).toEqual([{ type: 'chat', id: expect.any(Number), username: 'bob', message: 'hi there', nodeAddress: addr(2), timestamp: expect.any(Number) }])
+    expect(new Set(chats.map((c) => c[0].id)).size).toBe(1)
+    expect(net.nodes.map((n) => n.room.stats.chatDelivered)).toEqual([1, 1, 1])
+    expect(net.node(2).room.stats.chatFromUsers).toBe(1)
+    expect(net.node(1).room.stats.chatFromPeers).toBe(1)
   })
 
-  test('a peer speaks only for itself: chat claiming another node is refused and not shown', () => {
-    const { nodes } = makeCluster(3)
-    const before = nodes[0]!.published.length
-    const verdict = nodes[0]!.room.onPeerMessage(peer, chat({ nodeAddress: addr(3) }))
-    expect(verdict).toEqual({ ok: false, error: `chat claims node "${addr(3)}", sent by ${addr(2)}` })
-    expect(nodes[0]!.published.length).toBe(before)
-  })
-
-  test('fields are held to the browser rules: usernames, text length, control characters', () => {
-    const refused: ChatMessage[] = [
-      chat({ username: 'bad\u0000name' }),
-      chat({ username: 'a'.repeat(33) }),
-      chat({ username: '  padded ' }), // valid once trimmed, but a node sends the canonical form
-      chat({ username: 'Jose\u0301' }), // not NFC
-      chat({ message: 'x'.repeat(21) }), // maxMessageLength is 20 in these rooms
-      chat({ message: 'bell\u0007' }),
-      chat({ message: 'esc\u001b[2J' }),
-      chat({ message: '   ' }),
-      { type: 'presence_join', user: { username: '\u202Eevil', connectedAt: 1 } },
-      { type: 'presence_snapshot', users: [{ username: 'ok', connectedAt: 1 }, { username: '', connectedAt: 2 }] },
-      { type: 'presence_snapshot', users: [{ username: 'twice', connectedAt: 1 }, { username: 'twice', connectedAt: 2 }] },
-      { type: 'presence_leave', username: 'x\u0000' },
-    ]
-    for (const m of refused) expect(room().onPeerMessage(peer, m).ok).toBe(false)
-    for (const m of [chat({ message: 'line one\n\tline two' }), chat({ username: '김철수', message: '안녕하세요' }), chat({ message: 'x'.repeat(20) })]) {
-      expect(room().onPeerMessage(peer, m)).toEqual({ ok: true, value: undefined })
+  test('three senders on three nodes at once: one order, the same on every node, ids increasing, each sender in order', () => {
+    const net = RoomCluster.form(3)
+    const names = ['alice', 'bob', 'carol']
+    names.forEach((name, i) => net.node(i + 1).room.join(name))
+    net.settle()
+    for (let k = 0; k < 30; k++) {
+      names.forEach((name, i) => expect(net.node(i + 1).room.say(name, `${name} ${k}`).ok).toBe(true))
+      if (k % 4 === 0) net.tick()
+    }
+    net.settle()
+    const seen = net.nodes.map((n) => n.lines())
+    expect(seen[0]!.filter((l) => l.type === 'chat')).toHaveLength(90)
+    for (const s of seen) expect(s).toEqual(seen[0]!)
+    const idList = ids(seen[0]!)
+    expect(idList).toEqual([...idList].sort((a, b) => a - b))
+    expect(new Set(idList).size).toBe(idList.length)
+    for (const name of names) {
+      const own = seen[0]!.filter((l) => l.type === 'chat' && l.username === name).map((l) => l.message)
+      expect(own).toEqual(Array.from({ length: 30 }, (_, k) => `${name} ${k}`))
     }
   })
 
-  test("presence from a peer is filed under that peer's own node", () => {
-    const { nodes } = makeCluster(3)
-    nodes[0]!.room.onPeerMessage(peer, { type: 'presence_join', user: { username: 'mallory', connectedAt: 5 } })
-    expect(nodes[0]!.room.users()).toEqual([{ username: 'mallory', nodeAddress: addr(2), connectedAt: 5 }])
+  test('blank messages are ignored, long ones and control characters refused: nothing is proposed for them', () => {
+    const { net, node } = singleNode()
+    node.room.join('alice')
+    const applied = node.transcript.applied
+    expect(node.room.say('alice', '   ')).toEqual({ ok: true, value: { delivered: false } })
+    expect(node.room.say('alice', 'x'.repeat(21))).toMatchObject({ ok: false, error: { code: 'message_too_long' } })
+    expect(node.room.say('alice', 'bell\u0007')).toMatchObject({ ok: false, error: { code: 'bad_message' } })
+    expect(node.transcript.applied).toBe(applied)
+    expect(node.room.say('alice', '가'.repeat(20))).toEqual({ ok: true, value: { delivered: true } })
+    net.settle()
+    expect(node.chats()).toEqual(['가'.repeat(20)])
+  })
+
+  test('a clientMsgId is acked with the line id; sent again, on the same or another node, it is acked again and not delivered twice', () => {
+    const net = RoomCluster.form(2)
+    net.node(1).room.join('alice')
+    net.node(2).room.join('bob')
+    net.settle()
+    net.node(1).room.say('alice', 'once', 'm-1')
+    net.settle()
+    const line = net.node(1).lines().find((l) => l.type === 'chat')
+    expect(net.node(1).toUser).toEqual([{ username: 'alice', frame: { type: 'ack', clientMsgId: 'm-1', id: line.id } }])
+    net.node(1).room.say('alice', 'once', 'm-1')
+    net.settle()
+    // alice reconnects to node 2 (her old socket is gone) and sends it again there.
+    net.node(1).room.leave('alice')
+    net.settle()
+    net.node(2).room.join('alice')
+    net.node(2).room.say('alice', 'once', 'm-1')
+    net.settle()
+    expect(net.node(1).toUser.map((u) => u.frame)).toEqual([{ type: 'ack', clientMsgId: 'm-1', id: line.id }, { type: 'ack', clientMsgId: 'm-1', id: line.id }])
+    expect(net.node(2).toUser).toEqual([{ username: 'alice', frame: { type: 'ack', clientMsgId: 'm-1', id: line.id } }])
+    for (const n of net.nodes) expect(n.chats()).toEqual(['once'])
+    // Another user's same clientMsgId is another message.
+    net.node(2).room.say('bob', 'mine', 'm-1')
+    net.settle()
+    expect(net.node(2).chats()).toEqual(['once', 'mine'])
+    // A plain message (no clientMsgId) gets no ack.
+    const acks = net.node(2).toUser.length
+    net.node(2).room.say('bob', 'plain')
+    net.settle()
+    expect(net.node(2).toUser.length).toBe(acks)
+  })
+
+  test('proposals lost on the way are proposed again and delivered once, in the order they were said', () => {
+    const net = RoomCluster.form(3)
+    for (const [n, name] of [[1, 'alice'], [2, 'bob'], [3, 'carol']] as const) net.node(n).room.join(name)
+    net.settle()
+    const follower = net.nodes.find((n) => n.core.role !== 'leader')!
+    const name = follower.room.users().find((u) => u.nodeAddress === follower.address)!.username
+    let lost = 0
+    net.dropRaft = (m) => m.type === 'proposal' && lost++ < 3
+    for (const text of ['one', 'two', 'three', 'four']) follower.room.say(name, text)
+    net.tick()
+    expect(lost).toBeGreaterThanOrEqual(3)
+    expect(follower.room.pending).toBeGreaterThan(0)
+    net.settle(1_000)
+    for (const n of net.nodes) expect(n.chats()).toEqual(['one', 'two', 'three', 'four'])
+  })
+
+  test('a removed node\'s users leave in one line on every remaining node, with the presence frames', () => {
+    const net = RoomCluster.form(3)
+    net.node(1).room.join('alice')
+    net.node(2).room.join('bob')
+    net.node(3).room.join('carol')
+    net.node(3).room.join('dave')
+    net.settle()
+    net.crash(3)
+    net.runUntil(() => net.nodes.slice(0, 2).every((n) => n.room.users().length === 2 && n.systems().length === 5), 2_000, 'node 3 removed')
+    for (const n of net.nodes.slice(0, 2)) {
+      const last = n.lines().at(-1)
+      expect(last).toMatchObject({ type: 'system', event: 'leave', username: 'carol', usernames: ['carol', 'dave'], message: 'carol and dave left the chat' })
+      expect(n.published.filter((f) => f.type === 'presence' && f.event === 'leave').map((f) => f.user.username).sort()).toEqual(['carol', 'dave'])
+    }
+    expect(net.node(1).lines()).toEqual(net.node(2).lines())
+  })
+
+  test('a node cut off from the leader holds what its users say (pending) and refuses past --max-pending; after the heal it all lands once', () => {
+    const net = RoomCluster.form(3, { maxPending: 3 })
+    for (const [n, name] of [[1, 'alice'], [2, 'bob'], [3, 'carol']] as const) net.node(n).room.join(name)
+    net.settle()
+    const cutOff = net.nodes.find((n) => n.core.role !== 'leader')!
+    const name = cutOff.room.users().find((u) => u.nodeAddress === cutOff.address)!.username
+    net.isolate(cutOff.address)
+    for (const text of ['a', 'b', 'c']) expect(cutOff.room.say(name, text, `id-${text}`).ok).toBe(true)
+    expect(cutOff.room.say(name, 'd')).toMatchObject({ ok: false, error: { code: 'unavailable' } })
+    net.tick(50)
+    expect(cutOff.room.pending).toBe(3)
+    expect(cutOff.toUser).toEqual([])
+    net.heal()
+    net.settle(2_000)
+    for (const n of net.nodes) expect(n.chats()).toEqual(['a', 'b', 'c'])
+    expect(cutOff.toUser.map((u) => u.frame.clientMsgId)).toEqual(['id-a', 'id-b', 'id-c'])
+  })
+})
+
+describe('ChatRoom history and resume', () => {
+  function withLines(count: number, options = {}) {
+    const { net, node } = singleNode({ historyOnJoin: 5, ...options })
+    node.room.join('alice')
+    for (let i = 1; i <= count; i++) node.room.say('alice', `m${i}`)
+    net.settle()
+    return { net, node }
+  }
+
+  test('a new connection gets the last --history-on-join lines, then live lines, none missing or repeated', () => {
+    const { net, node } = withLines(8)
+    const socket = node.socket()
+    node.room.join('bob')
+    node.room.admit(socket, {})
+    expect(socket.subscribed).toBe(true)
+    const history = socket.sent[0]
+    expect(history).toMatchObject({ type: 'history', epoch: node.transcript.epoch, complete: true })
+    // The last five lines: m5..m8 and bob's own join.
+    expect(history.messages.map((m: any) => m.message)).toEqual(['m5', 'm6', 'm7', 'm8', 'bob joined the chat'])
+    node.room.say('alice', 'live')
+    net.settle()
+    expect(socket.sent.slice(1).map((m) => m.message)).toEqual(['live'])
+  })
+
+  test('--history-on-join 0 sends no history frame; a resume still replays', () => {
+    const { node } = withLines(3, { historyOnJoin: 0 })
+    const fresh = new RecordingSocket()
+    node.room.admit(fresh, {})
+    expect(fresh.sent).toEqual([])
+    const first = node.transcript.latest(3)[0]!.id
+    const resumed = new RecordingSocket()
+    node.room.admit(resumed, { since: first, epoch: node.transcript.epoch })
+    expect(resumed.sent[0]).toMatchObject({ type: 'history', complete: true, messages: [{ message: 'm2' }, { message: 'm3' }] })
+  })
+
+  test('a resume replays every line after `since`, then continues live, with no gap and no duplicate', () => {
+    const { net, node } = withLines(6)
+    const since = node.lines().find((l) => l.message === 'm2').id
+    const socket = node.socket()
+    node.room.admit(socket, { since, epoch: node.transcript.epoch })
+    node.room.say('alice', 'm7')
+    net.settle()
+    const got = socket.sent.flatMap((f) => (f.type === 'history' ? f.messages : [f])).filter((f) => f.type === 'chat')
+    expect(got.map((f) => f.message)).toEqual(['m3', 'm4', 'm5', 'm6', 'm7'])
+    expect(socket.sent[0].complete).toBe(true)
+  })
+
+  test('a resume from a line this node has not applied yet waits until it has, then gets the users, the history and live lines', () => {
+    const net = RoomCluster.form(3)
+    for (const [n, name] of [[1, 'alice'], [2, 'bob'], [3, 'carol']] as const) net.node(n).room.join(name)
+    net.settle()
+    // A follower falls behind: it hears nothing from the leader for a while.
+    const behind = net.nodes.find((n) => n.core.role !== 'leader')!
+    const ahead = net.leader()!
+    const user = ahead.room.users().find((u) => u.nodeAddress === ahead.address)!.username
+    net.cut(ahead.address, behind.address)
+    ahead.room.say(user, 'while you were away')
+    net.runUntil(() => ahead.lines().at(-1)?.message === 'while you were away', 50, 'the line committed without the cut-off follower')
+    const since = ahead.lines().at(-1).id
+    const socket = behind.socket()
+    behind.room.admit(socket, { since, epoch: ahead.transcript.epoch })
+    expect(socket.sent).toEqual([])
+    expect(socket.subscribed).toBe(false)
+    net.heal()
+    net.settle()
+    expect(socket.subscribed).toBe(true)
+    expect(socket.sent[0].type).toBe('users')
+    expect(socket.sent[1]).toMatchObject({ type: 'history', complete: true, messages: [] })
+    ahead.room.say(user, 'next')
+    net.settle()
+    expect(socket.sent.slice(2).map((f) => f.message)).toEqual(['next'])
+  })
+
+  test('a resume from another epoch (a cluster founded anew) gets the recent history marked incomplete', () => {
+    const { node } = withLines(3)
+    const socket = node.socket()
+    node.room.admit(socket, { since: 2, epoch: 'some other cluster' })
+    expect(socket.sent[0]).toMatchObject({ type: 'history', complete: false })
+    expect(socket.sent[0].messages.map((m: any) => m.message)).toEqual(['alice joined the chat', 'm1', 'm2', 'm3'])
+    expect(socket.subscribed).toBe(true)
+  })
+
+  test('past --history-size: a resume from before the kept lines, and a short history, say they are incomplete', () => {
+    const { node } = withLines(12, { historySize: 4, historyOnJoin: 10 })
+    const kept = node.transcript.latest(100)
+    expect(kept.map((l: any) => l.message)).toEqual(['m9', 'm10', 'm11', 'm12'])
+    const resume = new RecordingSocket()
+    node.room.admit(resume, { since: 1, epoch: node.transcript.epoch })
+    expect(resume.sent[0]).toMatchObject({ type: 'history', complete: false })
+    expect(resume.sent[0].messages.map((m: any) => m.message)).toEqual(['m9', 'm10', 'm11', 'm12'])
+    const fresh = new RecordingSocket()
+    node.room.admit(fresh, {})
+    expect(fresh.sent[0]).toMatchObject({ type: 'history', complete: false })
+    expect(fresh.sent[0].messages).toHaveLength(4)
+    // Resuming from a line still kept is complete.
+    const recent = new RecordingSocket()
+    node.room.admit(recent, { since: kept[1]!.id, epoch: node.transcript.epoch })
+    expect(recent.sent[0]).toMatchObject({ complete: true, messages: [{ message: 'm11' }, { message: 'm12' }] })
+  })
+
+  test('page(): lines before an id, oldest first, at most `limit`; complete only when nothing older is missing', () => {
+    const { node } = withLines(10)
+    const all = node.lines()
+    const m8 = all.find((l) => l.message === 'm8').id
+    const page = node.room.page(m8, 3)
+    expect(page.messages.map((m: any) => m.message)).toEqual(['m5', 'm6', 'm7'])
+    expect(page.complete).toBe(true)
+    expect(node.room.page(undefined, 2).messages.map((m: any) => m.message)).toEqual(['m9', 'm10'])
+    const oldest = node.room.page(all[2].id, 50)
+    expect(oldest.messages.map((m: any) => m.message)).toEqual(['alice joined the chat', 'm1'])
+    expect(oldest.complete).toBe(true)
+    const { node: small } = withLines(10, { historySize: 4 })
+    const short = small.room.page(undefined, 50)
+    expect(short.messages).toHaveLength(4)
+    expect(short.complete).toBe(false)
+  })
+})
+
+describe('ChatRoom and proposals from peers', () => {
+  const peer = { address: addr(2), incarnation: 'i1' }
+  const from = `${addr(2)}#i1`
+  const entry = (over: Record<string, unknown> = {}) => ({ type: 'chat', origin: from, seq: 1, key: 'k', username: 'bob', message: 'hi', nodeAddress: addr(2), timestamp: 1, ...over })
+
+  test('a peer speaks only for itself: an entry claiming another origin or node is refused', () => {
+    const { node } = singleNode()
+    expect(node.room.checkProposal(peer, from, [entry({ origin: `${addr(3)}#i1` })])).toMatchObject({ ok: false })
+    expect(node.room.checkProposal(peer, from, [entry({ nodeAddress: addr(3) })])).toEqual({ ok: false, error: `chat claims node "${addr(3)}", sent by ${addr(2)}` })
+    expect(node.room.checkProposal(peer, from, [entry(), entry({ type: 'join', seq: 2, nodeAddress: addr(1) })]).ok).toBe(false)
+  })
+
+  test('fields are held to the browser rules: usernames, text length, control characters', () => {
+    const { node } = singleNode()
+    const refused = [
+      entry({ username: 'bad\u0000name' }),
+      entry({ username: 'a'.repeat(33) }),
+      entry({ username: '  padded ' }), // valid once trimmed, but a node sends the canonical form
+      entry({ username: 'Jose\u0301' }), // not NFC
+      entry({ message: 'x'.repeat(21) }), // maxMessageLength is 20 in these rooms
+      entry({ message: 'bell\u0007' }),
+      entry({ message: 'esc\u001b[2J' }),
+      entry({ message: '   ' }),
+      entry({ type: 'join', username: '\u202Eevil' }),
+      entry({ type: 'leave', username: '' }),
+    ]
+    for (const e of refused) expect(node.room.checkProposal(peer, from, [e]).ok).toBe(false)
+    for (const e of [entry({ message: 'line one\n\tline two' }), entry({ username: '김철수', message: '안녕하세요' }), entry({ message: 'x'.repeat(20) }), entry({ type: 'leave' })]) {
+      expect(node.room.checkProposal(peer, from, [e])).toEqual({ ok: true, value: undefined })
+    }
+  })
+
+  test('presence from a peer is checked and filed under that peer\'s own node', () => {
+    const net = RoomCluster.form(2)
+    const node = net.node(1)
+    expect(node.room.onPeerMessage(peer, { type: 'presence_join', user: { username: '\u202Eevil', connectedAt: 1 } }).ok).toBe(false)
+    expect(node.room.onPeerMessage(peer, { type: 'presence_snapshot', users: [{ username: 'twice', connectedAt: 1 }, { username: 'twice', connectedAt: 2 }] }).ok).toBe(false)
+    expect(node.room.onPeerMessage(peer, { type: 'presence_leave', username: 'x\u0000' }).ok).toBe(false)
+    expect(node.room.users()).toEqual([])
+    node.room.onPeerMessage(peer, { type: 'presence_join', user: { username: 'mallory', connectedAt: 5 } })
+    expect(node.room.users()).toEqual([{ username: 'mallory', nodeAddress: addr(2), connectedAt: 5 }])
   })
 })
