@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { FanoutBudget } from '../../src/chat/fanout-budget'
-import { ChatRoom } from '../../src/chat/room'
+import { RoomCluster, singleNode } from '../support/room-cluster'
 
 describe('fan-out budget', () => {
   test('a second of deliveries at once, then the rate; a message bigger than the budget still goes when it is full', () => {
@@ -27,19 +27,32 @@ describe('fan-out budget', () => {
   })
 
   test('the room refuses a local message past the budget with overloaded, and says nothing for it', () => {
-    const published: string[] = []
-    let now = 0
-    const room = new ChatRoom({
-      selfAddress: 'bun://S@a:1', lang: 'en', maxMessageLength: 100, now: () => now,
-      publish: (json) => published.push(json), broadcast: () => {}, sendTo: () => {}, disconnect: () => {}, fanoutPerSecond: 4,
-    })
+    const { net, node } = singleNode({ fanoutPerSecond: 4, maxMessageLength: 100 })
+    const room = node.room
     for (const name of ['a', 'b']) room.join(name)
-    published.length = 0
+    const applied = node.transcript.applied
     expect(room.say('a', 'one').ok).toBe(true) // 2 deliveries
     expect(room.say('a', 'two').ok).toBe(true) // 2 more: the budget is spent
     expect(room.say('a', 'three')).toMatchObject({ ok: false, error: { code: 'overloaded' } })
-    expect(published.filter((p) => p.includes('"chat"'))).toHaveLength(2)
-    now = 1000
+    net.settle()
+    expect(node.chats()).toEqual(['one', 'two'])
+    expect(node.transcript.applied).toBe(applied + 2) // nothing proposed for the refused one
+    net.now += 1000
     expect(room.say('a', 'four').ok).toBe(true)
+    net.settle()
+    expect(node.chats()).toEqual(['one', 'two', 'four'])
+  })
+
+  test('lines from other nodes are always delivered and use the budget up', () => {
+    const net = RoomCluster.form(2, { fanoutPerSecond: 4 })
+    net.node(1).room.join('a')
+    net.node(1).room.join('b')
+    net.node(2).room.join('c')
+    net.settle()
+    for (let i = 0; i < 3; i++) expect(net.node(2).room.say('c', `from 2: ${i}`).ok).toBe(true)
+    net.settle()
+    expect(net.node(1).chats()).toEqual(['from 2: 0', 'from 2: 1', 'from 2: 2'])
+    // Node 1 delivered 6 lines to its two users: over its budget of 4, so its own users wait.
+    expect(net.node(1).room.say('a', 'mine')).toMatchObject({ ok: false, error: { code: 'overloaded' } })
   })
 })

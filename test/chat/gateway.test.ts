@@ -1,38 +1,28 @@
 // A session's life through the gateway: claims, the username rule, the rate limit and flooding,
-// on a real room and an injected clock. The sockets record what the gateway did to them.
+// on a real room over a real single-node log and an injected clock. The sockets record what the gateway did to them.
 import { describe, expect, test } from 'bun:test'
 import { ChatGateway } from '../../src/chat/gateway'
 import { FLOOD } from '../../src/chat/rate-limit'
-import { ChatRoom } from '../../src/chat/room'
-import { Sockets, type ClientSocket } from '../../src/chat/sockets'
+import { Sockets } from '../../src/chat/sockets'
 import { ok, err } from '../../src/result'
+import { addr, singleNode, type NodeOptions } from '../support/room-cluster'
 
-const self = 'bun://S@127.0.0.1:2551'
+const self = addr(1)
 
-function setup(rateLimit = { perSecond: 20, burst: 40 }, overloaded?: () => boolean) {
-  let clock = 1000
-  const published: any[] = []
-  const room = new ChatRoom({
-    selfAddress: self,
-    lang: 'en',
-    maxMessageLength: 2000,
-    now: () => clock,
-    publish: (json) => published.push(JSON.parse(json)),
-    broadcast: () => {},
-    sendTo: () => {},
-    disconnect: () => {},
-  })
-  const gateway = new ChatGateway({ room, sockets: new Sockets(), selfAddress: self, now: () => clock, rateLimit, overloaded })
-  const socket = () => {
-    const s = { sent: [] as any[], closed: null as null | { code?: number; reason?: string } }
-    const client: ClientSocket = {
-      send: (json) => s.sent.push(JSON.parse(json)),
-      close: (code, reason) => void (s.closed = { code, reason }),
-      subscribe: () => {},
-    }
-    return { s, client }
+function setup(rateLimit = { perSecond: 20, burst: 40 }, overloaded?: () => boolean, options: NodeOptions = {}) {
+  const { net, node } = singleNode({ maxMessageLength: 2000, ...options })
+  const sockets = new Sockets()
+  const gateway = new ChatGateway({ room: node.room, sockets, selfAddress: self, now: () => net.now, rateLimit, overloaded })
+  // Acks go to the user's socket, as createChatNode wires sendToUser to Sockets.send.
+  node.toUser.push = (...items) => {
+    for (const { username, frame } of items) sockets.send(username, JSON.stringify(frame))
+    return 0
   }
-  return { gateway, room, published, socket, advance: (ms: number) => (clock += ms) }
+  const socket = () => {
+    const client = node.socket()
+    return { s: client, client }
+  }
+  return { gateway, room: node.room, node, net, published: node.published, socket, advance: (ms: number) => (net.now += ms) }
 }
 
 const chats = (published: any[]) => published.filter((m) => m.type === 'chat').map((m) => m.message)
@@ -100,5 +90,71 @@ describe('ChatGateway.message', () => {
     const kept = ['line 1\nline 2\ttab', '  spaced  ', 'שלום عربي', 'a\u200Db', '<b>x</b>']
     for (const text of kept) gateway.message('1', { type: 'chat', message: text })
     expect(chats(published)).toEqual(kept)
+  })
+})
+
+describe('ChatGateway and the transcript', () => {
+  test('a new connection gets welcome, users, then its history, then live lines', () => {
+    const { gateway, socket } = setup()
+    const a = socket()
+    gateway.open('1', a.client, ok('alice'))
+    gateway.message('1', 'before bob')
+    const b = socket()
+    gateway.open('2', b.client, ok('bob'))
+    expect(b.s.sent.map((f) => f.type)).toEqual(['welcome', 'users', 'history'])
+    expect(b.s.sent[2].messages.map((m: any) => m.message)).toEqual(['alice joined the chat', 'before bob', 'bob joined the chat'])
+    gateway.message('1', 'after')
+    expect(b.s.sent.slice(3).map((f) => f.message)).toEqual(['after'])
+  })
+
+  test('a resume (since, epoch) replays only what came after `since`', () => {
+    const { gateway, node, socket } = setup()
+    const a = socket()
+    gateway.open('1', a.client, ok('alice'))
+    for (const text of ['one', 'two', 'three']) gateway.message('1', text)
+    const since = node.lines().find((l) => l.message === 'one').id
+    const b = socket()
+    gateway.open('2', b.client, ok('bob'), { since, epoch: node.transcript.epoch })
+    expect(b.s.sent[2]).toMatchObject({ type: 'history', complete: true })
+    expect(b.s.sent[2].messages.map((m: any) => m.message)).toEqual(['two', 'three', 'bob joined the chat'])
+  })
+
+  test('{"type":"chat","clientMsgId"} is acked with the line id; sent again it is acked again and not delivered twice', () => {
+    const { gateway, node, socket } = setup()
+    const a = socket()
+    gateway.open('1', a.client, ok('alice'))
+    gateway.message('1', { type: 'chat', message: 'sure', clientMsgId: 'c-1' })
+    const line = node.lines().find((l) => l.type === 'chat')
+    expect(line).toMatchObject({ message: 'sure' })
+    expect(a.s.sent.filter((f) => f.type === 'ack')).toEqual([{ type: 'ack', clientMsgId: 'c-1', id: line.id }])
+    gateway.message('1', { type: 'chat', message: 'sure', clientMsgId: 'c-1' })
+    expect(a.s.sent.filter((f) => f.type === 'ack')).toEqual([{ type: 'ack', clientMsgId: 'c-1', id: line.id }, { type: 'ack', clientMsgId: 'c-1', id: line.id }])
+    expect(node.chats()).toEqual(['sure'])
+    gateway.message('1', { type: 'chat', message: 'x', clientMsgId: 'bad id with spaces' })
+    expect(a.s.sent.at(-1)).toMatchObject({ type: 'error', code: 'bad_message' })
+  })
+
+  test('text that looks like JSON or a number, or is padded, is kept exactly', () => {
+    const { gateway, node, socket } = setup()
+    gateway.open('1', socket().client, ok('alice'))
+    // What Elysia hands over for text that looks like JSON is turned back into text.
+    for (const data of ['007', 'true', '{"a":1}', '  x  ']) gateway.message('1', data)
+    expect(node.chats()).toEqual(['007', 'true', '{"a":1}', '  x  '])
+  })
+
+  test('a node that holds --max-pending unsent lines refuses the next with `unavailable`', () => {
+    const { gateway, node, net, socket } = setup(undefined, undefined, { maxPending: 2 })
+    const a = socket()
+    gateway.open('1', a.client, ok('alice'))
+    // The core stops taking proposals (as when no leader can be reached): the outbox holds them.
+    node.alive = false
+    gateway.message('1', 'one')
+    gateway.message('1', 'two')
+    gateway.message('1', 'three')
+    expect(a.s.sent.at(-1)).toMatchObject({ type: 'error', code: 'unavailable' })
+    expect(gateway.stats.refused.unavailable).toBe(1)
+    node.alive = true
+    net.settle()
+    expect(node.chats()).toEqual(['one', 'two'])
   })
 })

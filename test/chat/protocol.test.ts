@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { parseClientMessage, systemMessage, validateUsername } from '../../src/chat/protocol'
+import { lineFrame, parseClientMessage, systemMessage, validateUsername } from '../../src/chat/protocol'
 
 describe('validateUsername', () => {
   test('accepts letters and digits of any script, spaces, _ - .', () => {
@@ -34,6 +34,14 @@ describe('parseClientMessage', () => {
     expect(parseClientMessage([1, 2])).toEqual({ ok: true, value: { type: 'chat', message: '[1,2]' } })
     expect(parseClientMessage({ a: 1 })).toEqual({ ok: true, value: { type: 'chat', message: '{"a":1}' } })
   })
+  test('a typed chat message may carry a clientMsgId: 1 to 64 letters, digits or -_.:', () => {
+    const id = '0f8e2a1c-3b4d-4e5f-8a9b-0c1d2e3f4a5b'
+    expect(parseClientMessage({ type: 'chat', message: 'hi', clientMsgId: id })).toEqual({ ok: true, value: { type: 'chat', message: 'hi', clientMsgId: id } })
+    expect(parseClientMessage({ type: 'chat', message: 'hi', clientMsgId: 'a:b.c_d' }).ok).toBe(true)
+    for (const bad of ['', 'x'.repeat(65), 'with space', 'slash/', 'ünï', 7, null]) {
+      expect(parseClientMessage({ type: 'chat', message: 'hi', clientMsgId: bad }).ok).toBe(false)
+    }
+  })
   test('unknown types and binary frames are refused', () => {
     expect(parseClientMessage({ type: 'admin' }).ok).toBe(false)
     expect(parseClientMessage({ type: 'chat', message: 5 }).ok).toBe(false)
@@ -47,5 +55,19 @@ describe('systemMessage', () => {
     expect(systemMessage('en', 'leave', 'alice', 1).message).toBe('alice left the chat')
     expect(systemMessage('ko', 'join', '민수', 1).message).toBe('민수 님이 채팅에 참여했습니다')
     expect(systemMessage('ko', 'leave', '민수', 1).message).toBe('민수 님이 채팅을 떠났습니다')
+  })
+})
+
+describe('system lines about several users, and transcript lines as frames', () => {
+  test('a whole node leaving: the first three names, then a count; every name listed', () => {
+    expect(systemMessage('en', 'leave', ['a', 'b'], 5, 9)).toEqual({ type: 'system', id: 9, message: 'a and b left the chat', timestamp: 5, event: 'leave', username: 'a', usernames: ['a', 'b'] })
+    expect(systemMessage('en', 'leave', ['a', 'b', 'c'], 5).message).toBe('a, b and c left the chat')
+    expect(systemMessage('en', 'leave', ['a', 'b', 'c', 'd', 'e'], 5).message).toBe('a, b, c and 2 others left the chat')
+    expect(systemMessage('ko', 'leave', ['a', 'b', 'c', 'd'], 5).message).toBe('a, b, c 외 1명 님이 채팅을 떠났습니다')
+    expect(systemMessage('en', 'join', ['solo'], 5)).toEqual({ type: 'system', message: 'solo joined the chat', timestamp: 5, event: 'join', username: 'solo' })
+  })
+  test('lineFrame: chat keeps every documented field and gains its id; system lines read in the node\'s language', () => {
+    expect(lineFrame('en', { type: 'chat', id: 12, username: 'alice', message: 'hi', nodeAddress: 'bun://S@h:1', timestamp: 3 })).toEqual({ type: 'chat', id: 12, username: 'alice', message: 'hi', nodeAddress: 'bun://S@h:1', timestamp: 3 })
+    expect(lineFrame('ko', { type: 'system', id: 13, event: 'join', usernames: ['민수'], timestamp: 4 })).toEqual({ type: 'system', id: 13, message: '민수 님이 채팅에 참여했습니다', timestamp: 4, event: 'join', username: '민수' })
   })
 })

@@ -8,7 +8,9 @@ import { encodeFrame, FrameDecoder, FrameError } from '../../src/cluster/codec'
 import { listenerOnAuth, listenerOnHello, NONCE_BYTES, dialerOnAck, dialerStart } from '../../src/cluster/handshake'
 import { MAX_TERM, RaftMessage, validateRaftMessage } from '../../src/cluster/messages'
 import { ChatMessage, validateChatMessage } from '../../src/chat/messages'
-import { checkPeerMessage } from '../../src/chat/peer-rules'
+import { checkPeerMessage, checkProposal } from '../../src/chat/peer-rules'
+import { validateUsername } from '../../src/chat/protocol'
+import { validateTranscriptEntry, type TranscriptEntry } from '../../src/transcript/entries'
 import { validatorFor } from '../../src/cluster/validate'
 
 const RUNS = 300
@@ -149,23 +151,54 @@ describe('cluster message validation (property)', () => {
     )
   })
 
-  test('the chat layer never throws on a schema-valid message and accepts chat only from its own node', () => {
+  test('the chat layer never throws on a schema-valid proposal and accepts only entries of the peer itself', () => {
     const peer = { address: 'bun://S@127.0.0.1:1', incarnation: 'x' }
-    const chat = fc.record({
-      type: fc.constant('chat' as const),
+    const from = `${peer.address}#x`
+    const entry = fc.record({
+      type: fc.constantFrom('chat' as const, 'join' as const, 'leave' as const),
+      origin: fc.constantFrom(from, 'bun://S@127.0.0.1:2#x', ''),
+      seq: fc.nat(),
+      key: fc.string({ maxLength: 20 }),
       username: fc.string({ maxLength: 40 }),
       message: fc.string({ maxLength: 60 }),
       nodeAddress: fc.constantFrom(peer.address, 'bun://S@127.0.0.1:2', ''),
       timestamp: fc.nat(),
     })
     fc.assert(
-      fc.property(chat, (m) => {
-        const result = checkPeerMessage(peer, m, 50)
+      fc.property(fc.array(entry, { minLength: 1, maxLength: 4 }), (entries) => {
+        const valid = entries.map((e) => (e.type === 'chat' ? e : { ...e, message: undefined })).map((e) => validateTranscriptEntry(JSON.parse(JSON.stringify(e))))
+        if (!valid.every((v) => v.ok)) return
+        const result = checkProposal(peer, from, entries as TranscriptEntry[], 50)
         if (result.ok) {
-          expect(m.nodeAddress).toBe(peer.address)
-          expect(m.message).not.toMatch(/[\u0000-\u0008\u000B-\u001F\u007F-\u009F]/)
-          expect([...m.message].length).toBeLessThanOrEqual(50)
+          for (const e of entries) {
+            expect(e.origin).toBe(from)
+            expect(e.nodeAddress).toBe(peer.address)
+            expect(validateUsername(e.username)).toEqual({ ok: true, value: e.username })
+            if (e.type === 'chat') {
+              expect(e.message).not.toMatch(/[\u0000-\u0008\u000B-\u001F\u007F-\u009F]/)
+              expect([...e.message].length).toBeLessThanOrEqual(50)
+              expect(e.message.trim()).not.toBe('')
+            }
+          }
         }
+      }),
+      { numRuns: RUNS },
+    )
+  })
+
+  test('presence from a peer is refused unless every name is canonical and valid, never with an exception', () => {
+    const user = fc.record({ username: fc.oneof(fc.string({ maxLength: 40 }), fc.constantFrom('alice', '김철수', 'Jose\u0301', ' pad')), connectedAt: fc.nat() })
+    const message = fc.oneof(
+      fc.record({ type: fc.constant('presence_snapshot' as const), users: fc.array(user, { maxLength: 4 }) }),
+      fc.record({ type: fc.constant('presence_join' as const), user }),
+      fc.record({ type: fc.constant('presence_leave' as const), username: user.map((u) => u.username) }),
+    )
+    fc.assert(
+      fc.property(message, (m) => {
+        const result = checkPeerMessage(m)
+        const names = m.type === 'presence_snapshot' ? m.users.map((u) => u.username) : m.type === 'presence_join' ? [m.user.username] : [m.username]
+        const fine = names.every((n) => validateUsername(n).ok && (validateUsername(n) as { value: string }).value === n) && new Set(names).size === names.length
+        expect(result.ok).toBe(fine)
       }),
       { numRuns: RUNS },
     )

@@ -293,7 +293,7 @@ describe('tcp transport send queue', () => {
     const accepted: number[] = []
     const sendOne = () => {
       const size = [10, 3_000, 70_000, 200][sequence % 4]!
-      const message: PeerMessage = { type: 'chat', username: 'u', message: 'm'.repeat(size), nodeAddress: a.address, timestamp: sequence }
+      const message: PeerMessage = { type: 'presence_snapshot', users: Array.from({ length: Math.ceil(size / 16) }, (_, i) => ({ username: `user${i}`, connectedAt: sequence })) }
       if (a.transport.send([address], message) === 1) accepted.push(sequence)
       sequence++
     }

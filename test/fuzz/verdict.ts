@@ -6,7 +6,9 @@
 //     be a hello the listener accepts, the second an auth whose proof matches the node's fresh
 //     nonce, which nothing the fuzzer sends without running the real dialer can match;
 //   - after it: every frame must pass its schema, a Raft frame must come `from` the connection's
-//     own address (src/cluster/node.ts), chat and presence must pass src/chat/peer-rules.ts.
+//     own address (src/cluster/node.ts), the transcript entries a Raft frame carries (proposals,
+//     appends) and a snapshot must pass their schemas (src/transcript/entries.ts), and proposals
+//     and presence must pass src/chat/peer-rules.ts.
 import { addressOf } from '../../src/cluster/address'
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder, NO_FRAME } from '../../src/cluster/codec'
 import { listenerOnAuth, listenerOnHello, NONCE_BYTES, type HandshakeSelf, type ListenerState } from '../../src/cluster/handshake'
@@ -14,7 +16,8 @@ import { HANDSHAKE_TYPES, RAFT_TYPES, validateRaftMessage } from '../../src/clus
 import { HANDSHAKE_MAX_FRAME_BYTES } from '../../src/cluster/tcp/inbound'
 import type { Typed } from '../../src/cluster/validate'
 import { validateChatMessage } from '../../src/chat/messages'
-import { checkPeerMessage } from '../../src/chat/peer-rules'
+import { checkPeerMessage, checkProposal } from '../../src/chat/peer-rules'
+import { validateTranscriptEntry, validateTranscriptSnapshot, type TranscriptEntry } from '../../src/transcript/entries'
 
 /** The node's default `--max-message-length` (src/config.ts); the fuzz cluster runs with it. */
 export const MAX_MESSAGE_LENGTH = 2000
@@ -42,11 +45,18 @@ export function refusalAfterAuth(value: unknown, peerAddress: string): string | 
   if (RAFT_TYPES.has(type as string)) {
     const checked = validateRaftMessage(value)
     if (!checked.ok) return `an invalid ${type}`
-    return addressOf(checked.value.from) === peerAddress ? null : `${type} from another node`
+    const m = checked.value
+    // The application data inside is checked by the same validator (ClusterNode.validateRaft).
+    const entries = m.type === 'proposal' ? m.entries : m.type === 'append_entries' ? m.entries.flatMap((e) => (e.change.type === 'app' ? [e.change.data] : [])) : []
+    if (!entries.every((data) => validateTranscriptEntry(data).ok)) return `an invalid ${type}`
+    if (m.type === 'install_snapshot' && !validateTranscriptSnapshot(m.app).ok) return `an invalid ${type}`
+    if (addressOf(m.from) !== peerAddress) return `${type} from another node`
+    if (m.type === 'proposal' && !checkProposal({ address: peerAddress, incarnation: '' }, m.from, m.entries as TranscriptEntry[], MAX_MESSAGE_LENGTH).ok) return `${type} the peer rules refuse`
+    return null
   }
   const checked = validateChatMessage(value)
   if (!checked.ok) return `an invalid ${typeof type === 'string' ? type.slice(0, 20) : typeof type}`
-  const rules = checkPeerMessage({ address: peerAddress } as Parameters<typeof checkPeerMessage>[0], checked.value, MAX_MESSAGE_LENGTH)
+  const rules = checkPeerMessage(checked.value)
   return rules.ok ? null : `${type} the peer rules refuse`
 }
 

@@ -1,8 +1,7 @@
-// The HTTP routes in-process (Elysia's app.handle), on a real room and a real single-node
-// membership core: status codes and JSON bodies, including the error cases. (`GET /` is a Bun
+// The HTTP routes in-process (Elysia's app.handle), on a real room over a real single-node
+// membership core and transcript (test/support/room-cluster.ts): status codes and JSON bodies, including the error cases. (`GET /` is a Bun
 // HTML bundle served by Bun.serve itself, so the e2e and browser tests cover it.)
 import { describe, expect, test } from 'bun:test'
-import { ChatRoom } from '../../src/chat/room'
 import { Membership } from '../../src/cluster/membership'
 import { ChatGateway } from '../../src/chat/gateway'
 import { Sockets } from '../../src/chat/sockets'
@@ -11,30 +10,16 @@ import { createApp } from '../../src/http/app'
 import { createMetrics } from '../../src/metrics'
 import { readiness } from '../../src/node'
 import { anonymous } from '../../src/chat/identity'
+import { PAGE_MAX } from '../../src/chat/room'
+import { addr, singleNode, type NodeOptions } from '../support/room-cluster'
 
-const self = 'bun://S@127.0.0.1:2551'
+const self = addr(1)
 
-function makeApp() {
-  const core = new Membership({
-    self: { address: self, incarnation: 'a1', httpUrl: 'http://127.0.0.1:8081' },
-    seeds: [self],
-    bootstrap: true,
-    ...TIMING,
-    random: () => 0.5,
-  })
-  core.tick() // alone in its seed list: founds the cluster at once
-  const room = new ChatRoom({
-    selfAddress: self,
-    lang: 'en',
-    maxMessageLength: 2000,
-    now: () => 1000,
-    publish: () => {},
-    broadcast: () => {},
-    sendTo: () => {},
-    disconnect: () => {},
-  })
+function makeApp(options: NodeOptions = {}) {
+  const { net, node } = singleNode({ maxMessageLength: 2000, ...options })
+  const { core, room } = node
   const stats = { framesIn: 1, framesOut: 2, bytesIn: 3, bytesOut: 4, dropped: 0, invalid: 0, authFailures: 5, connects: 1 }
-  const gateway = new ChatGateway({ room, sockets: new Sockets(), selfAddress: self, now: () => 1000, rateLimit: { perSecond: 20, burst: 40 } })
+  const gateway = new ChatGateway({ room, sockets: new Sockets(), selfAddress: self, now: () => net.now, rateLimit: { perSecond: 20, burst: 40 } })
   let draining = false
   const cluster = { stats: { leaderChanges: 1, rejoins: 0 }, electionsStarted: 0, queuedBytes: () => 0, peerStats: () => [{ address: 'bun://S@127.0.0.1:2552', framesOut: 7, bytesOut: 70, framesIn: 5, dropped: 0, connects: 1, queuedBytes: 0 }] }
   const metrics = createMetrics({ gateway, room, view: () => core.view(), cluster, transport: () => stats, sent: () => ({ frames: 0, bytes: 0 }) })
@@ -52,18 +37,18 @@ function makeApp() {
     allowedOrigins: ['http://good.example'],
     connectionCaps: { perIp: 2, total: 3 },
   })
-  return { app, room, gateway, core, drain: () => (draining = true) }
+  return { app, room, gateway, core, net, node, drain: () => (draining = true) }
 }
 
 const get = (app: ReturnType<typeof makeApp>['app'], path: string) => app.handle(new Request(`http://localhost${path}`))
 
 describe('HTTP routes', () => {
   test('GET /api/users lists the users with a count', async () => {
-    const { app, room } = makeApp()
+    const { app, room, net } = makeApp()
     room.join('alice')
     const response = await get(app, '/api/users')
     expect(response.status).toBe(200)
-    expect(await response.json()).toEqual({ users: [{ username: 'alice', nodeAddress: self, connectedAt: 1000 }], count: 1 })
+    expect(await response.json()).toEqual({ users: [{ username: 'alice', nodeAddress: self, connectedAt: net.now }], count: 1 })
   })
 
   test('GET /api/cluster-info describes this node, the leader and the members', async () => {
@@ -73,12 +58,12 @@ describe('HTTP routes', () => {
       selfAddress: self,
       state: 'Up',
       roles: ['chat'],
-      incarnation: 'a1',
+      incarnation: 'i1',
       leader: self,
       term: 1,
       status: 'Up',
       role: 'leader',
-      members: [{ address: self, status: 'Up', reachable: true, incarnation: 'a1', httpUrl: 'http://127.0.0.1:8081', leader: true }],
+      members: [{ address: self, status: 'Up', reachable: true, incarnation: 'i1', httpUrl: 'http://127.0.0.1:8081', leader: true }],
       transport: { framesIn: 1, dropped: 0, authFailures: 5 },
     })
     expect(body.commitIndex).toBeGreaterThanOrEqual(1)
@@ -110,6 +95,55 @@ describe('HTTP routes', () => {
     expect(await evil.json()).toEqual({ error: 'origin http://evil.example is not allowed' })
     // An allowed origin passes the check (in-process there is no server to upgrade with).
     expect((await upgrade('http://good.example')).status).not.toBe(403)
+  })
+})
+
+describe('GET /api/messages', () => {
+  function withLines(count: number, options: NodeOptions = {}) {
+    const made = makeApp(options)
+    made.room.join('alice')
+    for (let i = 1; i <= count; i++) made.room.say('alice', `m${i}`)
+    made.net.settle()
+    return made
+  }
+  const texts = (body: any) => body.messages.map((m: any) => m.message)
+
+  test('the latest lines, newest last, in the frames users receive; `before` pages further back', async () => {
+    const { app, node } = withLines(5)
+    const latest = await (await get(app, '/api/messages?limit=2')).json()
+    expect(latest).toEqual({ epoch: node.transcript.epoch, messages: [expect.objectContaining({ type: 'chat', message: 'm4' }), expect.objectContaining({ message: 'm5' })], complete: true })
+    const older = await (await get(app, `/api/messages?before=${latest.messages[0].id}&limit=2`)).json()
+    expect(texts(older)).toEqual(['m2', 'm3'])
+    const oldest = await (await get(app, `/api/messages?before=${older.messages[0].id}&limit=50`)).json()
+    expect(texts(oldest)).toEqual(['alice joined the chat', 'm1'])
+    expect(oldest.complete).toBe(true)
+    expect(texts(await (await get(app, '/api/messages')).json())).toEqual(['alice joined the chat', 'm1', 'm2', 'm3', 'm4', 'm5'])
+  })
+
+  test('past --history-size the oldest page says it is not complete', async () => {
+    const { app } = withLines(8, { historySize: 3 })
+    const body = await (await get(app, '/api/messages?limit=50')).json()
+    expect(texts(body)).toEqual(['m6', 'm7', 'm8'])
+    expect(body.complete).toBe(false)
+  })
+
+  test('limit is capped; bad parameters get a JSON 400', async () => {
+    const { app } = withLines(PAGE_MAX + 5, { historyOnJoin: 0 })
+    expect((await (await get(app, `/api/messages?limit=${PAGE_MAX * 10}`)).json()).messages).toHaveLength(PAGE_MAX)
+    for (const bad of ['before=-1', 'before=x', 'limit=0', 'limit=1.5', 'before=1e3']) {
+      const response = await get(app, `/api/messages?${bad}`)
+      expect(response.status).toBe(400)
+      expect((await response.json()).error).toEqual(expect.any(String))
+    }
+  })
+
+  test('a socket asking to resume from a bad `since` or `epoch` gets a JSON 400 before the upgrade', async () => {
+    const { app } = makeApp()
+    for (const bad of ['since=abc', 'since=-2', 'epoch=', `epoch=${'e'.repeat(301)}`]) {
+      const response = await app.handle(new Request(`http://localhost/ws/chat?username=a&${bad}`, { headers: { upgrade: 'websocket', connection: 'Upgrade', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==' } }))
+      expect(response.status).toBe(400)
+      expect((await response.json()).error).toMatch(/since|epoch/)
+    }
   })
 })
 

@@ -102,7 +102,7 @@ export class RoomNode {
 
   start(incarnation: string, bootstrap: boolean): void {
     this.core = new Membership({
-      self: { address: this.address, incarnation, httpUrl: `http://${this.address}` },
+      self: { address: this.address, incarnation, httpUrl: `http://127.0.0.1:${8080 + Number(this.address.split(':').at(-1)) - 2550}` },
       seeds: [addr(1)],
       bootstrap,
       ...TIMING,
