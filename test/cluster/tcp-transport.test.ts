@@ -171,7 +171,7 @@ describe('tcp transport against bad peers', () => {
     ['a wrong protocol version', false, () => [encodeFrame(hello({ version: PROTOCOL_VERSION + 1 }))], 'protocol version', 'authFailures'],
     ['a message after the hello, without auth', false, () => [encodeFrame(hello()), encodeFrame(leave('sneaky'))], 'presence_leave before authentication', 'authFailures'],
     ['a second hello', true, () => [encodeFrame(hello())], 'hello after the handshake', 'invalid'],
-    ['an invalid message after the handshake', true, () => [encodeFrame({ type: 'chat', username: 7 })], 'invalid chat', 'invalid'],
+    ['an invalid message after the handshake', true, () => [encodeFrame({ type: 'presence_leave', username: 7 })], 'invalid presence_leave', 'invalid'],
     ['a bigint message type after the handshake', true, () => [encodeFrame({ type: 2n ** 63n })], 'unknown message type 9223372036854775808', 'invalid'],
     ['an oversize frame after the handshake', true, () => [new Uint8Array([0, 0x20, 0, 0])], 'frame_too_large', 'invalid'],
   ]
@@ -315,9 +315,10 @@ describe('tcp transport send queue', () => {
 
     peer!.resume()
     await waitFor(() => decoded.length === accepted.length, 10_000, 'every accepted message at the peer')
-    expect(decoded.map((message) => (message as { timestamp: number }).timestamp)).toEqual(accepted)
-    for (const message of decoded as Array<{ timestamp: number; message: string }>) {
-      expect(message.message.length).toBe([10, 3_000, 70_000, 200][message.timestamp % 4]!)
+    const sequenceOf = (message: unknown) => (message as { users: Array<{ connectedAt: number }> }).users[0]!.connectedAt
+    expect(decoded.map(sequenceOf)).toEqual(accepted)
+    for (const message of decoded as Array<{ users: unknown[] }>) {
+      expect(message.users.length).toBe(Math.ceil([10, 3_000, 70_000, 200][sequenceOf(message) % 4]! / 16))
     }
     expect(a.transport.stats.framesOut).toBe(accepted.length + 3) // and the hello, auth and link_resume
     expect(a.transport.stats.dropped).toBe(dropped)
