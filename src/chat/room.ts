@@ -247,6 +247,7 @@ export class ChatRoom {
         for (const line of t.after(this.cursor)) this.publishLine(line)
       }
     }
+    t.deliveredUpTo(this.cursor)
     this.admitWaiting()
   }
 

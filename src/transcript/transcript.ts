@@ -46,6 +46,8 @@ export class Transcript implements StateMachine {
   private lines: Line[] = []
   /** Index in `lines` of the oldest line still held. */
   private head = 0
+  /** Lines after this id are not delivered yet (see deliveredUpTo); none are held until told. */
+  private heldAfter = Infinity
   private keys = new Map<string, number>()
   private next = new Map<string, number>()
   /** Who is online, by name, and the node addresses they are on (more than one while moving). */
@@ -91,8 +93,11 @@ export class Transcript implements StateMachine {
     this.restored = index > 0
     this.accepted = []
     this.coveredFrom = s?.coveredFrom ?? 1
-    this.lines = s ? s.lines.slice(-this.historySize) : []
-    if (s && s.lines.length > this.historySize) this.coveredFrom = this.lines[0]!.id
+    const lines = s?.lines ?? []
+    let first = Math.max(0, lines.length - this.historySize)
+    while (first > 0 && lines[first - 1]!.id > this.heldAfter) first--
+    this.lines = lines.slice(first)
+    if (first > 0) this.coveredFrom = lines[first]!.id
     this.head = 0
     this.keys = new Map(s?.keys ?? [])
     this.next = new Map(s?.next ?? [])
@@ -219,16 +224,30 @@ export class Transcript implements StateMachine {
     if (this.keys.size > DEDUP_WINDOW) this.keys.delete(this.keys.keys().next().value!)
   }
 
+  /**
+   * Lines up to `id` reached this node's users; the ring may drop them now. Lines after it are
+   * kept past the ring's size until then: one step can apply more lines than the ring holds
+   * (a commit that jumps, a snapshot), and users who stayed connected must still get each.
+   */
+  deliveredUpTo(id: number): void {
+    this.heldAfter = id
+    this.trim()
+  }
+
   private push(line: Line): void {
     this.lines.push(line)
-    if (this.lines.length - this.head > this.historySize) {
+    this.trim()
+  }
+
+  private trim(): void {
+    while (this.lines.length - this.head > this.historySize && this.lines[this.head]!.id <= this.heldAfter) {
       this.coveredFrom = this.lines[this.head]!.id + 1
       this.head++
-      // Drop the dead prefix now and then, not on every line.
-      if (this.head >= 4096 && this.head * 2 >= this.lines.length) {
-        this.lines = this.lines.slice(this.head)
-        this.head = 0
-      }
+    }
+    // Drop the dead prefix now and then, not on every line.
+    if (this.head >= 4096 && this.head * 2 >= this.lines.length) {
+      this.lines = this.lines.slice(this.head)
+      this.head = 0
     }
   }
 }

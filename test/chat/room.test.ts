@@ -374,6 +374,88 @@ describe('ChatRoom history and resume', () => {
   })
 })
 
+describe('ChatRoom catching up', () => {
+  test('a user resumes on another node from the last id it saw: the lines it missed, then live ones, none twice', () => {
+    const net = RoomCluster.form(3)
+    for (const [n, name] of [[1, 'alice'], [2, 'bob'], [3, 'carol']] as const) net.node(n).room.join(name)
+    net.settle()
+    net.node(1).room.say('alice', 'seen')
+    net.settle()
+    const lastSeen = net.node(3).lines().at(-1).id
+    // carol's node goes away for her; she reconnects to node 2 while alice goes on.
+    net.node(3).room.leave('carol')
+    net.node(1).room.say('alice', 'missed 1')
+    net.node(1).room.say('alice', 'missed 2')
+    net.settle()
+    const socket = net.node(2).socket()
+    net.node(2).room.join('carol')
+    net.node(2).room.admit(socket, { since: lastSeen, epoch: net.node(2).transcript.epoch })
+    net.node(1).room.say('alice', 'live')
+    net.settle()
+    const got = socket.sent.flatMap((f) => (f.type === 'history' ? f.messages : [f])).filter((f) => f.type === 'chat').map((f) => f.message)
+    expect(got).toEqual(['missed 1', 'missed 2', 'live'])
+  })
+
+  test('a node that fell behind the compacted log is restored from a snapshot: its users get every line they missed, in order, once', () => {
+    const net = RoomCluster.form(3, { compaction: { snapshotEvery: 10, keepEntries: 2 } })
+    for (const [n, name] of [[1, 'alice'], [2, 'bob'], [3, 'carol']] as const) net.node(n).room.join(name)
+    net.settle()
+    const behind = net.nodes.find((n) => n.core.role !== 'leader')!
+    const speaker = net.leader()!
+    const name = speaker.room.users().find((u) => u.nodeAddress === speaker.address)!.username
+    net.isolate(behind.address)
+    for (let i = 0; i < 30; i++) speaker.room.say(name, `m${i}`)
+    net.tick(5)
+    expect(speaker.core.logStart).toBeGreaterThan(behind.core.lastIndex())
+    const before = behind.lines().length
+    net.heal()
+    net.settle(1_000)
+    expect(net.sent.get('install_snapshot')).toBeGreaterThan(0)
+    expect(behind.lines().slice(before).map((l) => l.message)).toEqual(Array.from({ length: 30 }, (_, i) => `m${i}`))
+    expect(behind.lines()).toEqual(speaker.lines().slice(-behind.lines().length))
+  })
+
+  test('restored from a snapshot that no longer holds every line it missed, a node says so before the lines it has', () => {
+    const net = RoomCluster.form(3, { compaction: { snapshotEvery: 10, keepEntries: 2 }, historySize: 8 })
+    for (const [n, name] of [[1, 'alice'], [2, 'bob'], [3, 'carol']] as const) net.node(n).room.join(name)
+    net.settle()
+    const behind = net.nodes.find((n) => n.core.role !== 'leader')!
+    const speaker = net.leader()!
+    const name = speaker.room.users().find((u) => u.nodeAddress === speaker.address)!.username
+    net.isolate(behind.address)
+    for (let i = 0; i < 30; i++) speaker.room.say(name, `m${i}`)
+    net.tick(5)
+    const before = behind.published.length
+    net.heal()
+    net.settle(1_000)
+    expect(net.sent.get('install_snapshot')).toBeGreaterThan(0)
+    const after = behind.published.slice(before).filter((f) => f.type !== 'presence')
+    expect(after[0]).toEqual({ type: 'history', epoch: speaker.transcript.epoch, messages: [], complete: false })
+    // The snapshot (taken at m22) held its last 8 lines; the entries after it came in one append.
+    expect(after.slice(1).map((f) => f.message)).toEqual(Array.from({ length: 15 }, (_, i) => `m${15 + i}`))
+  })
+
+  // Regression: lines are delivered after each cluster step, from the history ring, and a step
+  // that applied more lines than --history-size (a commit that jumps, an append of up to 64
+  // entries) used to drop some before local users got them (`complete: false` for users who
+  // never disconnected). The ring now keeps undelivered lines (Transcript.deliveredUpTo).
+  test('a step that applies more lines than --history-size still delivers every line to connected users', () => {
+    const net = RoomCluster.form(3, { historySize: 3 })
+    for (const [n, name] of [[1, 'alice'], [2, 'bob'], [3, 'carol']] as const) net.node(n).room.join(name)
+    net.settle()
+    const behind = net.nodes.find((n) => n.core.role !== 'leader')!
+    const speaker = net.leader()!
+    const name = speaker.room.users().find((u) => u.nodeAddress === speaker.address)!.username
+    net.isolate(behind.address)
+    for (let i = 0; i < 10; i++) speaker.room.say(name, `m${i}`)
+    net.tick(5)
+    const before = behind.published.length
+    net.heal()
+    net.settle(1_000)
+    expect(behind.published.slice(before).filter((f) => f.type === 'chat').map((f) => f.message)).toEqual(Array.from({ length: 10 }, (_, i) => `m${i}`))
+  })
+})
+
 describe('ChatRoom and proposals from peers', () => {
   const peer = { address: addr(2), incarnation: 'i1' }
   const from = `${addr(2)}#i1`

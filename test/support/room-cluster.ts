@@ -203,7 +203,11 @@ export class RoomCluster {
     return live.every((n) => n.core.view().status === 'Up' && n.core.commitIndex === leader.core.commitIndex && n.core.lastIndex() === leader.core.commitIndex && n.core.view().members.length === live.length)
   }
 
+  /** Raft messages sent, by type. */
+  readonly sent = new Map<string, number>()
+
   sendRaft(message: RaftMessage, to: string): void {
+    this.sent.set(message.type, (this.sent.get(message.type) ?? 0) + 1)
     this.queue.push({ kind: 'raft', message: { ...message, to } as RaftMessage })
   }
 

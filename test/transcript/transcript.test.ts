@@ -219,6 +219,27 @@ describe('history', () => {
     expect(msgs(t.latest(10))).toEqual(['a', 'b', 'c'])
   })
 
+  test('lines not yet delivered are kept past the ring\'s size, then dropped once delivered', () => {
+    const { t, log } = fresh(2)
+    const a = log.chat(1, 1, 'a', 'alice', 'a')
+    t.deliveredUpTo(a)
+    for (const [i, m] of ['b', 'c', 'd', 'e'].entries()) log.chat(1, i + 2, m, 'alice', m)
+    // One step applied four lines into a ring of two: none after the delivered one is dropped.
+    expect(texts(t)).toEqual(['b', 'c', 'd', 'e'])
+    expect(t.covers(a)).toBe(true)
+    t.deliveredUpTo(t.lastId)
+    expect(texts(t)).toEqual(['d', 'e'])
+    expect(t.covers(a)).toBe(false)
+    // A snapshot restored before delivery keeps the undelivered lines it carries, too.
+    const { t: source, log: other } = fresh(100)
+    for (const [i, m] of ['p', 'q', 'r', 's'].entries()) other.chat(1, i + 1, m, 'alice', m)
+    const behind = new Transcript(2)
+    behind.deliveredUpTo(source.after(0)[0]!.id)
+    behind.restore(other.index, source.snapshot())
+    expect(texts(behind)).toEqual(['q', 'r', 's'])
+    expect(behind.covers(source.after(0)[0]!.id)).toBe(true)
+  })
+
   test('long past the ring (its dead prefix dropped now and then), lookups stay right', () => {
     const { t, log } = fresh(5)
     const ids: number[] = []
