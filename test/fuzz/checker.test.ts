@@ -37,4 +37,16 @@ describe('verifyDeliveries', () => {
     const report = verifyDeliveries([A], new Map([['a', moved]]))
     expect(report.problems).toEqual([`a got a's #2 marked from ${B.nodeAddress}, not ${A.nodeAddress}`])
   })
+
+  test('a message the sender was told was refused (overloaded) is excused only if it is missing everywhere, and only as many as were refused', () => {
+    const refusedOnce = { ...A, refused: 1 }
+    const gone = new Map([['a', from(A, 1, 3)], ['b', from(A, 1, 3)]])
+    expect(verifyDeliveries([refusedOnce], gone)).toEqual({ problems: [], delivered: 4, expected: 4 })
+    // Delivered to one receiver and not the other: a loss, whatever the refusals.
+    const partly = new Map([['a', from(A, 1, 2, 3)], ['b', from(A, 1, 3)]])
+    expect(verifyDeliveries([refusedOnce], partly).problems).toEqual(['b missed 1 of 3 from a: 2'])
+    // Two missing everywhere, one refusal: neither is excused.
+    const two = new Map([['a', from(A, 1)], ['b', from(A, 1)]])
+    expect(verifyDeliveries([refusedOnce], two).problems).toEqual(['a missed 2 of 3 from a: 2, 3', 'b missed 2 of 3 from a: 2, 3'])
+  })
 })

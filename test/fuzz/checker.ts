@@ -24,13 +24,26 @@ export interface DeliveryReport {
  * in the order it was sent, marked with the sender's node. Anything else that claims to come from
  * a checker name is a forgery.
  */
-export function verifyDeliveries(senders: { username: string; nodeAddress: string; sent: number }[], received: Map<string, Received[]>): DeliveryReport {
+export function verifyDeliveries(senders: { username: string; nodeAddress: string; sent: number; refused?: number }[], received: Map<string, Received[]>): DeliveryReport {
   const problems: string[] = []
   let delivered = 0
   let expected = 0
+  // A message the sender's node refused (an error frame said so: overloaded under load, say) is
+  // not sent: it must then be missing everywhere, the sender's own view included. Up to as many
+  // numbers as the sender was refused, missing at every receiver, are excused.
+  const excused = new Map<string, Set<number>>()
+  for (const sender of senders) {
+    const missingEverywhere: number[] = []
+    for (let n = 1; n <= sender.sent; n++) {
+      const everywhere = [...received.values()].every((frames) => !frames.some((f) => f.username === sender.username && f.message === checkerText(n)))
+      if (everywhere && received.size > 0) missingEverywhere.push(n)
+    }
+    excused.set(sender.username, new Set(missingEverywhere.length <= (sender.refused ?? 0) ? missingEverywhere : []))
+  }
   for (const [receiver, frames] of received) {
     for (const sender of senders) {
-      expected += sender.sent
+      const refused = excused.get(sender.username)!
+      expected += sender.sent - refused.size
       const numbers: number[] = []
       for (const f of frames) {
         if (f.username !== sender.username) continue
@@ -53,7 +66,7 @@ export function verifyDeliveries(senders: { username: string; nodeAddress: strin
         if (i > 0 && numbers[i]! < numbers[i - 1]!) reordered++
       }
       const missing: number[] = []
-      for (let n = 1; n <= sender.sent; n++) if (!seen.has(n)) missing.push(n)
+      for (let n = 1; n <= sender.sent; n++) if (!seen.has(n) && !refused.has(n)) missing.push(n)
       if (missing.length > 0) problems.push(`${receiver} missed ${missing.length} of ${sender.sent} from ${sender.username}: ${brief(missing)}`)
       if (duplicates.length > 0) problems.push(`${receiver} got ${duplicates.length} duplicate(s) from ${sender.username}: ${brief(duplicates)}`)
       if (reordered > 0) problems.push(`${receiver} got ${sender.username}'s messages out of order ${reordered} time(s)`)
@@ -120,8 +133,9 @@ export class Checker {
     while (!lastArrived() && performance.now() < deadline) await Bun.sleep(20)
     const received = new Map<string, Received[]>()
     for (const r of this.users) received.set(r.client.username, r.client.frames.filter((f) => f.type === 'chat' && this.names.includes(f.username)) as Received[])
+    const refusals = new Set(['overloaded', 'rate_limited', 'unavailable'])
     const report = verifyDeliveries(
-      this.users.map((u) => ({ username: u.client.username, nodeAddress: u.nodeAddress, sent: u.sent })),
+      this.users.map((u) => ({ username: u.client.username, nodeAddress: u.nodeAddress, sent: u.sent, refused: u.client.frames.filter((f) => f.type === 'error' && refusals.has((f as { code?: string }).code ?? '')).length })),
       received,
     )
     return { ...report, closes: this.users.flatMap((u) => (u.unexpectedClose ? [u.unexpectedClose] : [])) }
