@@ -13,6 +13,17 @@ function setup(rateLimit = { perSecond: 20, burst: 40 }, overloaded?: () => bool
   const { net, node } = singleNode({ maxMessageLength: 2000, ...options })
   const sockets = new Sockets()
   const gateway = new ChatGateway({ room: node.room, sockets, selfAddress: self, now: () => net.now, rateLimit, overloaded })
+  // Each frame in its own event-loop turn: what it proposed is proposed, applied and delivered before the next.
+  const message = gateway.message.bind(gateway)
+  gateway.message = (id, data) => {
+    message(id, data)
+    net.deliver()
+  }
+  const open = gateway.open.bind(gateway)
+  gateway.open = (...args) => {
+    open(...args)
+    net.deliver()
+  }
   // Acks go to the user's socket, as createChatNode wires sendToUser to Sockets.send.
   node.toUser.push = (...items) => {
     for (const { username, frame } of items) sockets.send(username, JSON.stringify(frame))
@@ -88,7 +99,7 @@ describe('ChatGateway.message', () => {
       expect(a.s.sent.at(-1)).toMatchObject({ type: 'error', code: 'bad_message' })
     }
     const kept = ['line 1\nline 2\ttab', '  spaced  ', 'שלום عربي', 'a\u200Db', '<b>x</b>']
-    for (const text of kept) gateway.message('1', { type: 'chat', message: text })
+    for (const text of kept) gateway.message('1', JSON.stringify({ type: 'chat', message: text }))
     expect(chats(published)).toEqual(kept)
   })
 })
@@ -101,10 +112,12 @@ describe('ChatGateway and the transcript', () => {
     gateway.message('1', 'before bob')
     const b = socket()
     gateway.open('2', b.client, ok('bob'))
-    expect(b.s.sent.map((f) => f.type)).toEqual(['welcome', 'users', 'history'])
-    expect(b.s.sent[2].messages.map((m: any) => m.message)).toEqual(['alice joined the chat', 'before bob', 'bob joined the chat'])
+    expect(b.s.sent.map((f) => f.type)).toEqual(['welcome', 'users', 'history', 'system'])
+    expect(b.s.sent[2].messages.map((m: any) => m.message)).toEqual(['alice joined the chat', 'before bob'])
+    // Its own join line comes live, once it has its place in the transcript.
+    expect(b.s.sent[3].message).toBe('bob joined the chat')
     gateway.message('1', 'after')
-    expect(b.s.sent.slice(3).map((f) => f.message)).toEqual(['after'])
+    expect(b.s.sent.slice(4).map((f) => f.message)).toEqual(['after'])
   })
 
   test('a resume (since, epoch) replays only what came after `since`', () => {
@@ -116,30 +129,32 @@ describe('ChatGateway and the transcript', () => {
     const b = socket()
     gateway.open('2', b.client, ok('bob'), { since, epoch: node.transcript.epoch })
     expect(b.s.sent[2]).toMatchObject({ type: 'history', complete: true })
-    expect(b.s.sent[2].messages.map((m: any) => m.message)).toEqual(['two', 'three', 'bob joined the chat'])
+    expect(b.s.sent[2].messages.map((m: any) => m.message)).toEqual(['two', 'three'])
+    expect(b.s.sent.slice(3).map((f) => f.message)).toEqual(['bob joined the chat'])
   })
 
   test('{"type":"chat","clientMsgId"} is acked with the line id; sent again it is acked again and not delivered twice', () => {
     const { gateway, node, socket } = setup()
     const a = socket()
     gateway.open('1', a.client, ok('alice'))
-    gateway.message('1', { type: 'chat', message: 'sure', clientMsgId: 'c-1' })
+    gateway.message('1', JSON.stringify({ type: 'chat', message: 'sure', clientMsgId: 'c-1' }))
     const line = node.lines().find((l) => l.type === 'chat')
     expect(line).toMatchObject({ message: 'sure' })
     expect(a.s.sent.filter((f) => f.type === 'ack')).toEqual([{ type: 'ack', clientMsgId: 'c-1', id: line.id }])
-    gateway.message('1', { type: 'chat', message: 'sure', clientMsgId: 'c-1' })
+    gateway.message('1', JSON.stringify({ type: 'chat', message: 'sure', clientMsgId: 'c-1' }))
     expect(a.s.sent.filter((f) => f.type === 'ack')).toEqual([{ type: 'ack', clientMsgId: 'c-1', id: line.id }, { type: 'ack', clientMsgId: 'c-1', id: line.id }])
     expect(node.chats()).toEqual(['sure'])
-    gateway.message('1', { type: 'chat', message: 'x', clientMsgId: 'bad id with spaces' })
+    gateway.message('1', JSON.stringify({ type: 'chat', message: 'x', clientMsgId: 'bad id with spaces' }))
     expect(a.s.sent.at(-1)).toMatchObject({ type: 'error', code: 'bad_message' })
   })
 
   test('text that looks like JSON or a number, or is padded, is kept exactly', () => {
     const { gateway, node, socket } = setup()
     gateway.open('1', socket().client, ok('alice'))
-    // What Elysia hands over for text that looks like JSON is turned back into text.
-    for (const data of ['007', 'true', '{"a":1}', '  x  ']) gateway.message('1', data)
-    expect(node.chats()).toEqual(['007', 'true', '{"a":1}', '  x  '])
+    // Text frames arrive as sent: only a JSON object with a `type` is a typed message.
+    const texts = ['007', 'true', '{"a":1}', '"quoted"', '[1,2]', '  x  ', '{not json']
+    for (const data of texts) gateway.message('1', data)
+    expect(node.chats()).toEqual(texts)
   })
 
   test('a node that holds --max-pending unsent lines refuses the next with `unavailable`', () => {

@@ -22,30 +22,29 @@ describe('validateUsername', () => {
 })
 
 describe('parseClientMessage', () => {
-  test('plain text is a chat message', () => {
-    expect(parseClientMessage('hello')).toEqual({ ok: true, value: { type: 'chat', message: 'hello' } })
+  test('text is a chat message exactly as sent', () => {
+    for (const text of ['hello', '007', 'true', '[1,2]', '"quoted"', '{"a":1}', '{not json', '  padded  ', '']) {
+      expect(parseClientMessage(text)).toEqual({ ok: true, value: { type: 'chat', message: text } })
+    }
   })
-  test('a typed chat message', () => {
-    expect(parseClientMessage({ type: 'chat', message: 'hi' })).toEqual({ ok: true, value: { type: 'chat', message: 'hi' } })
-  })
-  test('text that Elysia parsed as JSON goes back to text', () => {
-    expect(parseClientMessage(42)).toEqual({ ok: true, value: { type: 'chat', message: '42' } })
-    expect(parseClientMessage(true)).toEqual({ ok: true, value: { type: 'chat', message: 'true' } })
-    expect(parseClientMessage([1, 2])).toEqual({ ok: true, value: { type: 'chat', message: '[1,2]' } })
-    expect(parseClientMessage({ a: 1 })).toEqual({ ok: true, value: { type: 'chat', message: '{"a":1}' } })
+  test('a JSON object with a type is a typed message', () => {
+    expect(parseClientMessage('{"type":"chat","message":"hi"}')).toEqual({ ok: true, value: { type: 'chat', message: 'hi' } })
+    expect(parseClientMessage('{"type":"chat","message":"007"}')).toEqual({ ok: true, value: { type: 'chat', message: '007' } })
   })
   test('a typed chat message may carry a clientMsgId: 1 to 64 letters, digits or -_.:', () => {
     const id = '0f8e2a1c-3b4d-4e5f-8a9b-0c1d2e3f4a5b'
-    expect(parseClientMessage({ type: 'chat', message: 'hi', clientMsgId: id })).toEqual({ ok: true, value: { type: 'chat', message: 'hi', clientMsgId: id } })
-    expect(parseClientMessage({ type: 'chat', message: 'hi', clientMsgId: 'a:b.c_d' }).ok).toBe(true)
+    const typed = (clientMsgId: unknown) => JSON.stringify({ type: 'chat', message: 'hi', clientMsgId })
+    expect(parseClientMessage(typed(id))).toEqual({ ok: true, value: { type: 'chat', message: 'hi', clientMsgId: id } })
+    expect(parseClientMessage(typed('a:b.c_d')).ok).toBe(true)
     for (const bad of ['', 'x'.repeat(65), 'with space', 'slash/', 'ünï', 7, null]) {
-      expect(parseClientMessage({ type: 'chat', message: 'hi', clientMsgId: bad }).ok).toBe(false)
+      expect(parseClientMessage(typed(bad)).ok).toBe(false)
     }
   })
-  test('unknown types and binary frames are refused', () => {
-    expect(parseClientMessage({ type: 'admin' }).ok).toBe(false)
-    expect(parseClientMessage({ type: 'chat', message: 5 }).ok).toBe(false)
+  test('unknown types, typed messages without text, and binary frames are refused', () => {
+    expect(parseClientMessage('{"type":"admin"}').ok).toBe(false)
+    expect(parseClientMessage('{"type":"chat","message":5}').ok).toBe(false)
     expect(parseClientMessage(new Uint8Array([1]))).toEqual({ ok: false, error: 'binary frames are not supported' })
+    expect(parseClientMessage(42).ok).toBe(false)
   })
 })
 

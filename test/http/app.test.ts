@@ -165,7 +165,7 @@ describe('health and metrics', () => {
   })
 
   test('/metrics is Prometheus text whose values move with what happens', async () => {
-    const { app, room, gateway } = makeApp()
+    const { app, room, gateway, net } = makeApp()
     const scrape = async () => {
       const response = await get(app, '/metrics')
       expect(response.headers.get('content-type')).toContain('text/plain')
@@ -188,6 +188,7 @@ describe('health and metrics', () => {
     gateway.message('c1', 'hello')
     gateway.message('c1', 'x'.repeat(3000))
     gateway.open('c2', { send() {}, close() {}, subscribe() {} }, { ok: true, value: '' })
+    net.deliver() // the end of the event-loop turn: the line is proposed, applied and delivered
     const after = await scrape()
     expect(after.get('websocket_cluster_websocket_connections')).toBe(1)
     expect(after.get('websocket_cluster_websocket_joins_total')).toBe(1)

@@ -13,23 +13,33 @@ const RUNS = { numRuns: 300 }
 const SECRET = 's'.repeat(32)
 const NOW_S = 1_700_000_000
 
-/** Any JSON-ish value Elysia could hand the message handler, plus bytes. */
+/** Any text frame (often JSON, sometimes a typed message), plus bytes and values a socket never hands over. */
 const frameData = fc.oneof(
   fc.string({ unit: 'binary' }),
-  fc.jsonValue(),
-  fc.record({ type: fc.oneof(fc.constant('chat'), fc.string()), message: fc.anything() }, { requiredKeys: [] }),
+  fc.jsonValue().map((v) => JSON.stringify(v)),
+  fc.record({ type: fc.oneof(fc.constant('chat'), fc.string()), message: fc.anything(), clientMsgId: fc.oneof(fc.string(), fc.uuid()) }, { requiredKeys: [] }).map((v) => JSON.stringify(v) ?? ''),
   fc.uint8Array(),
+  fc.jsonValue(),
 )
 
 describe('parseClientMessage', () => {
-  test('never throws; text and typed chat pass with their text unchanged; other types are refused', () => {
+  test('never throws; text is chat exactly as sent unless it is a JSON object with a type; typed chat keeps its text; anything else is refused', () => {
     fc.assert(
       fc.property(frameData, (data) => {
         const r = parseClientMessage(data)
-        if (data instanceof Uint8Array) return expect(r).toEqual({ ok: false, error: 'binary frames are not supported' })
-        if (typeof data === 'string') return expect(r).toEqual({ ok: true, value: { type: 'chat', message: data } })
-        if (r.ok) expect(typeof r.value.message).toBe('string')
-        else expect(r.error).toMatch(/unknown message type/)
+        if (typeof data !== 'string') return expect(r).toEqual({ ok: false, error: 'binary frames are not supported' })
+        let typed: unknown
+        try {
+          typed = JSON.parse(data)
+        } catch {}
+        const isTyped = typeof typed === 'object' && typed !== null && !Array.isArray(typed) && 'type' in typed
+        if (!isTyped) return expect(r).toEqual({ ok: true, value: { type: 'chat', message: data } })
+        const t = typed as { type: unknown; message?: unknown; clientMsgId?: unknown }
+        if (r.ok) {
+          expect(t.type).toBe('chat')
+          expect(r.value.message).toBe(t.message as string)
+          expect(r.value.clientMsgId).toBe(t.clientMsgId as string | undefined)
+        } else expect(r.error).toMatch(/unknown message|clientMsgId/)
       }),
       RUNS,
     )

@@ -57,6 +57,8 @@ export class RoomNode {
   readonly sockets = new Map<string, RecordingSocket>()
   alive = false
   peers: string[] = []
+  /** Entries proposed in this turn, proposed to the core together at its end. */
+  proposing: unknown[] = []
   private lastView: MembershipView | null = null
   private held: ChatMessage[] | null = []
 
@@ -87,11 +89,11 @@ export class RoomNode {
       sendToUser: (username, json) => this.toUser.push({ username, frame: JSON.parse(json) }),
       transcript: this.transcript,
       outbox: this.outbox,
+      // As ClusterNode.propose: proposed at the end of this turn, with whatever else the turn proposed.
       propose: (entries) => {
-        if (!this.alive) return false
-        const taken = this.core.propose(entries)
-        this.flush()
-        return taken
+        if (!this.alive) return
+        this.proposing.push(...entries)
+        net.turnPending.add(this)
       },
       selfId: () => this.core.selfId,
       leaderId: () => this.core.leaderId,
@@ -133,8 +135,13 @@ export class RoomNode {
     return this.lines().filter((f) => f.type === 'system').map((f) => f.message)
   }
 
-  /** What the shell does after every step and tick. */
+  /** What the shell does after every step and tick (at the end of the turn, once for all of them). */
   afterStep(): void {
+    if (this.proposing.length > 0) {
+      const entries = this.proposing
+      this.proposing = []
+      this.core.propose(entries)
+    }
     this.flush()
     this.publishView()
     this.room.sync()
@@ -203,6 +210,9 @@ export class RoomCluster {
     return live.every((n) => n.core.view().status === 'Up' && n.core.commitIndex === leader.core.commitIndex && n.core.lastIndex() === leader.core.commitIndex && n.core.view().members.length === live.length)
   }
 
+  /** Nodes with proposals waiting for the end of the turn. */
+  readonly turnPending = new Set<RoomNode>()
+
   /** Raft messages sent, by type. */
   readonly sent = new Map<string, number>()
 
@@ -236,6 +246,7 @@ export class RoomCluster {
   /** Every live node ticks once, then everything sent is delivered. */
   tick(times = 1): void {
     for (let i = 0; i < times; i++) {
+      this.deliver()
       this.now += TICK_MS
       for (const n of this.nodes) {
         if (!n.alive) continue
@@ -246,9 +257,16 @@ export class RoomCluster {
     }
   }
 
+  /** Ends the turn on every node with proposals waiting, then delivers everything sent, until nothing is left. */
   deliver(): void {
-    for (let count = 0; this.queue.length > 0; count++) {
+    for (let count = 0; this.queue.length > 0 || this.turnPending.size > 0; count++) {
       if (count > 1_000_000) throw new Error('message storm')
+      if (this.turnPending.size > 0) {
+        const pending = [...this.turnPending]
+        this.turnPending.clear()
+        for (const n of pending) if (n.alive) n.afterStep()
+        continue
+      }
       const item = this.queue.shift()!
       if (item.kind === 'raft') {
         const m = item.message
