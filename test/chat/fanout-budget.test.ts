@@ -30,6 +30,7 @@ describe('fan-out budget', () => {
     const { net, node } = singleNode({ fanoutPerSecond: 4, maxMessageLength: 100 })
     const room = node.room
     for (const name of ['a', 'b']) room.join(name)
+    net.settle()
     const applied = node.transcript.applied
     expect(room.say('a', 'one').ok).toBe(true) // 2 deliveries
     expect(room.say('a', 'two').ok).toBe(true) // 2 more: the budget is spent
