@@ -14,6 +14,23 @@ const CLUSTER_POLL_MS = 2000
 const CLUSTER_FETCH_TIMEOUT_MS = 1500
 const STICK_TO_BOTTOM_PX = 80
 const STORAGE_KEY = 'cluster-chat.username'
+/** Per tab (sessionStorage): the transcript position and the unacknowledged messages, so a reload resumes. */
+const SESSION_KEY = 'cluster-chat.session'
+/** Older lines asked of /api/messages at a time (the server caps a page at 500). */
+const OLDER_PAGE_LINES = 50
+/** Scrolled this close to the top: older lines are loaded. */
+const LOAD_OLDER_PX = 40
+/** Sends the page allows itself, as the server's token bucket does (40 at once, 20 a second): a queue flushed after a reconnect stays under it. */
+const SEND_BURST = 30
+const SEND_PER_SECOND = 15
+/** A message sent and not acknowledged for this long is sent again with the same clientMsgId (doubling, up to the max). */
+const RESEND_AFTER_MS_MIN = 5_000
+const RESEND_AFTER_MS_MAX = 30_000
+/** What the server accepts as a clientMsgId. */
+const CLIENT_MSG_ID_CHARS = 24
+// What the server refuses in a message (C0/C1 controls but tab and newline, bidi overrides): checked
+// before queueing, so a message that can never be taken does not sit pending forever.
+const FORBIDDEN_IN_TEXT = /[\u0000-\u0008\u000B-\u001F\u007F-\u009F\u202A-\u202E]/
 
 // Close codes the server uses to refuse a connection: no reconnect after these.
 const CLOSE_INVALID_USERNAME = 4400
@@ -34,6 +51,8 @@ type ConnectionState = 'connecting' | 'online' | 'offline'
 
 interface ChatFrame {
   type: 'chat'
+  /** Place in the cluster-wide transcript: increasing, the same on every node (of one epoch). */
+  id: number
   username: string
   message: string
   nodeAddress: string
@@ -41,6 +60,7 @@ interface ChatFrame {
 }
 interface SystemFrame {
   type: 'system'
+  id?: number
   message: string
   timestamp: number
   event?: string
@@ -78,7 +98,46 @@ interface MovingFrame {
   reason: string
   members: Array<{ nodeAddress: string; httpUrl: string }>
 }
-type ServerFrame = ChatFrame | SystemFrame | UsersFrame | PresenceFrame | WelcomeFrame | ErrorFrame | MovingFrame
+type LineFrame = ChatFrame | SystemFrame
+/**
+ * Lines this connection did not get live: the latest ones on a first connect, the ones after
+ * `since` on a resume, a page of /api/messages. `complete: false`: some could not be recovered.
+ */
+interface HistoryFrame {
+  type: 'history'
+  epoch: string
+  messages: LineFrame[]
+  complete: boolean
+}
+/** Our chat with this clientMsgId has its place in the transcript. */
+interface AckFrame {
+  type: 'ack'
+  clientMsgId: string
+  id: number
+}
+type ServerFrame = ChatFrame | SystemFrame | HistoryFrame | AckFrame | UsersFrame | PresenceFrame | WelcomeFrame | ErrorFrame | MovingFrame
+
+/** A message the user sent that has no place in the transcript yet (or whose line has not arrived). */
+interface Pending {
+  clientMsgId: string
+  text: string
+  row: HTMLElement | null
+  /** The connection it was last sent on (0: not sent on any), when, and how often. */
+  sentOn: number
+  sentAt: number
+  sends: number
+  /** Its id, once acknowledged; the row goes when the line itself is shown. */
+  ackedId: number | null
+}
+
+/** What a tab keeps across a reload. */
+interface SavedSession {
+  username: string
+  epoch: string
+  lastId: number
+  heard: boolean
+  pending: Array<{ clientMsgId: string; text: string }>
+}
 
 /**
  * A signed token given in this page's own URL (`/?token=…`), for servers that require one: the
@@ -151,7 +210,33 @@ const state = {
   lastCluster: null as ClusterInfo | null,
   /** Arrival times of chat messages, by the node they came from (the panel's rates). */
   chatTimes: new Map<string, number[]>(),
+  /** Counts connections, so a pending message knows whether it went out on the current one. */
+  connectionNo: 0,
+  /** The current connection was admitted (welcome received): sends go out. */
+  admitted: false,
+  /** The current connection's history frame is still to come, and whether it resumes (`since` sent). */
+  awaitingHistory: false,
+  resuming: false,
 }
+
+/** Where this page is in the transcript. */
+const transcript = {
+  /** The transcript the ids belong to ('' until a history frame names it). */
+  epoch: '',
+  /** Highest line id seen (0: none). */
+  lastId: 0,
+  /** Whether this page has heard the transcript at all (then `since=lastId` resumes, even from 0). */
+  heard: false,
+  /** Rows shown, by line id: duplicates are dropped, whatever the server sends. */
+  rows: new Map<number, HTMLElement>(),
+  olderLoading: false,
+  /** Nothing older to load (the start, or what the node no longer holds). */
+  olderDone: false,
+}
+
+/** What the user sent and is not yet in the transcript, oldest first. */
+let outbox: Pending[] = []
+const send = { tokens: SEND_BURST, refilledAt: 0, timer: 0 as ReturnType<typeof setTimeout> | 0 }
 
 // ---------------------------------------------------------------- helpers
 
@@ -211,7 +296,8 @@ function updateSendButton(): void {
   const length = ui.messageInput.value.length
   ui.counter.textContent = `${length}/${MESSAGE_CHARS_MAX}`
   ui.counter.classList.toggle('near-limit', length > MESSAGE_CHARS_MAX * 0.9)
-  ui.sendButton.disabled = state.connection !== 'online' || ui.messageInput.value.trim().length === 0
+  // Offline too: what is typed then is queued and sent on reconnect.
+  ui.sendButton.disabled = ui.messageInput.value.trim().length === 0
 }
 
 function rememberName(name: string): void {
@@ -254,25 +340,43 @@ function showChat(): void {
 }
 
 // ---------------------------------------------------------------- messages
+//
+// The list holds, in order: the "load earlier" row, transcript lines (chat and system, each with
+// its id, in id order), notes between them (dividers, "reconnected: …"), and last the user's
+// pending messages. Lines go in by id, so a line that arrives twice or late lands once, in place.
 
 function isNearBottom(): boolean {
   const list = ui.messages
   return list.scrollHeight - list.scrollTop - list.clientHeight < STICK_TO_BOTTOM_PX
 }
 
-function appendRow(row: HTMLElement, forceScroll: boolean): void {
-  const stick = forceScroll || isNearBottom()
-  ui.messages.appendChild(row)
-  while (ui.messages.childElementCount > MESSAGES_KEPT_MAX) ui.messages.firstElementChild?.remove()
+/** The first pending row: lines and notes go before it, so pending messages stay at the bottom. */
+function firstPendingRow(): Element | null {
+  return ui.messages.querySelector(':scope > .pending')
+}
+
+function scrollToEnd(stick: boolean): void {
   if (stick) ui.messages.scrollTop = ui.messages.scrollHeight
 }
 
-function renderChat(frame: ChatFrame): void {
+/** A note or divider at the end of the transcript shown so far (before pending messages). */
+function appendNote(row: HTMLElement): void {
+  const stick = isNearBottom()
+  ui.messages.insertBefore(row, firstPendingRow())
+  scrollToEnd(stick)
+}
+
+function noteRow(text: string, testid: string, className = 'note'): HTMLElement {
+  const row = el('li', { className, testid })
+  row.append(el('span', { className: 'note-text', text }))
+  return row
+}
+
+function chatRow(frame: ChatFrame): HTMLElement {
   const own = frame.username === state.username
   const time = formatTime(frame.timestamp)
   const row = el('li', { className: own ? 'message own' : 'message', testid: 'message' })
   row.dataset.username = frame.username
-
   const meta = el('div', { className: 'message-meta' })
   meta.append(
     el('span', { className: 'message-user', testid: 'message-user', text: frame.username }),
@@ -284,12 +388,11 @@ function renderChat(frame: ChatFrame): void {
       title: frame.nodeAddress,
     }),
   )
-  const body = el('div', { className: 'message-text', testid: 'message-text', text: frame.message })
-  row.append(meta, body)
-  appendRow(row, own)
+  row.append(meta, el('div', { className: 'message-text', testid: 'message-text', text: frame.message }))
+  return row
 }
 
-function renderSystem(text: string, timestamp: number, event?: string): void {
+function systemRow(text: string, timestamp: number, event?: string): HTMLElement {
   const time = formatTime(timestamp)
   const row = el('li', { className: 'system-message', testid: 'system-message' })
   if (event) row.dataset.event = event
@@ -297,7 +400,324 @@ function renderSystem(text: string, timestamp: number, event?: string): void {
     el('span', { className: 'system-text', text }),
     el('time', { className: 'message-time', text: time.short, title: time.full }),
   )
-  appendRow(row, false)
+  return row
+}
+
+function isLine(frame: unknown): frame is LineFrame {
+  if (!frame || typeof frame !== 'object') return false
+  const f = frame as { type?: unknown; message?: unknown; username?: unknown }
+  if (f.type === 'chat') return typeof f.message === 'string' && typeof f.username === 'string'
+  return f.type === 'system' && typeof f.message === 'string'
+}
+
+/**
+ * Shows one transcript line where its id puts it; false when it is shown already (or has no id
+ * and is not shown: a line without an id comes only from an older server, shown at the end).
+ * `where`: `end` for live and resumed lines, `top` for older ones (loaded above).
+ */
+function showLine(frame: LineFrame, opts: { history?: boolean; where?: 'end' | 'top' } = {}): boolean {
+  const id = typeof frame.id === 'number' && Number.isFinite(frame.id) ? frame.id : null
+  if (id !== null && transcript.rows.has(id)) return false
+  const row = frame.type === 'chat' ? chatRow(frame) : systemRow(frame.message, frame.timestamp, frame.event)
+  if (opts.history) row.classList.add('from-history')
+  if (id === null) {
+    appendNote(row)
+    return true
+  }
+  row.dataset.id = String(id)
+  transcript.rows.set(id, row)
+  const stick = (frame.type === 'chat' && frame.username === state.username) || isNearBottom()
+  ui.messages.insertBefore(row, placeFor(id, opts.where ?? 'end'))
+  if (id > transcript.lastId) transcript.lastId = id
+  transcript.heard = true
+  if (frame.type === 'chat') settleLine(id)
+  if (opts.where !== 'top') {
+    trimOld(stick)
+    scrollToEnd(stick)
+  }
+  return true
+}
+
+/** The row a line with `id` goes before. */
+function placeFor(id: number, where: 'end' | 'top'): Element | null {
+  const children = ui.messages.children
+  if (where === 'end') {
+    // Lines come in order: the place is nearly always the end; search back from there.
+    let before: Element | null = firstPendingRow()
+    for (let i = (before ? indexOf(before) : children.length) - 1; i >= 0; i--) {
+      const other = children[i] as HTMLElement
+      if (other.dataset.id === undefined) continue
+      if (Number(other.dataset.id) < id) break
+      before = other
+    }
+    return before
+  }
+  for (let i = 0; i < children.length; i++) {
+    const other = children[i] as HTMLElement
+    if (other.dataset.id !== undefined && Number(other.dataset.id) > id) return other
+    if (other.classList.contains('pending')) return other
+  }
+  return firstPendingRow()
+}
+
+function indexOf(row: Element): number {
+  return Array.prototype.indexOf.call(ui.messages.children, row)
+}
+
+/** Keeps at most MESSAGES_KEPT_MAX lines, dropping the oldest, but only while the user reads the end. */
+function trimOld(stick: boolean): void {
+  if (!stick || transcript.rows.size <= MESSAGES_KEPT_MAX) return
+  let first = ui.messages.firstElementChild as HTMLElement | null
+  while (first && transcript.rows.size > MESSAGES_KEPT_MAX) {
+    const next = first.nextElementSibling as HTMLElement | null
+    if (first.dataset.id !== undefined) transcript.rows.delete(Number(first.dataset.id))
+    if (first.dataset.testid !== 'load-older' && !first.classList.contains('pending')) first.remove()
+    first = next
+  }
+  // Notes left above the oldest line belong to lines that are gone.
+  for (let row = ui.messages.firstElementChild as HTMLElement | null; row && row.dataset.id === undefined && !row.classList.contains('pending'); ) {
+    const next = row.nextElementSibling as HTMLElement | null
+    if (row.dataset.testid !== 'load-older') row.remove()
+    row = next
+  }
+  transcript.olderDone = false
+  renderLoadOlder()
+}
+
+/** The ids mean nothing any more (a cluster started anew): lines shown stay, as text only. */
+function forgetIds(): void {
+  for (const row of transcript.rows.values()) delete row.dataset.id
+  transcript.rows.clear()
+  transcript.lastId = 0
+  transcript.olderDone = true
+  renderLoadOlder()
+}
+
+/**
+ * The history frame of a connection: after a first connect, the latest lines, set apart under
+ * "earlier messages"; after a resume, what was missed, with a note of how much. Any later
+ * history frame is live: the node itself skipped lines.
+ */
+function showHistory(frame: HistoryFrame): void {
+  const lines = frame.messages.filter(isLine)
+  const epoch = typeof frame.epoch === 'string' ? frame.epoch : ''
+  const first = state.awaitingHistory
+  state.awaitingHistory = false
+  if (epoch !== '' && transcript.epoch !== '' && epoch !== transcript.epoch) {
+    forgetIds()
+    appendNote(noteRow('the chat was started anew: some older messages could not be recovered', 'lost-note', 'note warn'))
+  } else if (frame.complete === false) {
+    appendNote(noteRow(first ? 'some older messages could not be recovered' : 'some messages could not be recovered', 'lost-note', 'note warn'))
+  }
+  if (epoch !== '') transcript.epoch = epoch
+  transcript.heard = true
+  if (first && state.resuming) {
+    const fresh = lines.filter((l) => typeof l.id !== 'number' || !transcript.rows.has(l.id))
+    const missed = fresh.length
+    appendNote(noteRow(missed === 0 ? 'reconnected: no messages missed' : `reconnected: ${missed} message${missed === 1 ? '' : 's'} you missed`, 'resume-note', 'note resume'))
+    for (const line of fresh) showLine(line)
+    // A reload: nothing above what was missed yet; show what came before too.
+    if (transcript.rows.size < OLDER_PAGE_LINES) void loadOlder()
+  } else if (lines.length > 0) {
+    if (first) appendNote(noteRow('earlier messages', 'history-divider', 'divider'))
+    for (const line of lines) showLine(line, { history: first })
+    if (first) appendNote(noteRow('new messages', 'live-divider', 'divider'))
+  }
+  saveSession()
+}
+
+// ---------------------------------------------------------------- older messages
+
+function renderLoadOlder(): void {
+  let row = ui.messages.querySelector<HTMLElement>(':scope > [data-testid="load-older"]')
+  if (!row) {
+    row = el('li', { className: 'load-older', testid: 'load-older' })
+    ui.messages.prepend(row)
+  }
+  if (transcript.olderDone) {
+    row.replaceChildren(el('span', { className: 'note-text', testid: 'older-end', text: row.dataset.end ?? 'start of the conversation' }))
+    return
+  }
+  const button = el('button', { className: 'link-button', testid: 'load-older-button', text: transcript.olderLoading ? 'loading…' : 'load earlier messages' })
+  button.type = 'button'
+  button.disabled = transcript.olderLoading
+  button.addEventListener('click', () => void loadOlder())
+  row.replaceChildren(button)
+}
+
+/** Loads lines older than the oldest shown from /api/messages, above them, keeping the view still. */
+async function loadOlder(): Promise<void> {
+  if (transcript.olderLoading || transcript.olderDone) return
+  const ids = [...transcript.rows.keys()]
+  const oldest = ids.length > 0 ? Math.min(...ids) : transcript.lastId + 1
+  if (oldest <= 1 && transcript.heard) {
+    setOlderDone('start of the conversation')
+    return
+  }
+  transcript.olderLoading = true
+  renderLoadOlder()
+  try {
+    const url = new URL('/api/messages', state.base)
+    url.searchParams.set('before', String(oldest))
+    url.searchParams.set('limit', String(OLDER_PAGE_LINES))
+    const response = await fetch(url, { cache: 'no-store', signal: AbortSignal.timeout(CLUSTER_FETCH_TIMEOUT_MS * 2) })
+    if (!response.ok) throw new Error(`HTTP ${response.status}`)
+    const page = (await response.json()) as Partial<HistoryFrame>
+    if (!Array.isArray(page.messages)) throw new Error('malformed page')
+    // Another transcript (the cluster started anew, or another cluster): its ids are not ours.
+    if (transcript.epoch !== '' && page.epoch !== transcript.epoch) return
+    const list = ui.messages
+    const fromBottom = list.scrollHeight - list.scrollTop
+    const lines = page.messages.filter(isLine)
+    for (const line of lines) showLine(line, { history: true, where: 'top' })
+    list.scrollTop = list.scrollHeight - fromBottom
+    if (lines.length < OLDER_PAGE_LINES) setOlderDone(page.complete === false ? 'older messages are no longer kept' : 'start of the conversation')
+  } catch (error) {
+    showError(`Could not load earlier messages (${error instanceof Error ? error.message : String(error)}).`)
+  } finally {
+    transcript.olderLoading = false
+    renderLoadOlder()
+  }
+}
+
+function setOlderDone(text: string): void {
+  transcript.olderDone = true
+  const row = ui.messages.querySelector<HTMLElement>(':scope > [data-testid="load-older"]')
+  if (row) row.dataset.end = text
+  renderLoadOlder()
+}
+
+// ---------------------------------------------------------------- sending
+
+function randomId(): string {
+  const bytes = new Uint8Array(CLIENT_MSG_ID_CHARS / 2)
+  crypto.getRandomValues(bytes)
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')
+}
+
+function pendingRow(p: Pending): HTMLElement {
+  const row = el('li', { className: 'message own pending', testid: 'pending-message' })
+  row.dataset.clientMsgId = p.clientMsgId
+  const meta = el('div', { className: 'message-meta' })
+  meta.append(el('span', { className: 'message-user', text: state.username }), el('span', { className: 'pending-status', testid: 'pending-status' }))
+  row.append(meta, el('div', { className: 'message-text', testid: 'message-text', text: p.text }))
+  return row
+}
+
+function renderPendingStatus(p: Pending): void {
+  const status = p.row?.querySelector('.pending-status')
+  if (!status) return
+  status.textContent = p.ackedId !== null ? 'sent' : p.sentOn === state.connectionNo && state.admitted ? 'sending…' : 'waiting for connection'
+}
+
+function queueMessage(text: string, clientMsgId = randomId()): void {
+  const p: Pending = { clientMsgId, text, row: null, sentOn: 0, sentAt: 0, sends: 0, ackedId: null }
+  p.row = pendingRow(p)
+  outbox.push(p)
+  ui.messages.appendChild(p.row)
+  renderPendingStatus(p)
+  ui.messages.scrollTop = ui.messages.scrollHeight
+}
+
+/**
+ * Sends what is pending and was not sent on this connection (in order, within the page's own
+ * rate), and sends again what was sent here but not acknowledged for a while (same clientMsgId:
+ * the server takes it once).
+ */
+function flushOutbox(): void {
+  if (send.timer) clearTimeout(send.timer)
+  send.timer = 0
+  const socket = state.socket
+  if (!socket || socket.readyState !== WebSocket.OPEN || !state.admitted) return
+  const now = Date.now()
+  send.tokens = Math.min(SEND_BURST, send.tokens + ((now - send.refilledAt) / 1000) * SEND_PER_SECOND)
+  send.refilledAt = now
+  let wakeIn = Infinity
+  for (const p of outbox) {
+    if (p.ackedId !== null) continue
+    const due = p.sentOn !== state.connectionNo ? 0 : p.sentAt + Math.min(RESEND_AFTER_MS_MAX, RESEND_AFTER_MS_MIN * 2 ** Math.max(0, p.sends - 1)) - now
+    if (due > 0) {
+      wakeIn = Math.min(wakeIn, due)
+      continue
+    }
+    if (send.tokens < 1) {
+      wakeIn = Math.min(wakeIn, 1000 / SEND_PER_SECOND)
+      break
+    }
+    send.tokens -= 1
+    socket.send(JSON.stringify({ type: 'chat', message: p.text, clientMsgId: p.clientMsgId }))
+    p.sends = p.sentOn === state.connectionNo ? p.sends + 1 : 1
+    p.sentOn = state.connectionNo
+    p.sentAt = now
+    renderPendingStatus(p)
+  }
+  if (wakeIn !== Infinity) send.timer = setTimeout(flushOutbox, Math.max(20, wakeIn))
+}
+
+/** Our message has its place: the pending row goes when its line is shown (now, or when it arrives). */
+function acknowledge(frame: AckFrame): void {
+  const p = outbox.find((x) => x.clientMsgId === frame.clientMsgId)
+  if (!p || typeof frame.id !== 'number') return
+  p.ackedId = frame.id
+  renderPendingStatus(p)
+  if (transcript.rows.has(frame.id)) settleLine(frame.id)
+  else if (frame.id <= transcript.lastId) {
+    // Its line went by before this page could show it (it cannot come again): show it from here.
+    showLine({ type: 'chat', id: frame.id, username: state.username, message: p.text, nodeAddress: state.nodeAddress, timestamp: Date.now() })
+  }
+  saveSession()
+}
+
+/** Line `id` is shown: if it is one of ours, its pending row goes. */
+function settleLine(id: number): void {
+  const i = outbox.findIndex((p) => p.ackedId === id)
+  if (i < 0) return
+  outbox[i]!.row?.remove()
+  outbox.splice(i, 1)
+}
+
+// ---------------------------------------------------------------- session (per tab)
+
+function saveSession(): void {
+  const saved: SavedSession = {
+    username: state.username,
+    epoch: transcript.epoch,
+    lastId: transcript.lastId,
+    heard: transcript.heard,
+    pending: outbox.filter((p) => p.ackedId === null).map((p) => ({ clientMsgId: p.clientMsgId, text: p.text })),
+  }
+  try {
+    sessionStorage.setItem(SESSION_KEY, JSON.stringify(saved))
+  } catch {
+    // Storage unavailable: a reload then starts afresh (the server still has the transcript).
+  }
+}
+
+function savedSession(): SavedSession | null {
+  try {
+    const value = JSON.parse(sessionStorage.getItem(SESSION_KEY) ?? 'null') as SavedSession | null
+    if (!value || typeof value.lastId !== 'number' || typeof value.epoch !== 'string' || !Array.isArray(value.pending)) return null
+    return value
+  } catch {
+    return null
+  }
+}
+
+/** Starts the transcript view afresh for `username`, resuming where this tab left off if it was the same user. */
+function restoreSession(username: string): void {
+  ui.messages.replaceChildren()
+  transcript.rows.clear()
+  transcript.olderDone = false
+  transcript.olderLoading = false
+  for (const p of outbox) p.row?.remove()
+  outbox = []
+  const saved = savedSession()
+  const same = saved !== null && (pageToken !== null || saved.username === username)
+  transcript.epoch = same ? saved.epoch : ''
+  transcript.lastId = same ? saved.lastId : 0
+  transcript.heard = same ? saved.heard === true : false
+  renderLoadOlder()
+  if (same) for (const p of saved.pending) if (typeof p.text === 'string' && typeof p.clientMsgId === 'string') queueMessage(p.text, p.clientMsgId)
 }
 
 /** Many changes in a burst (a node with many users joins) are drawn once per frame. */
@@ -342,6 +762,11 @@ function socketUrl(username: string): string {
   const url = new URL('/ws/chat', state.base)
   url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:'
   url.search = pageToken ? `token=${encodeURIComponent(pageToken)}` : `username=${encodeURIComponent(username)}`
+  // Resume where this page is: every line after the last one seen, then live, on whichever node.
+  if (transcript.heard) {
+    url.searchParams.set('since', String(transcript.lastId))
+    if (transcript.epoch !== '') url.searchParams.set('epoch', transcript.epoch)
+  }
   return url.toString()
 }
 
@@ -380,10 +805,16 @@ function parseFrame(data: unknown): ServerFrame | null {
 function handleFrame(frame: ServerFrame): void {
   switch (frame.type) {
     case 'chat':
-      if (typeof frame.message === 'string' && typeof frame.username === 'string') {
-        renderChat(frame)
+      if (isLine(frame) && showLine(frame)) {
         noteChat(frame.nodeAddress)
+        saveSession()
       }
+      return
+    case 'history':
+      if (Array.isArray(frame.messages)) showHistory(frame)
+      return
+    case 'ack':
+      if (typeof frame.clientMsgId === 'string') acknowledge(frame)
       return
     case 'moving':
       // Where to go when the node closes the socket in a moment; our own origin last (behind a
@@ -394,7 +825,7 @@ function handleFrame(frame: ServerFrame): void {
       }
       return
     case 'system':
-      if (typeof frame.message === 'string') renderSystem(frame.message, frame.timestamp, frame.event)
+      if (isLine(frame) && showLine(frame)) saveSession()
       return
     case 'users':
       if (!Array.isArray(frame.users)) return
@@ -408,13 +839,20 @@ function handleFrame(frame: ServerFrame): void {
       scheduleUsersRender()
       return
     case 'error':
-      if (typeof frame.message === 'string') showError(frame.message)
+      if (typeof frame.message !== 'string') return
+      // Refusals that pass (rate, load, a node cut off for long): the message stays pending and is sent again.
+      if (['rate_limited', 'overloaded', 'unavailable'].includes(frame.code) && outbox.some((p) => p.ackedId === null)) showError(`${frame.message} (the page sends it again shortly)`)
+      else showError(frame.message)
       return
     case 'welcome':
       // The server's spelling of the name (normalised, or taken from the token) marks our own messages.
       if (typeof frame.username === 'string') state.username = frame.username
       state.nodeAddress = frame.nodeAddress
       ui.me.textContent = `${state.username} @ ${nodeLabel(frame.nodeAddress)}`
+      // Admitted: what waits in the outbox goes now (resent with the same ids: taken once).
+      state.admitted = true
+      for (const p of outbox) renderPendingStatus(p)
+      flushOutbox()
       return
     default:
       // Unknown frame types are ignored by contract.
@@ -434,6 +872,11 @@ function connect(): void {
     return
   }
   state.socket = socket
+  state.connectionNo += 1
+  state.admitted = false
+  state.awaitingHistory = true
+  state.resuming = transcript.heard
+  for (const p of outbox) renderPendingStatus(p)
 
   socket.addEventListener('open', () => {
     if (state.socket !== socket) return
@@ -451,6 +894,9 @@ function connect(): void {
   socket.addEventListener('close', (event) => {
     if (state.socket !== socket) return
     state.socket = null
+    state.admitted = false
+    for (const p of outbox) renderPendingStatus(p)
+    saveSession()
     handleClose(event.code, event.reason)
   })
 }
@@ -515,6 +961,8 @@ function leave(): void {
   const socket = state.socket
   state.socket = null
   socket?.close(1000, 'leaving')
+  state.admitted = false
+  saveSession()
   setConnection('offline')
   renderUsers([])
   showJoin()
@@ -533,7 +981,7 @@ function join(rawName: string): void {
   state.username = name
   state.nodeAddress = ''
   state.reconnectAttempt = 0
-  ui.messages.replaceChildren()
+  restoreSession(name)
   renderUsers([])
   showChat()
   connect()
@@ -546,12 +994,14 @@ function sendMessage(): void {
     showError(`A message has at most ${MESSAGE_CHARS_MAX} characters.`)
     return
   }
-  const socket = state.socket
-  if (!socket || socket.readyState !== WebSocket.OPEN) {
-    showError('Not connected: the message was not sent.')
+  if (FORBIDDEN_IN_TEXT.test(text)) {
+    showError('Messages may not contain control characters other than newline and tab.')
     return
   }
-  socket.send(JSON.stringify({ type: 'chat', message: text }))
+  // Shown as pending at once; sent now if connected, else when the page is back (see flushOutbox).
+  queueMessage(text)
+  saveSession()
+  flushOutbox()
   ui.messageInput.value = ''
   autoGrow()
   updateSendButton()
@@ -699,8 +1149,12 @@ ui.messageInput.maxLength = MESSAGE_CHARS_MAX
 ui.nameInput.maxLength = USERNAME_CHARS_MAX
 ui.nameInput.value = recalledName()
 setConnection('offline')
+ui.messages.addEventListener('scroll', () => {
+  if (ui.messages.scrollTop < LOAD_OLDER_PX && transcript.rows.size > 0) void loadOlder()
+})
 if (pageToken) {
   // Signed in by the link: no name to ask for. The welcome frame tells us who we are.
+  restoreSession('')
   showChat()
   connect()
 } else showJoin()
