@@ -513,7 +513,8 @@ function showHistory(frame: HistoryFrame): void {
   transcript.heard = true
   if (first && state.resuming) {
     const fresh = lines.filter((l) => typeof l.id !== 'number' || !transcript.rows.has(l.id))
-    const missed = fresh.length
+    // Chat lines are what a user missed; joins and leaves among them are shown, not counted.
+    const missed = fresh.filter((l) => l.type === 'chat').length
     appendNote(noteRow(missed === 0 ? 'reconnected: no messages missed' : `reconnected: ${missed} message${missed === 1 ? '' : 's'} you missed`, 'resume-note', 'note resume'))
     for (const line of fresh) showLine(line)
     // A reload: nothing above what was missed yet; show what came before too.
@@ -849,7 +850,13 @@ function handleFrame(frame: ServerFrame): void {
       if (typeof frame.username === 'string') state.username = frame.username
       state.nodeAddress = frame.nodeAddress
       ui.me.textContent = `${state.username} @ ${nodeLabel(frame.nodeAddress)}`
-      // Admitted: what waits in the outbox goes now (resent with the same ids: taken once).
+      // Admitted (not merely open: a node may accept the socket and close it at once, and that
+      // must not reset the backoff): online, and what waits in the outbox goes now (resent with
+      // the same ids: taken once).
+      state.reconnectAttempt = 0
+      state.candidates = []
+      showError('')
+      setConnection('online')
       state.admitted = true
       for (const p of outbox) renderPendingStatus(p)
       flushOutbox()
@@ -880,10 +887,6 @@ function connect(): void {
 
   socket.addEventListener('open', () => {
     if (state.socket !== socket) return
-    state.reconnectAttempt = 0
-    state.candidates = []
-    showError('')
-    setConnection('online')
     startClusterPolling()
   })
   socket.addEventListener('message', (event) => {
