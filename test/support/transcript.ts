@@ -102,3 +102,155 @@ export async function fetchTranscript(node: NodeHandle, pageLimit = 500): Promis
   }
   return { epoch, lines: pages.flat(), complete }
 }
+
+/** Where a client is in the transcript: the last line it received and the epoch its history named. */
+export function resumePoint(client: ChatClient): { since: number; epoch: string } {
+  const lines = receivedLines(client)
+  const history = client.frames.filter((f) => f.type === 'history' && typeof f.epoch === 'string' && f.epoch !== '')
+  return { since: lines.reduce((m, l) => Math.max(m, l.id), 0), epoch: history.at(-1)?.epoch ?? '' }
+}
+
+/** `chatUrl` plus `since` and `epoch`: a socket that resumes after line `since`. */
+export function resumeUrl(httpUrl: string, username: string, at: { since: number; epoch: string }): string {
+  const url = new URL('/ws/chat', httpUrl)
+  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:'
+  url.searchParams.set('username', username)
+  url.searchParams.set('since', String(at.since))
+  if (at.epoch !== '') url.searchParams.set('epoch', at.epoch)
+  return url.toString()
+}
+
+/** Arrival time (performance.now()) of each chat line a client receives live or in a history frame, by text. */
+export function stampArrivals(client: ChatClient, into = new Map<string, number>()): Map<string, number> {
+  client.ws.addEventListener('message', (event) => {
+    if (typeof event.data !== 'string') return
+    const now = performance.now()
+    let frame: Frame
+    try {
+      frame = JSON.parse(event.data)
+    } catch {
+      return
+    }
+    const lines = frame.type === 'history' && Array.isArray(frame.messages) ? frame.messages : [frame]
+    for (const l of lines) if (l?.type === 'chat' && typeof l.message === 'string' && !into.has(l.message)) into.set(l.message, now)
+  })
+  return into
+}
+
+export interface Outgoing {
+  n: number
+  text: string
+  clientMsgId: string
+  /** First send, and the ack's arrival (performance.now()). */
+  sentAt: number
+  ackedAt?: number
+  id?: number
+  /** The connection it was last sent on (0: none yet) and when. */
+  sentOn: number
+  lastSentAt: number
+}
+
+/** Unacknowledged this long on the same connection: sent again (a refusal, e.g. over the rate limit). */
+const RESEND_AFTER_MS = 3000
+/** Sent at once on a new connection (the server's bucket holds 40). */
+const RESEND_BURST = 20
+
+/**
+ * A user sending numbered messages (`<prefix>#<n>`) with clientMsgIds at a steady rate, as the
+ * page does: what is not acknowledged is sent again with the same clientMsgId, on the next
+ * connection (`moveTo`) or after a while, oldest first and before anything new, so each is
+ * taken once and in order. One send per tick: with ticks of 50 ms or more it stays within the
+ * server's default rate limit.
+ */
+export class AckedSender {
+  readonly out: Outgoing[] = []
+  /** Acks that contradicted an earlier one (must stay empty). */
+  readonly errors: string[] = []
+  private timer: ReturnType<typeof setInterval> | null = null
+  private readonly byId = new Map<string, Outgoing>()
+  private connection = 1
+
+  constructor(
+    public client: ChatClient,
+    readonly prefix: string,
+  ) {
+    this.listen(client)
+  }
+
+  /** One send every `intervalMs`: the oldest message due again, else a new one (none while the socket is closed). */
+  start(intervalMs: number): void {
+    this.timer = setInterval(() => this.tick(), intervalMs)
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer)
+    this.timer = null
+  }
+
+  /** Stops making new messages; keeps sending again what is not acknowledged. */
+  drain(): void {
+    this.draining = true
+  }
+
+  private draining = false
+
+  private tick(): void {
+    if (this.client.isClosed()) return
+    const now = performance.now()
+    const due = this.out.find((o) => o.id === undefined && (o.sentOn !== this.connection || now - o.lastSentAt > RESEND_AFTER_MS))
+    if (due) return this.transmit(due, now)
+    if (!this.draining) this.sendNext()
+  }
+
+  sendNext(): Outgoing {
+    const n = this.out.length + 1
+    const now = performance.now()
+    const o: Outgoing = { n, text: `${this.prefix}#${n}`, clientMsgId: `${this.prefix}-${n}`, sentAt: now, sentOn: 0, lastSentAt: 0 }
+    this.out.push(o)
+    this.byId.set(o.clientMsgId, o)
+    if (!this.client.isClosed()) this.transmit(o, now)
+    return o
+  }
+
+  /** Continues on another connection (a resume, usually): what is not acknowledged goes again, oldest first. */
+  moveTo(client: ChatClient): void {
+    this.client = client
+    this.connection++
+    this.listen(client)
+    const now = performance.now()
+    for (const o of this.unacked().slice(0, RESEND_BURST)) this.transmit(o, now)
+  }
+
+  acked(): Outgoing[] {
+    return this.out.filter((o) => o.id !== undefined)
+  }
+
+  unacked(): Outgoing[] {
+    return this.out.filter((o) => o.id === undefined)
+  }
+
+  private transmit(o: Outgoing, now: number): void {
+    sendTyped(this.client, o.text, o.clientMsgId)
+    o.sentOn = this.connection
+    o.lastSentAt = now
+  }
+
+  private listen(client: ChatClient): void {
+    client.ws.addEventListener('message', (event) => {
+      if (typeof event.data !== 'string' || !event.data.includes('"ack"')) return
+      const frame = JSON.parse(event.data) as Frame
+      const o = frame.type === 'ack' ? this.byId.get(frame.clientMsgId) : undefined
+      if (!o) return
+      if (o.id !== undefined && o.id !== frame.id) this.errors.push(`${o.text} acknowledged twice with different ids: ${o.id} then ${frame.id}`)
+      o.id = frame.id
+      o.ackedAt ??= performance.now()
+    })
+  }
+}
+
+/** Percentile `p` (0–100) of `values`, or NaN when empty. */
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return NaN
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!
+}
