@@ -503,7 +503,8 @@ function showHistory(frame: HistoryFrame): void {
   const epoch = typeof frame.epoch === 'string' ? frame.epoch : ''
   const first = state.awaitingHistory
   state.awaitingHistory = false
-  if (epoch !== '' && transcript.epoch !== '' && epoch !== transcript.epoch) {
+  const restarted = epoch !== '' && transcript.epoch !== '' && epoch !== transcript.epoch
+  if (restarted) {
     forgetIds()
     appendNote(noteRow('the chat was started anew: some older messages could not be recovered', 'lost-note', 'note warn'))
   } else if (frame.complete === false) {
@@ -511,7 +512,7 @@ function showHistory(frame: HistoryFrame): void {
   }
   if (epoch !== '') transcript.epoch = epoch
   transcript.heard = true
-  if (first && state.resuming) {
+  if (first && state.resuming && !restarted) {
     const fresh = lines.filter((l) => typeof l.id !== 'number' || !transcript.rows.has(l.id))
     // Chat lines are what a user missed; joins and leaves among them are shown, not counted.
     const missed = fresh.filter((l) => l.type === 'chat').length
