@@ -489,7 +489,8 @@ function forgetIds(): void {
   for (const row of transcript.rows.values()) delete row.dataset.id
   transcript.rows.clear()
   transcript.lastId = 0
-  transcript.olderDone = true
+  // Older lines of the new transcript can still be loaded (above its first line shown).
+  transcript.olderDone = false
   renderLoadOlder()
 }
 

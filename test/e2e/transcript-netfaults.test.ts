@@ -67,6 +67,10 @@ describe.skipIf(unavailable !== null)('one transcript under a real partition (ne
     const numbers = receivedLines(readers[1]!)
       .filter((l) => l.type === 'chat' && l.username === 'sender1')
       .map((l) => Number(l.message.split('#')[1]))
+    if (JSON.stringify(numbers) !== JSON.stringify(sender.out.map((o) => o.n))) {
+      const frames = readers[1]!.frames.filter((f) => f.type !== 'chat' && f.type !== 'system' && f.type !== 'presence').map((f) => JSON.stringify(f).slice(0, 300))
+      console.log(`transcript netfaults: node 2's user got ${JSON.stringify(numbers)} of ${sender.out.length}; acks ${JSON.stringify(sender.out.map((o) => o.id))}; its other frames: ${frames.join(' ')}`)
+    }
     expect(numbers).toEqual(sender.out.map((o) => o.n))
     // Every reader: no line twice or backwards, and the same id → line as the others.
     const maps = readers.map((r) => {
