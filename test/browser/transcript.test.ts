@@ -189,6 +189,32 @@ describe('the page and the transcript (3 nodes, Chromium)', () => {
     }
   })
 
+  test('a tab whose saved place belongs to a cluster started anew: it says older messages could not be recovered, and sends what it had queued, once', async () => {
+    const page = await browser!.newPage()
+    try {
+      await page.goto(nodes[1]!.httpUrl)
+      // As a reload would find it: a place in a transcript these nodes never had, and a message still queued.
+      await page.evaluate(() =>
+        sessionStorage.setItem('cluster-chat.session', JSON.stringify({ username: 'vera', epoch: 'bun://Gone@10.0.0.9:2551#00000000', lastId: 7, heard: true, pending: [{ clientMsgId: 'vera-saved-1', text: 'queued before the reload' }] })),
+      )
+      await page.getByTestId('name-input').fill('vera')
+      await page.getByTestId('join-button').click()
+      await page.getByTestId('lost-note').waitFor({ timeout: UI_TIMEOUT_MS })
+      expect(await page.getByTestId('lost-note').textContent()).toBe('the chat was started anew: some older messages could not be recovered')
+      expect(await page.getByTestId('resume-note').count()).toBe(0)
+      await page.getByTestId('history-divider').waitFor({ timeout: UI_TIMEOUT_MS })
+      await waitFor(async () => (await pendingCount(page)) === 0, { timeoutMs: UI_TIMEOUT_MS, message: 'the saved message was never acknowledged' })
+      await waitForTexts(page, ['queued before the reload'], 'page')
+      await type(page, 'vera barrier')
+      await botHeard('vera barrier')
+      expect(count(receivedLines(bot).map((l) => l.message), 'queued before the reload')).toBe(1)
+      expect(count(await chatTexts(page), 'queued before the reload')).toBe(1)
+      expectOrderedOnce(await rows(page))
+    } finally {
+      await page.close()
+    }
+  })
+
   test('a message whose ack was lost, and one typed while disconnected, are each delivered once after the reconnect', async () => {
     const page = await browser!.newPage()
     // Between the page and the node: acks can be dropped, and the connection cut and refused.

@@ -4,9 +4,10 @@
 // Measured figures are printed (`transcript:` lines) for the README.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { startCluster, stopAll, waitFor, type NodeHandle } from '../support/cluster'
-import { AckedSender, checkStream, fetchTranscript, idMap, percentile, receivedLines, resumePoint, resumeUrl, sendTyped, stampArrivals, type LineSeen } from '../support/transcript'
+import { AckedSender, checkStream, fetchTranscript, idMap, percentile, receivedLines, resumePoint, resumeUrl, sendAcked, sendTyped, stampArrivals, type LineSeen } from '../support/transcript'
 import { connectUrl, connectUser, type ChatClient } from '../support/ws-client'
 
+const HISTORY_SIZE = 250
 const clients: ChatClient[] = []
 async function user(node: NodeHandle, name: string): Promise<ChatClient> {
   const client = await connectUser(node.httpUrl, name)
@@ -41,8 +42,9 @@ async function sameTranscriptEverywhere(nodes: NodeHandle[]): Promise<{ epoch: s
 describe('one transcript on real processes', () => {
   let nodes: NodeHandle[]
   beforeAll(async () => {
-    // A removed node's users free their names sooner (the moved sender of the SIGKILL test).
-    nodes = await startCluster(3, { args: ['--down-after-ms', '1500'] })
+    // A removed node's users free their names sooner (the moved sender of the SIGKILL test), and
+    // a short history, so the last test can ask for lines the nodes no longer hold.
+    nodes = await startCluster(3, { args: ['--down-after-ms', '1500', '--history-size', String(HISTORY_SIZE)] })
   }, 60_000)
   afterAll(async () => {
     await Promise.all(clients.map((c) => c.close().catch(() => {})))
@@ -157,6 +159,7 @@ describe('one transcript on real processes', () => {
     const all = senders.flatMap((s) => s.out)
     const held = await sameTranscriptEverywhere(survivors)
     const byId = idMap(held.lines)
+    expect(held.lines[0]!.id).toBeLessThan(Math.min(...all.map((o) => o.id!)))
     for (const o of all) expect(byId.get(o.id!)).toBe(`chat:${o.text.split('#')[0]}:${o.text}`)
     const counts = occurrences(chatTexts(held.lines).filter((t) => t.startsWith('kill')))
     expect(counts.size).toBe(all.length)
@@ -190,4 +193,25 @@ describe('one transcript on real processes', () => {
         `the dead node's user back on a survivor ${movedMs.toFixed(0)} ms after the kill, ${resent} unacknowledged sent again, none doubled`,
     )
   }, 60_000)
+
+  test('a resume the node cannot serve says so: complete false for lines no longer held, and for another epoch', async () => {
+    const node = nodes.find((n) => n.proc.exitCode === null && !n.proc.killed)!
+    // More lines than a node keeps (the earlier tests made most of them).
+    const filler = await user(node, 'filler')
+    const total = (await fetchTranscript(node)).lines.at(-1)!.id
+    await Promise.all(Array.from({ length: Math.max(0, HISTORY_SIZE + 20 - total) }, (_, i) => sendAcked(filler, `filler ${i}`)))
+    const held = await fetchTranscript(node)
+    expect(held.lines.length).toBe(HISTORY_SIZE)
+    expect(held.complete).toBe(false)
+    const old = await connectUrl(resumeUrl(node.httpUrl, 'old-since', { since: 1, epoch: held.epoch }), 'old-since')
+    clients.push(old)
+    const oldHistory = await old.next('history')
+    expect(oldHistory.complete).toBe(false)
+    expect(oldHistory.messages[0].id).toBe(held.lines[0]!.id)
+    const other = await connectUrl(resumeUrl(node.httpUrl, 'other-epoch', { since: 5, epoch: 'another-cluster#0' }), 'other-epoch')
+    clients.push(other)
+    const otherHistory = await other.next('history')
+    expect(otherHistory).toMatchObject({ complete: false, epoch: held.epoch })
+    console.log(`transcript: a resume from line 1 with ${HISTORY_SIZE} lines held replays from line ${oldHistory.messages[0].id} with complete: false; another epoch gets the latest ${otherHistory.messages.length} lines with complete: false`)
+  }, 20_000)
 })
