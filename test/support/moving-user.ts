@@ -1,7 +1,10 @@
 // A chat user that behaves as the page does when its node drains: on a `moving` frame and the
 // 1012 close that follows, it reconnects at once to one of the members the node named (then the
-// others), and retries a name the new node still thinks is taken (the old node's leave may not
-// have arrived yet). It records how long each move took and every chat line it received.
+// others), resuming after the last line it saw (`since`/`epoch`), and retries a name the new node
+// still thinks is taken (the old node's leave may not have arrived yet). What it says goes out
+// with a clientMsgId and is kept until acknowledged: said while between nodes, or unacknowledged
+// when its node went, it is sent again on the next connection. It records how long each move
+// took and every chat line it received (live or replayed), repeats included.
 import { chatUrl, connectUrl, type ChatClient, type Frame } from './ws-client'
 
 const SERVICE_RESTART = 1012
@@ -23,6 +26,11 @@ export class MovingUser {
   readonly chats: Frame[] = []
   readonly failures: string[] = []
   private stopped = false
+  private lastId = 0
+  private epoch: string | null = null
+  private said = 0
+  /** clientMsgId → text, in the order said, until acknowledged. */
+  private readonly unacked = new Map<string, string>()
 
   constructor(
     readonly username: string,
@@ -37,7 +45,23 @@ export class MovingUser {
   }
 
   send(text: string): void {
-    if (!this.client.isClosed()) this.client.sendChat(text)
+    const clientMsgId = `${this.username}-${++this.said}`
+    this.unacked.set(clientMsgId, text)
+    if (!this.client.isClosed()) this.sendTyped(clientMsgId, text)
+  }
+
+  /** Messages said and not acknowledged yet. */
+  get pending(): number {
+    return this.unacked.size
+  }
+
+  private sendTyped(clientMsgId: string, message: string): void {
+    this.client.send(JSON.stringify({ type: 'chat', message, clientMsgId }))
+  }
+
+  private see(frame: Frame): void {
+    if (typeof frame.id === 'number') this.lastId = Math.max(this.lastId, frame.id)
+    if (frame.type === 'chat') this.chats.push(frame)
   }
 
   async stop(): Promise<void> {
@@ -49,7 +73,11 @@ export class MovingUser {
     let members: string[] = []
     client.ws.addEventListener('message', (event) => {
       const frame = JSON.parse(String(event.data)) as Frame
-      if (frame.type === 'chat') this.chats.push(frame)
+      if (frame.type === 'history') {
+        this.epoch = frame.epoch as string
+        for (const line of frame.messages as Frame[]) this.see(line)
+      } else this.see(frame)
+      if (frame.type === 'ack') this.unacked.delete(frame.clientMsgId as string)
       if (frame.type === 'moving') members = (frame.members as Array<{ httpUrl: string }>).map((m) => m.httpUrl)
     })
     void client.closed.then(async (info) => {
@@ -67,10 +95,12 @@ export class MovingUser {
     while (performance.now() - since < MOVE_DEADLINE_MS) {
       for (const url of members) {
         try {
-          const client = await connectUrl(chatUrl(url, this.username), this.username, { timeoutMs: 2000 })
+          const resume = this.epoch === null ? '' : `&since=${this.lastId}&epoch=${encodeURIComponent(this.epoch)}`
+          const client = await connectUrl(chatUrl(url, this.username) + resume, this.username, { timeoutMs: 2000 })
           this.client = client
           this.httpUrl = url
           this.watch(client)
+          for (const [clientMsgId, text] of this.unacked) this.sendTyped(clientMsgId, text)
           return true
         } catch (error) {
           // A taken name (the old node's leave still on its way) or a node that went too: next.
