@@ -9,7 +9,7 @@ import { startCluster, stopAll, type NodeHandle } from '../test/support/cluster'
 import { Observer } from '../test/support/netfaults'
 import { connectUser, type ChatClient } from '../test/support/ws-client'
 
-const { values } = parseArgs({ options: { clients: { type: 'string', default: '500' }, seconds: { type: 'string', default: '10' }, processes: { type: 'string', default: '4' } } })
+const { values } = parseArgs({ options: { clients: { type: 'string', default: '500' }, seconds: { type: 'string', default: '10' }, processes: { type: 'string', default: '4' }, only: { type: 'string', default: 'flood,reflood,many' } } })
 const seconds = Number(values.seconds)
 
 function pct(xs: number[], p: number): number {
@@ -64,12 +64,13 @@ async function scenario(name: string, nodeArgs: string[], load: (nodes: NodeHand
 const client = (url: string, clients: number, rate: string, tag: string) =>
   Bun.spawn(['bun', 'run', new URL('./load-client.ts', import.meta.url).pathname, url, String(clients), rate, String(seconds), tag], { stdout: 'pipe', stderr: 'inherit' })
 
+const only = new Set(values.only.split(','))
 try {
-  await scenario('one client flooding node 1 (no rate limit there)', ['--rate-limit', '0'], (nodes) => [client(nodes[0]!.httpUrl, 1, 'flood', 'flood')])
-  await scenario('one client flooding node 1 and reconnecting at once after every close (default limits)', [], (nodes) => [client(nodes[0]!.httpUrl, 1, 'reflood', 'reflood')])
+  if (only.has('flood')) await scenario('one client flooding node 1 (no rate limit there)', ['--rate-limit', '0'], (nodes) => [client(nodes[0]!.httpUrl, 1, 'flood', 'flood')])
+  if (only.has('reflood')) await scenario('one client flooding node 1 and reconnecting at once after every close (default limits)', [], (nodes) => [client(nodes[0]!.httpUrl, 1, 'reflood', 'reflood')])
   const clients = Number(values.clients)
   const procs = Number(values.processes)
-  await scenario(`${clients} clients at the rate limit (20/s) on node 1, ${procs} processes`, ['--max-connections-per-ip', String(clients + 10)], (nodes) =>
+  if (only.has('many')) await scenario(`${clients} clients at the rate limit (20/s) on node 1, ${procs} processes`, ['--max-connections-per-ip', String(clients + 10)], (nodes) =>
     Array.from({ length: procs }, (_, k) => client(nodes[0]!.httpUrl, Math.ceil(clients / procs), '20', `l${k}x`)),
   )
 } finally {
