@@ -61,7 +61,7 @@ export function createChatNode(config: ChatNodeConfig, io: NodeIo, fanout: Fanou
     selfAddress: address,
     now: io.clock.now,
     rateLimit: { perSecond: config.rateLimit, burst: config.rateBurst },
-    overloaded: () => load.overloaded(),
+    load,
   })
   return {
     address,

@@ -17,7 +17,7 @@ function manualClock() {
 
 test('one late probe is a stall, not overload', () => {
   const { clock, fire } = manualClock()
-  const load = new LagMonitor(clock, { intervalMs: 20, thresholdMs: 50 })
+  const load = new LagMonitor(clock, { intervalMs: 20, thresholdMs: 50, turnMs: 30 })
   load.start()
   fire(990) // still warming up
   fire(1010)
@@ -30,7 +30,7 @@ test('one late probe is a stall, not overload', () => {
 
 test('probes late three times in a row are overload; it ends a few on-time probes later', () => {
   const { clock, fire } = manualClock()
-  const load = new LagMonitor(clock, { intervalMs: 20, thresholdMs: 50 })
+  const load = new LagMonitor(clock, { intervalMs: 20, thresholdMs: 50, turnMs: 30 })
   load.start()
   fire(500) // start-up stalls are not counted
   expect(load.overloaded()).toBe(false)

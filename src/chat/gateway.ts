@@ -13,15 +13,37 @@ export interface GatewayDeps {
   selfAddress: string
   now: () => number
   rateLimit: RateLimit
-  /** True while the node is behind (src/load.ts): chat frames are refused, so cluster traffic stays on time. */
-  overloaded?: () => boolean
+  /** The node's event-loop load (src/load.ts); without it nothing is shed. */
+  load?: Load
+}
+
+/** What the gateway asks of the lag monitor (src/load.ts). */
+export interface Load {
+  /** True while the node is behind: chat frames are refused, so cluster traffic stays on time. */
+  overloaded(): boolean
+  /** True when the turn now running has gone on too long: sockets still sending in it are paused. */
+  behind(): boolean
+  /** Calls `fn` once the loop has caught up. */
+  whenOnTime(fn: () => void): void
 }
 
 interface Session {
   username: string
   socket: ClientSocket
   limiter: MessageLimiter
+  /** Not read from (TCP backpressure) until the loop catches up; frames it had sent already are refused. */
+  paused: boolean
+  /** Pauses in a row, each within PAUSE_MAX_MS of the last: each one lasts twice as long. */
+  strikes: number
+  pausedAt: number
+  resumeAt: number
 }
+
+/** The first pause lasts until the loop catches up (a probe, ~20 ms); a socket that keeps filling turns is paused up to this long. */
+const PAUSE_MIN_MS = 20
+const PAUSE_MAX_MS = 1000
+
+const OVERLOADED = JSON.stringify({ type: 'error', code: 'overloaded', message: 'this node is overloaded; this message was not delivered, send it again shortly' } satisfies ServerMessage)
 
 /** Why a connection or a frame was refused: the label of the refusal counter in /metrics. */
 export type Refusal = 'bad_token' | 'bad_username' | 'username_taken' | 'bad_message' | 'binary_frame' | 'message_too_long' | 'rate_limited' | 'flooding' | 'overloaded'
@@ -31,6 +53,8 @@ export class ChatGateway {
   readonly stats = { admitted: 0, closed: 0, framesIn: 0, bytesIn: 0, framesOut: 0, bytesOut: 0, refused: {} as Partial<Record<Refusal, number>> }
   /** Connection id → session of an admitted user; refused sockets never get an entry. */
   private readonly sessions = new Map<string, Session>()
+  /** Sessions paused in a turn that went on too long, resumed together once the loop caught up. */
+  private paused: Session[] = []
 
   constructor(private readonly d: GatewayDeps) {}
 
@@ -45,7 +69,7 @@ export class ChatGateway {
     const username = checked.value
     if (!this.d.room.available(username)) return this.refuse('username_taken', () => socket.close(CloseCode.usernameTaken, 'username taken'))
     this.stats.admitted++
-    this.sessions.set(id, { username, socket, limiter: new MessageLimiter(this.d.rateLimit, this.d.now()) })
+    this.sessions.set(id, { username, socket, limiter: new MessageLimiter(this.d.rateLimit, this.d.now()), paused: false, strikes: 0, pausedAt: -Infinity, resumeAt: 0 })
     this.d.sockets.add(username, socket)
     this.send(socket, { type: 'welcome', username, nodeAddress: this.d.selfAddress })
     socket.subscribe()
@@ -58,6 +82,11 @@ export class ChatGateway {
     if (!session) return
     this.stats.framesIn++
     this.stats.bytesIn += typeof data === 'string' ? data.length : data instanceof Uint8Array ? data.byteLength : 0
+    // Bun hands over every frame it read from a socket in one turn: thousands from a flooding
+    // client, and a turn that long starves the cluster's heartbeats. Past the turn's budget the
+    // socket stops being read, and what it already sent is refused at the cost of a counter.
+    if (session.paused) return this.refuse('overloaded', () => {})
+    if (this.d.load?.behind()) return this.refuse('overloaded', () => this.pause(session))
     // Rate first: a flood of bad frames costs as little as a flood of good ones.
     const verdict = session.limiter.take(this.d.now())
     if (verdict === 'flood') {
@@ -68,9 +97,7 @@ export class ChatGateway {
         this.send(session.socket, { type: 'error', code: 'rate_limited', message: `at most ${this.d.rateLimit.perSecond} messages per second; this one was not delivered` }),
       )
     }
-    if (this.d.overloaded?.()) {
-      return this.refuse('overloaded', () => this.send(session.socket, { type: 'error', code: 'overloaded', message: 'this node is overloaded; this message was not delivered, send it again shortly' }))
-    }
+    if (this.d.load?.overloaded()) return this.refuse('overloaded', () => this.sendJson(session.socket, OVERLOADED))
     const parsed = parseClientMessage(data)
     if (!parsed.ok) {
       if (data instanceof Uint8Array || data instanceof ArrayBuffer) return this.refuse('binary_frame', () => this.drop(id, session, CloseCode.unsupportedData, parsed.error))
@@ -106,6 +133,36 @@ export class ChatGateway {
     this.sessions.delete(id)
     this.d.sockets.remove(session.username, session.socket)
     this.d.room.leave(session.username)
+  }
+
+  /**
+   * Stops reading `session` until the loop catches up, and longer each time it is back filling a
+   * turn soon after (a flooder is read for one turn in many, not every other one); tells it once
+   * that what it sent meanwhile was not delivered.
+   */
+  private pause(session: Session): void {
+    const now = this.d.now()
+    session.strikes = now - session.pausedAt < PAUSE_MAX_MS ? session.strikes + 1 : 0
+    session.pausedAt = now
+    session.resumeAt = now + Math.min(PAUSE_MAX_MS, PAUSE_MIN_MS * 2 ** session.strikes)
+    session.paused = true
+    session.socket.pause?.()
+    this.sendJson(session.socket, OVERLOADED)
+    if (this.paused.push(session) === 1) this.d.load?.whenOnTime(() => this.resumePaused())
+  }
+
+  private resumePaused(): void {
+    const now = this.d.now()
+    const still: Session[] = []
+    for (const session of this.paused) {
+      if (session.resumeAt > now) still.push(session)
+      else {
+        session.paused = false
+        session.socket.resume?.()
+      }
+    }
+    this.paused = still
+    if (still.length > 0) this.d.load?.whenOnTime(() => this.resumePaused())
   }
 
   /** Closes a session's socket and leaves at once, without waiting for the close handshake. */

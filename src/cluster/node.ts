@@ -14,6 +14,13 @@ import { err } from '../result'
 import type { Typed, Validator } from './validate'
 
 const HELD_MESSAGES_MAX = 10_000
+/**
+ * A busy event loop fires the tick timer late, and counting firings would slow the core's clock
+ * with it: at one firing per 50 ms turn a leader's heartbeats went out every 500 ms and its
+ * followers held elections. So a late firing counts the ticks that passed, but at most this many,
+ * so one long stall never jumps the core past replies still unread in the sockets.
+ */
+const CATCH_UP_TICKS_MAX = 5
 
 export interface ClusterSettings {
   systemName: string
@@ -49,6 +56,8 @@ export class ClusterNode<A extends Typed> {
   private transport!: Transport<RaftMessage | A>
   private listener!: ClusterListener<A>
   private stopTicking: (() => void) | null = null
+  /** When the core's clock last advanced: the ticks owed are counted from here. */
+  private tickedAt = 0
   private lastView: MembershipView | undefined
   /** The core's viewKey() when lastView was built. */
   private lastViewKey = ''
@@ -86,6 +95,7 @@ export class ClusterNode<A extends Typed> {
     })
     this.core = this.newCore(incarnation, this.settings.seeds[0] === this.address)
     this.io.log(`node ${this.address} starting as incarnation ${incarnation}, seeds ${this.settings.seeds.join(', ')}`, { event: 'starting', incarnation })
+    this.tickedAt = this.io.clock.now()
     this.stopTicking = this.io.clock.every(TICK_MS, () => this.tick())
     this.publishView()
   }
@@ -180,7 +190,10 @@ export class ClusterNode<A extends Typed> {
   }
 
   private tick(): void {
-    this.core.tick()
+    const owed = Math.floor((this.io.clock.now() - this.tickedAt) / TICK_MS)
+    const ticks = Math.min(CATCH_UP_TICKS_MAX, Math.max(1, owed))
+    this.tickedAt = owed > CATCH_UP_TICKS_MAX ? this.io.clock.now() : this.tickedAt + ticks * TICK_MS
+    for (let i = 0; i < ticks && !this.core.removed; i++) this.core.tick()
     this.afterStep()
     if (this.leaveStalled()) {
       this.io.log(`node ${this.address} is leaving but no leader has answered for ${3 * this.settings.timing.heartbeatTicks * TICK_MS} ms; giving up on a confirmation`, { level: 'warn', event: 'leave_abandoned' })

@@ -93,12 +93,15 @@ function clientAddress(server: { requestIP(r: Request): { address: string } | nu
   return server?.requestIP(request)?.address ?? 'unknown'
 }
 
-type ElysiaSocket = { id: string; raw: { send(data: string): unknown; close(code?: number, reason?: string): void }; subscribe(topic: string): unknown }
+type ElysiaSocket = { id: string; raw: { send(data: string): unknown; close(code?: number, reason?: string): void; pause?(): void; resume?(): void }; subscribe(topic: string): unknown }
 
 const adapt = (ws: ElysiaSocket): ClientSocket => ({
   send: (json) => ws.raw.send(json),
   close: (code, reason) => ws.raw.close(code, reason),
   subscribe: () => void ws.subscribe(CHAT_TOPIC),
+  // Bun 1.4.3 and later (the installed types may not name them yet).
+  pause: () => ws.raw.pause?.(),
+  resume: () => ws.raw.resume?.(),
 })
 
 const refuse = (r: UpgradeRefusal) => Response.json({ error: r.error }, { status: r.status })

@@ -5,12 +5,19 @@ import { ChatGateway } from '../../src/chat/gateway'
 import { FLOOD } from '../../src/chat/rate-limit'
 import { ChatRoom } from '../../src/chat/room'
 import { Sockets, type ClientSocket } from '../../src/chat/sockets'
+import { LagMonitor } from '../../src/load'
 import { ok, err } from '../../src/result'
 
 const self = 'bun://S@127.0.0.1:2551'
 
-function setup(rateLimit = { perSecond: 20, burst: 40 }, overloaded?: () => boolean) {
+function setup(rateLimit = { perSecond: 20, burst: 40 }) {
   let clock = 1000
+  // The real lag monitor on the same hand-driven clock: `probe(ms)` is its timer firing ms later.
+  let fireProbe = () => {}
+  const load = new LagMonitor({ now: () => clock, every: (_ms, fn) => ((fireProbe = fn), () => {}), after: () => () => {} }, { intervalMs: 20, thresholdMs: 100, turnMs: 30 })
+  load.start()
+  const probe = (ms: number) => ((clock += ms), fireProbe())
+  for (let t = 0; t < 1000; t += 20) probe(20) // past the monitor's warm-up
   const published: any[] = []
   const room = new ChatRoom({
     selfAddress: self,
@@ -22,17 +29,19 @@ function setup(rateLimit = { perSecond: 20, burst: 40 }, overloaded?: () => bool
     sendTo: () => {},
     disconnect: () => {},
   })
-  const gateway = new ChatGateway({ room, sockets: new Sockets(), selfAddress: self, now: () => clock, rateLimit, overloaded })
+  const gateway = new ChatGateway({ room, sockets: new Sockets(), selfAddress: self, now: () => clock, rateLimit, load })
   const socket = () => {
-    const s = { sent: [] as any[], closed: null as null | { code?: number; reason?: string } }
+    const s = { sent: [] as any[], closed: null as null | { code?: number; reason?: string }, paused: false }
     const client: ClientSocket = {
       send: (json) => s.sent.push(JSON.parse(json)),
       close: (code, reason) => void (s.closed = { code, reason }),
       subscribe: () => {},
+      pause: () => void (s.paused = true),
+      resume: () => void (s.paused = false),
     }
     return { s, client }
   }
-  return { gateway, room, published, socket, advance: (ms: number) => (clock += ms) }
+  return { gateway, room, published, socket, load, probe, advance: (ms: number) => (clock += ms) }
 }
 
 const chats = (published: any[]) => published.filter((m) => m.type === 'chat').map((m) => m.message)
@@ -57,17 +66,58 @@ describe('ChatGateway.open', () => {
 
 describe('ChatGateway.message', () => {
   test('while the node is overloaded a chat frame is refused with `overloaded` and not delivered; after, it goes through', () => {
-    let busy = true
-    const { gateway, published, socket } = setup(undefined, () => busy)
+    const { gateway, published, socket, load, probe } = setup()
     const a = socket()
     gateway.open('1', a.client, ok('alice'))
+    for (let i = 0; i < 3; i++) probe(150) // late three times in a row
+    expect(load.overloaded()).toBe(true)
     gateway.message('1', 'shed')
     expect(chats(published)).toEqual([])
     expect(a.s.sent.at(-1)).toMatchObject({ type: 'error', code: 'overloaded' })
     expect(gateway.stats.refused.overloaded).toBe(1)
-    busy = false
+    expect(a.s.paused).toBe(false) // refused, but this turn is short: the socket is still read
+    while (load.overloaded()) probe(20)
     gateway.message('1', 'served')
     expect(chats(published)).toEqual(['served'])
+  })
+
+  test('a socket still sending in a turn that went on too long is paused, and what it sent meanwhile refused, until the loop catches up', () => {
+    const { gateway, published, socket, advance, probe } = setup({ perSecond: 0, burst: 0 })
+    const a = socket()
+    const b = socket()
+    gateway.open('1', a.client, ok('alice'))
+    gateway.open('2', b.client, ok('bob'))
+    gateway.message('1', 'early in the turn')
+    advance(45) // the turn goes on: the probe due 20 ms after the last one is 25 ms late, under the 30 ms budget
+    gateway.message('1', 'still in budget')
+    advance(10)
+    const errorsBefore = a.s.sent.length
+    for (let i = 0; i < 1000; i++) gateway.message('1', `flood ${i}`)
+    gateway.message('2', 'bob in the same turn')
+    expect(chats(published)).toEqual(['early in the turn', 'still in budget'])
+    expect(a.s.paused).toBe(true)
+    expect(b.s.paused).toBe(true)
+    // One error each, not one per refused frame.
+    expect(a.s.sent.slice(errorsBefore).filter((f) => f.type === 'error')).toEqual([expect.objectContaining({ code: 'overloaded' })])
+    expect(gateway.stats.refused.overloaded).toBe(1001)
+    probe(0) // the timers' turn: the loop caught up (55 ms is under the 100 ms threshold), but the pause lasts 20 ms
+    expect(a.s.paused).toBe(true)
+    probe(20)
+    expect(a.s.paused).toBe(false)
+    expect(b.s.paused).toBe(false)
+    gateway.message('2', 'bob again')
+    expect(chats(published)).toEqual(['early in the turn', 'still in budget', 'bob again'])
+    // Back filling the next turn at once: paused twice as long, then four times, ...
+    const pausedFor = () => {
+      advance(60)
+      gateway.message('1', 'flood')
+      let ms = 0
+      while (a.s.paused) probe(20), (ms += 20)
+      return ms
+    }
+    expect([pausedFor(), pausedFor(), pausedFor(), pausedFor()]).toEqual([40, 80, 160, 320])
+    for (let t = 0; t < 1000; t += 20) probe(20) // quiet for a while: the next pause is short again
+    expect(pausedFor()).toBe(20)
   })
 
   test('over the rate: an error frame, not delivered; flooding on closes with 4429 and the user leaves', () => {
