@@ -4,6 +4,7 @@
 // fast as it can (node 1 runs with --rate-limit 0, the worst case), (2) many clients each at the
 // rate limit, spread over several processes. Reports p50/p99 at other nodes' users and at node 1's
 // other user, shed frames, and whether any member was removed or the leader changed.
+import { loadavg } from 'node:os'
 import { parseArgs } from 'node:util'
 import { startCluster, stopAll, type NodeHandle } from '../test/support/cluster'
 import { Observer } from '../test/support/netfaults'
@@ -46,16 +47,20 @@ async function scenario(name: string, nodeArgs: string[], load: (nodes: NodeHand
   try {
     const quiet = await probe(nodes, 3000)
     const observer = await Observer.start(nodes)
+    await nodes[0]!.fetch('/metrics') // the event-loop delay histogram starts over at each scrape: from here it covers the load
     const procs = load(nodes)
     const loaded = await probe(nodes, seconds * 1000)
     await Promise.all(procs.map((p) => p.exited))
     const sent = (await Promise.all(procs.map(async (p) => JSON.parse((await new Response(p.stdout as ReadableStream).text()).trim() || '{"sent":0}').sent))).reduce((a: number, b: number) => a + b, 0)
+    // The load generator shares the machine's cores with the nodes: its CPU is part of the picture.
+    const loadCpuS = procs.reduce((s, p) => s + (Number(p.resourceUsage()?.cpuTime.user ?? 0) + Number(p.resourceUsage()?.cpuTime.system ?? 0)) / 1e6, 0)
     await observer.stop()
     const metrics = await (await nodes[0]!.fetch('/metrics')).text()
-    const shed = metrics.split('\n').find((l) => l.includes('overloaded') && !l.startsWith('#')) ?? 'none'
-    console.log(`== ${name}: load sent ${sent} messages in ${seconds} s; quiet p50/p99 at other nodes ${pct(quiet.atOthers, 50)}/${pct(quiet.atOthers, 99)} ms, at node 1 ${pct(quiet.atNode1, 50)}/${pct(quiet.atNode1, 99)} ms`)
+    const shed = metrics.split('\n').find((l) => l.includes('overloaded') && !l.startsWith('#'))?.split(' ')[1] ?? '0'
+    const maxLag = metrics.split('\n').find((l) => l.startsWith('nodejs_eventloop_lag_max_seconds'))?.split(' ')[1]
+    console.log(`== ${name}: load sent ${sent} messages in ${seconds} s (load generator CPU ${loadCpuS.toFixed(1)} s, machine load average ${loadavg()[0]!.toFixed(1)}); quiet p50/p99 at other nodes ${pct(quiet.atOthers, 50)}/${pct(quiet.atOthers, 99)} ms, at node 1 ${pct(quiet.atNode1, 50)}/${pct(quiet.atNode1, 99)} ms`)
     console.log(`   loaded: at other nodes' users p50/p99 ${pct(loaded.atOthers, 50)}/${pct(loaded.atOthers, 99)} ms (${loaded.atOthers.length} msgs), at node 1's other user ${pct(loaded.atNode1, 50)}/${pct(loaded.atNode1, 99)} ms (${loaded.atNode1.length} msgs); probe errors ${loaded.errors.join('/')}`)
-    console.log(`   membership: leaders seen ${observer.leaders().length}, elections ${observer.termsAdvanced()}, member-change snapshots ${observer.memberChanges()}; node 1 shed: ${shed}`)
+    console.log(`   membership: leaders seen ${observer.leaders().length}, elections ${observer.termsAdvanced()}, member-change snapshots ${observer.memberChanges()}; node 1 refused ${shed} frames as overloaded, worst event-loop delay under load ${Math.round(Number(maxLag) * 1000)} ms`)
   } finally {
     await stopAll(2000)
   }
