@@ -75,10 +75,10 @@ export class LagMonitor {
    * Whether the turn now running has gone on too long: the probe, due `intervalMs` after the
    * last one, is more than `turnMs` late and cannot run until the turn ends. Read from inside the
    * turn, on every client frame, so a flood is stopped within the turn it starts in, not three
-   * probes later.
+   * probes later. `budgetMs` instead of `turnMs`: for work that costs more to refuse wrongly.
    */
-  behind(): boolean {
-    return this.last > this.startedAt && this.clock.now() - this.last > this.options.intervalMs + this.options.turnMs
+  behind(budgetMs = this.options.turnMs): boolean {
+    return this.last > this.startedAt && this.clock.now() - this.last > this.options.intervalMs + budgetMs
   }
 
   /** Calls `fn` once, at the next probe that is not late past the threshold: the loop caught up. */

@@ -22,7 +22,7 @@ export interface Load {
   /** True while the node is behind: chat frames are refused, so cluster traffic stays on time. */
   overloaded(): boolean
   /** True when the turn now running has gone on too long: sockets still sending in it are paused. */
-  behind(): boolean
+  behind(budgetMs?: number): boolean
   /** Calls `fn` once the loop has caught up. */
   whenOnTime(fn: () => void): void
 }
@@ -55,6 +55,12 @@ export class ChatGateway {
   private readonly sessions = new Map<string, Session>()
   /** Sessions paused in a turn that went on too long, resumed together once the loop caught up. */
   private paused: Session[] = []
+  /**
+   * Users whose sockets closed in a turn that had gone on too long, in order: each leave tells
+   * every local user (O(users)), so 500 closing at once cost a second's turn; they leave over
+   * the next turns instead, a turn's budget at a time.
+   */
+  private leaving: string[] = []
 
   constructor(private readonly d: GatewayDeps) {}
 
@@ -67,6 +73,8 @@ export class ChatGateway {
     const checked = validateUsername(claim.value)
     if (!checked.ok) return this.refuse('bad_username', () => socket.close(CloseCode.badUsername, checked.error))
     const username = checked.value
+    // Back at once after a close whose leave is still to come: it comes first.
+    if (this.leaving.length > 0 && !this.d.room.available(username)) this.leaveNow(Infinity)
     if (!this.d.room.available(username)) return this.refuse('username_taken', () => socket.close(CloseCode.usernameTaken, 'username taken'))
     this.stats.admitted++
     this.sessions.set(id, { username, socket, limiter: new MessageLimiter(this.d.rateLimit, this.d.now()), paused: false, strikes: 0, pausedAt: -Infinity, resumeAt: 0 })
@@ -119,6 +127,8 @@ export class ChatGateway {
       this.sendJson(session.socket, moving)
       this.drop(id, session, CloseCode.serviceRestart, 'service restart')
     }
+    // The other nodes must hear every leave before the users reconnect there.
+    this.leaveNow(Infinity)
   }
 
   /** Admitted sessions now open. */
@@ -132,7 +142,16 @@ export class ChatGateway {
     this.stats.closed++
     this.sessions.delete(id)
     this.d.sockets.remove(session.username, session.socket)
-    this.d.room.leave(session.username)
+    if (this.leaving.length === 0 && !this.d.load?.behind()) return this.d.room.leave(session.username)
+    if (this.leaving.push(session.username) === 1) this.d.load?.whenOnTime(() => this.leaveNow())
+  }
+
+  /** Leaves that were put off, oldest first, until this turn's budget is used (`Infinity`: all of them). */
+  private leaveNow(budget?: number): void {
+    let i = 0
+    while (i < this.leaving.length && (budget === Infinity || !this.d.load?.behind())) this.d.room.leave(this.leaving[i++]!)
+    this.leaving = this.leaving.slice(i)
+    if (this.leaving.length > 0 && budget !== Infinity) this.d.load?.whenOnTime(() => this.leaveNow())
   }
 
   /**
