@@ -116,6 +116,18 @@ export class ChatGateway {
   }
 
   /**
+   * True when a frame of connection `id` is to be dropped unread: its session is paused, and the
+   * frame was read before the pause took effect. Counted as refused. For a socket layer with work
+   * of its own per frame to skip (see http/app.ts); `message` drops such frames too.
+   */
+  dropsUnread(id: string): boolean {
+    if (!this.sessions.get(id)?.paused) return false
+    this.stats.framesIn++
+    this.stats.refused.overloaded = (this.stats.refused.overloaded ?? 0) + 1
+    return true
+  }
+
+  /**
    * A drain: every user is told where else to go (the other members), its socket is closed with
    * 1012, and it leaves the room at once, so the other nodes hear of the leave before the user
    * reconnects there under the same name.
