@@ -39,6 +39,10 @@ export class LagMonitor {
   /** Probes in a row that came later than the threshold. */
   private lateInARow = 0
   private shedding = false
+  /** Probes so far: the turns between two probes share a number. */
+  private probes = 0
+  /** The probe number of the last `crowdedTurn` question. */
+  private askedAt = -1
   /** Called at the next probe that comes on time (see `whenOnTime`). */
   private waiting: Array<() => void> = []
 
@@ -56,6 +60,7 @@ export class LagMonitor {
     const now = this.clock.now()
     const drift = Math.max(0, now - this.last - this.options.intervalMs)
     this.last = now
+    this.probes++
     if (now - this.startedAt < WARM_UP_MS) return
     this.lagMs = Math.max(drift, this.lagMs * 0.5)
     this.maxLagMs = Math.max(this.maxLagMs, drift)
@@ -79,6 +84,19 @@ export class LagMonitor {
    */
   behind(budgetMs = this.options.turnMs): boolean {
     return this.last > this.startedAt && this.clock.now() - this.last > this.options.intervalMs + budgetMs
+  }
+
+  /**
+   * For work that comes in bursts and costs a lot each (a new socket: its join tells every local
+   * user): true when the turn now running is `thresholdMs` past due and already took on such work
+   * since the last probe. 500 sockets opening at once are spread over turns; a lone one is served
+   * even on a machine too busy to run the loop on time.
+   */
+  crowdedTurn(): boolean {
+    if (!this.behind(this.options.thresholdMs)) return false
+    if (this.askedAt === this.probes) return true
+    this.askedAt = this.probes
+    return false
   }
 
   /** Calls `fn` once, at the next probe that is not late past the threshold: the loop caught up. */

@@ -14,7 +14,7 @@ import { createApp, TopicFanout } from './http/app'
 import type { NodeIo } from './io'
 import type { MembershipView } from './cluster/membership'
 import { createMetrics } from './metrics'
-import { DEFAULT_LOAD, LagMonitor } from './load'
+import { LagMonitor } from './load'
 import { err, ok, type Result } from './result'
 
 /** Everything of a node but HTTP: what the whole-node simulator runs. */
@@ -126,7 +126,7 @@ export function createNode(config: Config, io: NodeIo, identify: Identify = anon
     log: io.log,
     identify,
     allowedOrigins: config.allowedOrigins,
-    connectionCaps: { perIp: config.maxConnectionsPerIp, total: config.maxConnections, connectsPerIpPerSecond: config.connectRate, overloaded: () => chat.load.overloaded() || chat.load.behind(DEFAULT_LOAD.thresholdMs) },
+    connectionCaps: { perIp: config.maxConnectionsPerIp, total: config.maxConnections, connectsPerIpPerSecond: config.connectRate, overloaded: () => chat.load.overloaded() || chat.load.crowdedTurn() },
   })
   return {
     address: chat.address,
