@@ -17,10 +17,11 @@ const HELD_MESSAGES_MAX = 10_000
 /**
  * A busy event loop fires the tick timer late, and counting firings would slow the core's clock
  * with it: at one firing per 50 ms turn a leader's heartbeats went out every 500 ms and its
- * followers held elections. So a late firing counts the ticks that passed, but at most this many,
- * so one long stall never jumps the core past replies still unread in the sockets.
+ * followers held elections. So a late firing counts the ticks that passed, but at most a third of
+ * the shortest election timeout: an election timeout or a quorum check then always spans two turns
+ * of reading the sockets, so a long stall never jumps the core past replies still unread in them.
  */
-const CATCH_UP_TICKS_MAX = 5
+const catchUpTicksMax = (t: Timing) => Math.max(1, Math.floor(t.electionTicksMin / 3))
 
 export interface ClusterSettings {
   systemName: string
@@ -191,8 +192,9 @@ export class ClusterNode<A extends Typed> {
 
   private tick(): void {
     const owed = Math.floor((this.io.clock.now() - this.tickedAt) / TICK_MS)
-    const ticks = Math.min(CATCH_UP_TICKS_MAX, Math.max(1, owed))
-    this.tickedAt = owed > CATCH_UP_TICKS_MAX ? this.io.clock.now() : this.tickedAt + ticks * TICK_MS
+    const max = catchUpTicksMax(this.settings.timing)
+    const ticks = Math.min(max, Math.max(1, owed))
+    this.tickedAt = owed > max ? this.io.clock.now() : this.tickedAt + ticks * TICK_MS
     for (let i = 0; i < ticks && !this.core.removed; i++) this.core.tick()
     this.afterStep()
     if (this.leaveStalled()) {
