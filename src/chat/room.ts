@@ -6,7 +6,7 @@ import type { Peer } from '../cluster/transport'
 import { err, ok, type Result } from '../result'
 import type { ChatMessage, ChatRelay } from './messages'
 import { checkPeerMessage } from './peer-rules'
-import { FanoutBudget } from './fanout-budget'
+import { FanoutBudget, messageCost } from './fanout-budget'
 import { Presence, type PresenceChange } from './presence'
 import { CloseCode, hasForbiddenControl, systemMessage, type ServerMessage, type UserEntry } from './protocol'
 
@@ -78,7 +78,7 @@ export class ChatRoom {
     if (text.length > this.d.maxMessageLength && [...text].length > this.d.maxMessageLength) {
       return err({ code: 'message_too_long', message: `messages are limited to ${this.d.maxMessageLength} characters` })
     }
-    if (!this.budget.take(this.presence.localCount, this.d.now())) {
+    if (!this.budget.take(messageCost(this.presence.localCount, this.members.size), this.d.now())) {
       return err({ code: 'overloaded', message: 'this node is delivering all it can; this message was not delivered, send it again shortly' })
     }
     const chat: ChatRelay = { type: 'chat', username, message: text, nodeAddress: this.d.selfAddress, timestamp: this.d.now() }

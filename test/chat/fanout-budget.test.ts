@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { FanoutBudget } from '../../src/chat/fanout-budget'
+import { FanoutBudget, messageCost } from '../../src/chat/fanout-budget'
 import { ChatRoom } from '../../src/chat/room'
 
 describe('fan-out budget', () => {
@@ -41,5 +41,22 @@ describe('fan-out budget', () => {
     expect(published.filter((p) => p.includes('"chat"'))).toHaveLength(2)
     now = 1000
     expect(room.say('a', 'four').ok).toBe(true)
+  })
+
+  test('relaying to other members counts too: a node with few users cannot take on a flood every member must carry', () => {
+    let now = 0
+    const relayed: unknown[] = []
+    const room = new ChatRoom({
+      selfAddress: 'bun://S@a:1', lang: 'en', maxMessageLength: 100, now: () => now,
+      publish: () => {}, broadcast: (m) => relayed.push(m), sendTo: () => {}, disconnect: () => {}, fanoutPerSecond: 1000,
+    })
+    room.setMembers(['bun://S@b:1', 'bun://S@c:1'], true)
+    room.join('a')
+    relayed.length = 0
+    let said = 0
+    while (room.say('a', `m${said}`).ok) said++
+    // Each message: 1 local delivery and 2 relays; a second's budget of 1000 takes 1000 / (1 + 2 × 5) of them.
+    expect(said).toBe(Math.floor(1000 / messageCost(1, 2)))
+    expect(relayed.filter((m: any) => m.type === 'chat')).toHaveLength(said)
   })
 })
