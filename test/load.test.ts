@@ -54,7 +54,7 @@ test('probes late three times in a row are overload; it ends a few on-time probe
   expect(load.maxLagMs).toBe(120)
 })
 
-test('a turn late past its budget is `behind`; past the threshold, a second request in it is refused and a lone one served', () => {
+test('a turn late past its budget is `behind`; 250 ms late, a second request in it is refused and a lone one served', () => {
   const { clock, fire } = manualClock()
   let now = 0
   const c: Clock = { ...clock, now: () => now }
@@ -66,13 +66,15 @@ test('a turn late past its budget is `behind`; past the threshold, a second requ
   now = 1080 + 51
   expect(load.behind()).toBe(true)
   expect(load.crowdedTurn()).toBe(false) // not that late
-  now = 1080 + 130
+  now = 1080 + 200
+  expect(load.crowdedTurn()).toBe(false) // nor now
+  now = 1080 + 280
   expect(load.crowdedTurn()).toBe(false) // the first in this turn is served
   expect(load.crowdedTurn()).toBe(true)
   expect(load.crowdedTurn()).toBe(true)
   let caughtUp = 0
   load.whenOnTime(() => caughtUp++)
-  fire(now) // 110 ms late: not on time yet
+  fire(now) // 260 ms late: not on time yet
   expect(caughtUp).toBe(0)
   now += 20
   fire(now)

@@ -25,6 +25,8 @@ export interface Load {
   behind(budgetMs?: number): boolean
   /** Calls `fn` once the loop has caught up. */
   whenOnTime(fn: () => void): void
+  /** Which turn of the loop this is: the same number until the next probe. */
+  turn(): number
 }
 
 interface Session {
@@ -37,7 +39,17 @@ interface Session {
   strikes: number
   pausedAt: number
   resumeAt: number
+  /** Frames it sent in the current turn of the loop (`turn`). */
+  turn: number
+  framesInTurn: number
 }
+
+/**
+ * Frames one socket may send in a turn before it can be paused. A user who says something now and
+ * then is never paused (a late turn only delays its message); a socket that sent more than this in
+ * one turn is what made the turn long.
+ */
+const FRAMES_IN_TURN = 16
 
 /** The first pause lasts until the loop catches up (a probe, ~20 ms); a socket that keeps filling turns is paused up to this long. */
 const PAUSE_MIN_MS = 20
@@ -77,7 +89,7 @@ export class ChatGateway {
     if (this.leaving.length > 0 && !this.d.room.available(username)) this.leaveNow(Infinity)
     if (!this.d.room.available(username)) return this.refuse('username_taken', () => socket.close(CloseCode.usernameTaken, 'username taken'))
     this.stats.admitted++
-    this.sessions.set(id, { username, socket, limiter: new MessageLimiter(this.d.rateLimit, this.d.now()), paused: false, strikes: 0, pausedAt: -Infinity, resumeAt: 0 })
+    this.sessions.set(id, { username, socket, limiter: new MessageLimiter(this.d.rateLimit, this.d.now()), paused: false, strikes: 0, pausedAt: -Infinity, resumeAt: 0, turn: -1, framesInTurn: 0 })
     this.d.sockets.add(username, socket)
     this.send(socket, { type: 'welcome', username, nodeAddress: this.d.selfAddress })
     socket.subscribe()
@@ -94,7 +106,7 @@ export class ChatGateway {
     // client, and a turn that long starves the cluster's heartbeats. Past the turn's budget the
     // socket stops being read, and what it already sent is refused at the cost of a counter.
     if (session.paused) return this.refuse('overloaded', () => {})
-    if (this.d.load?.behind()) return this.refuse('overloaded', () => this.pause(session))
+    if (this.d.load && this.burstInLateTurn(session, this.d.load)) return this.refuse('overloaded', () => this.pause(session))
     // Rate first: a flood of bad frames costs as little as a flood of good ones.
     const verdict = session.limiter.take(this.d.now())
     if (verdict === 'flood') {
@@ -164,6 +176,15 @@ export class ChatGateway {
     while (i < this.leaving.length && (budget === Infinity || !this.d.load?.behind())) this.d.room.leave(this.leaving[i++]!)
     this.leaving = this.leaving.slice(i)
     if (this.leaving.length > 0 && budget !== Infinity) this.d.load?.whenOnTime(() => this.leaveNow())
+  }
+
+  private burstInLateTurn(session: Session, load: Load): boolean {
+    const turn = load.turn()
+    if (session.turn !== turn) {
+      session.turn = turn
+      session.framesInTurn = 0
+    }
+    return ++session.framesInTurn > FRAMES_IN_TURN && load.behind()
   }
 
   /**
