@@ -28,8 +28,6 @@ const WARM_UP_MS = 1000
  * probe late.
  */
 const SUSTAINED_PROBES = 3
-/** See `crowdedTurn`: well under the shortest election timeout (500 ms by default), well over a busy machine's jitter. */
-const CROWDED_TURN_MS = 250
 
 export class LagMonitor {
   /** Recent lag: the latest drift, or a decaying memory of a larger one (shedding outlasts a spike a little). */
@@ -43,8 +41,6 @@ export class LagMonitor {
   private shedding = false
   /** Probes so far: the turns between two probes share a number. */
   private probes = 0
-  /** The probe number of the last `crowdedTurn` question. */
-  private askedAt = -1
   /** Called at the next probe that comes on time (see `whenOnTime`). */
   private waiting: Array<() => void> = []
 
@@ -86,20 +82,6 @@ export class LagMonitor {
    */
   behind(budgetMs = this.options.turnMs): boolean {
     return this.last > this.startedAt && this.clock.now() - this.last > this.options.intervalMs + budgetMs
-  }
-
-  /**
-   * For work that comes in bursts and costs a lot each (a new socket: its join tells every local
-   * user): true when the turn now running is CROWDED_TURN_MS past due and already took on such
-   * work since the last probe. 500 sockets opening at once (2.8 s in one turn) are spread over
-   * turns; a lone one is served even on a machine too busy to run the loop on time, and so are
-   * the 60 at once of a test on a loaded machine.
-   */
-  crowdedTurn(): boolean {
-    if (!this.behind(CROWDED_TURN_MS)) return false
-    if (this.askedAt === this.probes) return true
-    this.askedAt = this.probes
-    return false
   }
 
   /** Which turn of the loop this is: probes so far (the turns between two probes share it). */

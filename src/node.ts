@@ -126,7 +126,7 @@ export function createNode(config: Config, io: NodeIo, identify: Identify = anon
     log: io.log,
     identify,
     allowedOrigins: config.allowedOrigins,
-    connectionCaps: { perIp: config.maxConnectionsPerIp, total: config.maxConnections, connectsPerIpPerSecond: config.connectRate, overloaded: () => chat.load.overloaded() || chat.load.crowdedTurn() },
+    connectionCaps: { perIp: config.maxConnectionsPerIp, total: config.maxConnections, connectsPerIpPerSecond: config.connectRate, overloaded: () => chat.load.overloaded() || !chat.gateway.admitsJoin() },
   })
   return {
     address: chat.address,

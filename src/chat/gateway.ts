@@ -51,6 +51,14 @@ interface Session {
  */
 const FRAMES_IN_TURN = 16
 
+/**
+ * Deliveries the joins of one turn of the loop may cost: a join tells every local user (a
+ * presence frame and a system message), so 500 sockets opening at once cost 250,000 and stalled a
+ * node's loop for 2.8 s. Past this, new sockets wait for the next turn (HTTP 503; the page tries
+ * again). About 20-40 ms of work here; a burst of a few dozen joins on a small node never gets near.
+ */
+const JOIN_DELIVERIES_PER_TURN = 20_000
+
 /** The first pause lasts until the loop catches up (a probe, ~20 ms); a socket that keeps filling turns is paused up to this long. */
 const PAUSE_MIN_MS = 20
 const PAUSE_MAX_MS = 1000
@@ -73,6 +81,8 @@ export class ChatGateway {
    * the next turns instead, a turn's budget at a time.
    */
   private leaving: string[] = []
+  /** What the sockets admitted in this turn of the loop will cost when they join. */
+  private joins = { turn: -1, deliveries: 0 }
 
   constructor(private readonly d: GatewayDeps) {}
 
@@ -95,6 +105,19 @@ export class ChatGateway {
     socket.subscribe()
     this.d.room.join(username)
     this.send(socket, this.d.room.usersMessage())
+  }
+
+  /**
+   * Whether a new socket may go ahead in this turn of the loop (see JOIN_DELIVERIES_PER_TURN);
+   * counts it when so. The first of a turn always may. Asked once per socket, before the upgrade.
+   */
+  admitsJoin(): boolean {
+    const turn = this.d.load?.turn() ?? 0
+    if (this.joins.turn !== turn) this.joins = { turn, deliveries: 0 }
+    const cost = 2 * this.sessions.size
+    if (this.joins.deliveries > 0 && this.joins.deliveries + cost > JOIN_DELIVERIES_PER_TURN) return false
+    this.joins.deliveries += Math.max(1, cost)
+    return true
   }
 
   message(id: string, data: unknown): void {

@@ -121,6 +121,22 @@ describe('ChatGateway.message', () => {
     expect(pausedFor()).toBe(20)
   })
 
+  test('new sockets in one turn of the loop: as many as their joins cost 20,000 deliveries; the rest wait for the next turn', () => {
+    const { gateway, socket, probe } = setup()
+    for (let i = 0; i < 200; i++) gateway.open(String(i), socket().client, ok(`u${i}`))
+    // Each join tells the 200 users (a presence frame and a system message): 400 deliveries.
+    let admitted = 0
+    while (gateway.admitsJoin()) admitted++
+    expect(admitted).toBe(50)
+    probe(20) // the next turn
+    expect(gateway.admitsJoin()).toBe(true)
+    // A small node takes a burst of dozens at once.
+    const small = setup()
+    let burst = 0
+    while (burst < 100 && small.gateway.admitsJoin()) burst++
+    expect(burst).toBe(100)
+  })
+
   test('users whose sockets close in a turn past its budget leave over the next turns, in order; one back at once under the same name is admitted', () => {
     const { gateway, room, socket, advance, probe } = setup()
     const names = ['ann', 'ben', 'cat', 'dan']
