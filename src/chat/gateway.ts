@@ -3,6 +3,7 @@
 // boundary, before the room sees it. Time comes from `now` (the node's clock), never from Date.
 import type { Claim } from './identity'
 import { CloseCode, parseClientMessage, validateUsername, type ServerMessage } from './protocol'
+import { FanoutBudget } from './fanout-budget'
 import { FLOOD, MessageLimiter, type RateLimit } from './rate-limit'
 import type { ChatRoom } from './room'
 import type { ClientSocket, Sockets } from './sockets'
@@ -52,12 +53,14 @@ interface Session {
 const FRAMES_IN_TURN = 16
 
 /**
- * Deliveries the joins of one turn of the loop may cost: a join tells every local user (a
- * presence frame and a system message), so 500 sockets opening at once cost 250,000 and stalled a
- * node's loop for 2.8 s. Past this, new sockets wait for the next turn (HTTP 503; the page tries
- * again). About 20-40 ms of work here; a burst of a few dozen joins on a small node never gets near.
+ * Deliveries the joins of one turn of the loop, and of one second, may cost: a join tells every
+ * local user (a presence frame and a system message), so 500 sockets opening at once cost 250,000
+ * and stalled a node's loop for 2.8 s. Past either, new sockets are refused (HTTP 503; the page
+ * tries again). A turn's worth is 20-40 ms of work here; a burst of a few dozen joins on a small
+ * node never gets near.
  */
 const JOIN_DELIVERIES_PER_TURN = 20_000
+const JOIN_DELIVERIES_PER_SECOND = 50_000
 
 /** The first pause lasts until the loop catches up (a probe, ~20 ms); a socket that keeps filling turns is paused up to this long. */
 const PAUSE_MIN_MS = 20
@@ -83,8 +86,11 @@ export class ChatGateway {
   private leaving: string[] = []
   /** What the sockets admitted in this turn of the loop will cost when they join. */
   private joins = { turn: -1, deliveries: 0 }
+  private readonly joinBudget: FanoutBudget
 
-  constructor(private readonly d: GatewayDeps) {}
+  constructor(private readonly d: GatewayDeps) {
+    this.joinBudget = new FanoutBudget(JOIN_DELIVERIES_PER_SECOND, d.now())
+  }
 
   /**
    * A socket opened, claiming a name (from its `username` parameter or its token, see
@@ -108,14 +114,15 @@ export class ChatGateway {
   }
 
   /**
-   * Whether a new socket may go ahead in this turn of the loop (see JOIN_DELIVERIES_PER_TURN);
-   * counts it when so. The first of a turn always may. Asked once per socket, before the upgrade.
+   * Whether a new socket may go ahead now (see JOIN_DELIVERIES_PER_TURN); counts it when so. The
+   * first of a turn of the loop always may. Asked once per socket, before the upgrade.
    */
   admitsJoin(): boolean {
     const turn = this.d.load?.turn() ?? 0
     if (this.joins.turn !== turn) this.joins = { turn, deliveries: 0 }
     const cost = 2 * this.sessions.size
     if (this.joins.deliveries > 0 && this.joins.deliveries + cost > JOIN_DELIVERIES_PER_TURN) return false
+    if (!this.joinBudget.take(cost, this.d.now()) && this.joins.deliveries > 0) return false
     this.joins.deliveries += Math.max(1, cost)
     return true
   }

@@ -121,15 +121,25 @@ describe('ChatGateway.message', () => {
     expect(pausedFor()).toBe(20)
   })
 
-  test('new sockets in one turn of the loop: as many as their joins cost 20,000 deliveries; the rest wait for the next turn', () => {
+  test('new sockets: as many as their joins cost 20,000 deliveries in a turn of the loop, 50,000 a second', () => {
     const { gateway, socket, probe } = setup()
     for (let i = 0; i < 200; i++) gateway.open(String(i), socket().client, ok(`u${i}`))
     // Each join tells the 200 users (a presence frame and a system message): 400 deliveries.
-    let admitted = 0
-    while (gateway.admitsJoin()) admitted++
-    expect(admitted).toBe(50)
-    probe(20) // the next turn
-    expect(gateway.admitsJoin()).toBe(true)
+    const admitted = () => {
+      let n = 0
+      while (gateway.admitsJoin()) n++
+      return n
+    }
+    expect(admitted()).toBe(50)
+    probe(20) // the next turn: 20 ms later
+    expect(admitted()).toBe(50)
+    probe(20)
+    expect(admitted()).toBe(30) // the rest of the second's 50,000, and 20 ms of refill each time
+    probe(20)
+    expect(admitted()).toBe(2) // 1,000 a turn from now on
+
+    for (let t = 0; t < 1000; t += 20) probe(20) // a second later
+    expect(admitted()).toBe(50)
     // A small node takes a burst of dozens at once.
     const small = setup()
     let burst = 0
