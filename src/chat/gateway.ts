@@ -53,13 +53,12 @@ interface Session {
 const FRAMES_IN_TURN = 16
 
 /**
- * Deliveries the joins of one turn of the loop, and of one second, may cost: a join tells every
+ * Deliveries joins may cost a second (a tenth of it at once, fanout-budget.ts): a join tells every
  * local user (a presence frame and a system message), so 500 sockets opening at once cost 250,000
- * and stalled a node's loop for 2.8 s. Past either, new sockets are refused (HTTP 503; the page
- * tries again). A turn's worth is 20-40 ms of work here; a burst of a few dozen joins on a small
- * node never gets near.
+ * and stalled a node's loop for 2.8 s. Past it, new sockets are refused (HTTP 503; the page tries
+ * again), but never the first of a turn of the loop. A burst of a few dozen joins on a small node
+ * never gets near.
  */
-const JOIN_DELIVERIES_PER_TURN = 20_000
 const JOIN_DELIVERIES_PER_SECOND = 50_000
 
 /** The first pause lasts until the loop catches up (a probe, ~20 ms); a socket that keeps filling turns is paused up to this long. */
@@ -114,14 +113,13 @@ export class ChatGateway {
   }
 
   /**
-   * Whether a new socket may go ahead now (see JOIN_DELIVERIES_PER_TURN); counts it when so. The
+   * Whether a new socket may go ahead now (see JOIN_DELIVERIES_PER_SECOND); counts it when so. The
    * first of a turn of the loop always may. Asked once per socket, before the upgrade.
    */
   admitsJoin(): boolean {
     const turn = this.d.load?.turn() ?? 0
     if (this.joins.turn !== turn) this.joins = { turn, deliveries: 0 }
     const cost = 2 * this.sessions.size
-    if (this.joins.deliveries > 0 && this.joins.deliveries + cost > JOIN_DELIVERIES_PER_TURN) return false
     if (!this.joinBudget.take(cost, this.d.now()) && this.joins.deliveries > 0) return false
     this.joins.deliveries += Math.max(1, cost)
     return true
