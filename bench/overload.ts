@@ -10,7 +10,7 @@ import { startCluster, stopAll, type NodeHandle } from '../test/support/cluster'
 import { Observer } from '../test/support/netfaults'
 import { connectUser, type ChatClient } from '../test/support/ws-client'
 
-const { values } = parseArgs({ options: { clients: { type: 'string', default: '500' }, seconds: { type: 'string', default: '10' }, processes: { type: 'string', default: '4' }, only: { type: 'string', default: 'flood,reflood,many' } } })
+const { values } = parseArgs({ options: { clients: { type: 'string', default: '500' }, seconds: { type: 'string', default: '10' }, processes: { type: 'string', default: '4' }, only: { type: 'string', default: 'flood,reflood,many' }, 'node1-args': { type: 'string', default: '' } } })
 const seconds = Number(values.seconds)
 
 function pct(xs: number[], p: number): number {
@@ -60,7 +60,9 @@ async function probe(nodes: NodeHandle[], ms: number) {
 }
 
 async function scenario(name: string, nodeArgs: string[], load: (nodes: NodeHandle[]) => Bun.Subprocess[]) {
-  const nodes = await startCluster(3, { nodeArgs: (i) => (i === 0 ? nodeArgs : []) })
+  // --node1-args: more flags for node 1, to try settings (e.g. "--max-fanout 50000").
+  const extra = values['node1-args'].split(' ').filter(Boolean)
+  const nodes = await startCluster(3, { nodeArgs: (i) => (i === 0 ? [...nodeArgs, ...extra] : []) })
   try {
     const quiet = await probe(nodes, 3000)
     const observer = await Observer.start(nodes)

@@ -51,6 +51,8 @@ interface Session {
  * one turn is what made the turn long.
  */
 const FRAMES_IN_TURN = 16
+/** How late a turn may run before a frame of any socket is refused (see `message`). */
+const LATE_TURN_MS = 100
 
 /**
  * Deliveries joins may cost a second (a tenth of it at once, fanout-budget.ts): a join tells every
@@ -60,6 +62,8 @@ const FRAMES_IN_TURN = 16
  * never gets near.
  */
 const JOIN_DELIVERIES_PER_SECOND = 50_000
+/** A turn of the loop this far past due admits no second new socket. */
+const CROWDED_TURN_MS = 250
 
 /** The first pause lasts until the loop catches up (a probe, ~20 ms); a socket that keeps filling turns is paused up to this long. */
 const PAUSE_MIN_MS = 20
@@ -120,6 +124,8 @@ export class ChatGateway {
     const turn = this.d.load?.turn() ?? 0
     if (this.joins.turn !== turn) this.joins = { turn, deliveries: 0 }
     const cost = 2 * this.sessions.size
+    // A turn already this late (a machine too busy to give the node its share) takes no more.
+    if (this.joins.deliveries > 0 && this.d.load?.behind(CROWDED_TURN_MS)) return false
     if (!this.joinBudget.take(cost, this.d.now()) && this.joins.deliveries > 0) return false
     this.joins.deliveries += Math.max(1, cost)
     return true
@@ -135,6 +141,8 @@ export class ChatGateway {
     // socket stops being read, and what it already sent is refused at the cost of a counter.
     if (session.paused) return this.refuse('overloaded', () => {})
     if (this.d.load && this.burstInLateTurn(session, this.d.load)) return this.refuse('overloaded', () => this.pause(session))
+    // Many sockets a frame each: the turn is bounded too, by refusing (not pausing) past a later mark.
+    if (this.d.load?.behind(LATE_TURN_MS)) return this.refuse('overloaded', () => this.sendJson(session.socket, OVERLOADED))
     // Rate first: a flood of bad frames costs as little as a flood of good ones.
     const verdict = session.limiter.take(this.d.now())
     if (verdict === 'flood') {

@@ -108,6 +108,13 @@ describe('ChatGateway.message', () => {
     expect(a.s.paused).toBe(false)
     gateway.message('1', 'alice again')
     expect(chats(published).at(-1)).toBe('alice again')
+    // A turn 100 ms past due refuses even a lone frame (many sockets a frame each make turns long too), without a pause.
+    advance(130)
+    gateway.message('2', 'bob late')
+    expect(chats(published).at(-1)).toBe('alice again')
+    expect(b.s.sent.at(-1)).toMatchObject({ type: 'error', code: 'overloaded' })
+    expect(b.s.paused).toBe(false)
+    probe(0)
     // Back filling the next turn at once: paused twice as long, then four times, ...
     const pausedFor = () => {
       advance(60)
