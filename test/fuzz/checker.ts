@@ -24,13 +24,28 @@ export interface DeliveryReport {
  * in the order it was sent, marked with the sender's node. Anything else that claims to come from
  * a checker name is a forgery.
  */
-export function verifyDeliveries(senders: { username: string; nodeAddress: string; sent: number }[], received: Map<string, Received[]>): DeliveryReport {
+export function verifyDeliveries(
+  senders: { username: string; nodeAddress: string; sent: number; refused?: number }[],
+  received: Map<string, Received[]>,
+): DeliveryReport {
   const problems: string[] = []
   let delivered = 0
   let expected = 0
+  // A node that sheds load refuses a message with an `overloaded` error to its sender, and nobody
+  // gets it: that is a refusal the sender was told of, not a loss. As many numbers as the sender
+  // was refused, that no receiver (the sender included) got, are not counted missing.
+  const refusedBy = new Map<string, Set<number>>()
+  for (const sender of senders) {
+    const got = new Set<number>()
+    for (const frames of received.values()) for (const f of frames) if (f.username === sender.username) got.add(Number(CHECKER_TEXT.exec(f.message)?.[1]))
+    const nobody: number[] = []
+    for (let n = 1; n <= sender.sent; n++) if (!got.has(n)) nobody.push(n)
+    refusedBy.set(sender.username, new Set(nobody.length <= (sender.refused ?? 0) ? nobody : []))
+  }
   for (const [receiver, frames] of received) {
     for (const sender of senders) {
-      expected += sender.sent
+      const refused = refusedBy.get(sender.username)!
+      expected += sender.sent - refused.size
       const numbers: number[] = []
       for (const f of frames) {
         if (f.username !== sender.username) continue
@@ -53,7 +68,7 @@ export function verifyDeliveries(senders: { username: string; nodeAddress: strin
         if (i > 0 && numbers[i]! < numbers[i - 1]!) reordered++
       }
       const missing: number[] = []
-      for (let n = 1; n <= sender.sent; n++) if (!seen.has(n)) missing.push(n)
+      for (let n = 1; n <= sender.sent; n++) if (!seen.has(n) && !refused.has(n)) missing.push(n)
       if (missing.length > 0) problems.push(`${receiver} missed ${missing.length} of ${sender.sent} from ${sender.username}: ${brief(missing)}`)
       if (duplicates.length > 0) problems.push(`${receiver} got ${duplicates.length} duplicate(s) from ${sender.username}: ${brief(duplicates)}`)
       if (reordered > 0) problems.push(`${receiver} got ${sender.username}'s messages out of order ${reordered} time(s)`)
@@ -121,7 +136,7 @@ export class Checker {
     const received = new Map<string, Received[]>()
     for (const r of this.users) received.set(r.client.username, r.client.frames.filter((f) => f.type === 'chat' && this.names.includes(f.username)) as Received[])
     const report = verifyDeliveries(
-      this.users.map((u) => ({ username: u.client.username, nodeAddress: u.nodeAddress, sent: u.sent })),
+      this.users.map((u) => ({ username: u.client.username, nodeAddress: u.nodeAddress, sent: u.sent, refused: u.client.received((f) => f.type === 'error' && f.code === 'overloaded').length })),
       received,
     )
     return { ...report, closes: this.users.flatMap((u) => (u.unexpectedClose ? [u.unexpectedClose] : [])) }
