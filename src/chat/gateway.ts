@@ -62,8 +62,6 @@ const LATE_TURN_MS = 100
  * never gets near.
  */
 const JOIN_DELIVERIES_PER_SECOND = 50_000
-/** A turn of the loop this far past due admits no second new socket. */
-const CROWDED_TURN_MS = 250
 
 /** The first pause lasts until the loop catches up (a probe, ~20 ms); a socket that keeps filling turns is paused up to this long. */
 const PAUSE_MIN_MS = 20
@@ -124,8 +122,6 @@ export class ChatGateway {
     const turn = this.d.load?.turn() ?? 0
     if (this.joins.turn !== turn) this.joins = { turn, deliveries: 0 }
     const cost = 2 * this.sessions.size
-    // A turn already this late (a machine too busy to give the node its share) takes no more.
-    if (this.joins.deliveries > 0 && this.d.load?.behind(CROWDED_TURN_MS)) return false
     if (!this.joinBudget.take(cost, this.d.now()) && this.joins.deliveries > 0) return false
     this.joins.deliveries += Math.max(1, cost)
     return true
