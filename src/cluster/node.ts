@@ -17,9 +17,11 @@ const HELD_MESSAGES_MAX = 10_000
 /**
  * A busy event loop fires the tick timer late, and counting firings would slow the core's clock
  * with it: at one firing per 50 ms turn a leader's heartbeats went out every 500 ms and its
- * followers held elections. So a late firing counts the ticks that passed, but at most a third of
- * the shortest election timeout: an election timeout or a quorum check then always spans two turns
- * of reading the sockets, so a long stall never jumps the core past replies still unread in them.
+ * followers held elections. So a leader's late firing counts the ticks that passed, but at most a
+ * third of the shortest election timeout: a quorum check then always spans two turns of reading
+ * the sockets, so a long stall never jumps it past replies still unread in them. Other roles count
+ * firings: a starved follower that caught up would time out before reading the heartbeats waiting
+ * in its socket (measured: momentary pre-votes, no leader shown, on a loaded machine).
  */
 const catchUpTicksMax = (t: Timing) => Math.max(1, Math.floor(t.electionTicksMin / 3))
 
@@ -192,7 +194,7 @@ export class ClusterNode<A extends Typed> {
 
   private tick(): void {
     const owed = Math.floor((this.io.clock.now() - this.tickedAt) / TICK_MS)
-    const max = catchUpTicksMax(this.settings.timing)
+    const max = this.core.role === 'leader' ? catchUpTicksMax(this.settings.timing) : 1
     const ticks = Math.min(max, Math.max(1, owed))
     this.tickedAt = owed > max ? this.io.clock.now() : this.tickedAt + ticks * TICK_MS
     for (let i = 0; i < ticks && !this.core.removed; i++) this.core.tick()
