@@ -10,6 +10,8 @@ const seconds = Number(secondsArg)
 const reflood = rateArg === 'reflood'
 const flood = rateArg === 'flood' || reflood
 let reconnects = 0
+/** Connections refused (a node sheds new sockets while behind) and tried again after a pause, as the page does. */
+let retries = 0
 const perSecond = flood ? 0 : Number(rateArg)
 const end = performance.now() + seconds * 1000
 let sent = 0
@@ -18,12 +20,17 @@ await Promise.all(
   Array.from({ length: clients }, (_, i) => new Promise<void>((resolve) => {
     const open = (): WebSocket => {
       const ws = new WebSocket(`${url.replace('http', 'ws')}/ws/chat?username=${tag}${i}`)
-      ws.onopen = () => resolve()
-      ws.onerror = () => resolve()
-      if (reflood) ws.onclose = () => {
-        if (performance.now() > end) return
-        reconnects++
-        sockets[i] = open()
+      let opened = false
+      ws.onopen = () => ((opened = true), resolve())
+      ws.onclose = () => {
+        if (performance.now() > end) return resolve()
+        if (reflood) {
+          reconnects++
+          sockets[i] = open()
+        } else if (!opened) {
+          retries++
+          setTimeout(() => (sockets[i] = open()), 200 + Math.random() * 500)
+        }
       }
       return ws
     }
@@ -47,7 +54,8 @@ if (flood) {
   }, 1000 / perSecond)
 }
 function finish() {
+  const open = sockets.filter((ws) => ws.readyState === WebSocket.OPEN).length
   for (const ws of sockets) ws.close()
-  console.log(JSON.stringify({ sent, reconnects }))
+  console.log(JSON.stringify({ sent, reconnects, retries, open }))
   setTimeout(() => process.exit(0), 200)
 }

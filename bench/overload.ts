@@ -4,12 +4,13 @@
 // fast as it can (node 1 runs with --rate-limit 0, the worst case), (2) many clients each at the
 // rate limit, spread over several processes. Reports p50/p99 at other nodes' users and at node 1's
 // other user, shed frames, and whether any member was removed or the leader changed.
+import { loadavg } from 'node:os'
 import { parseArgs } from 'node:util'
 import { startCluster, stopAll, type NodeHandle } from '../test/support/cluster'
 import { Observer } from '../test/support/netfaults'
 import { connectUser, type ChatClient } from '../test/support/ws-client'
 
-const { values } = parseArgs({ options: { clients: { type: 'string', default: '500' }, seconds: { type: 'string', default: '10' }, processes: { type: 'string', default: '4' } } })
+const { values } = parseArgs({ options: { clients: { type: 'string', default: '500' }, seconds: { type: 'string', default: '10' }, processes: { type: 'string', default: '4' }, only: { type: 'string', default: 'flood,reflood,many' }, 'node1-args': { type: 'string', default: '' } } })
 const seconds = Number(values.seconds)
 
 function pct(xs: number[], p: number): number {
@@ -22,14 +23,31 @@ function pct(xs: number[], p: number): number {
 async function probe(nodes: NodeHandle[], ms: number) {
   const tag = Math.random().toString(36).slice(2, 6)
   const users: ChatClient[] = []
-  for (const [i, node] of nodes.entries()) users.push(await connectUser(node.httpUrl, `p${i + 1}${tag}`))
+  // A node sheds new sockets while it is behind: try again, as the page does.
+  const connect = async (url: string, name: string): Promise<ChatClient> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await connectUser(url, name)
+      } catch (error) {
+        if (attempt === 10) throw error
+        await Bun.sleep(200 * attempt) // a retry's backoff, not a wait for a condition
+      }
+    }
+  }
+  for (const [i, node] of nodes.entries()) users.push(await connect(node.httpUrl, `p${i + 1}${tag}`))
   const latencies: number[][] = users.map(() => [])
+  /** Between nodes 2 and 3 only: what node 1's load costs users who never touch node 1. */
+  const apart: number[] = []
   users.forEach((u, r) =>
     u.ws.addEventListener('message', (event) => {
       const text = String(event.data)
       if (!text.includes('"probe ')) return
       const f = JSON.parse(text)
-      if (f.type === 'chat' && f.username !== u.username && f.message.startsWith('probe ')) latencies[r]!.push(Date.now() - Number(f.message.slice(6)))
+      if (f.type === 'chat' && f.username !== u.username && f.message.startsWith('probe ')) {
+        const ms = Date.now() - Number(f.message.slice(6))
+        latencies[r]!.push(ms)
+        if (r > 0 && f.username !== users[0]!.username) apart.push(ms)
+      }
     }),
   )
   const timer = setInterval(() => users.forEach((u) => u.isClosed() || u.sendChat(`probe ${Date.now()}`)), 100)
@@ -38,24 +56,33 @@ async function probe(nodes: NodeHandle[], ms: number) {
   await Bun.sleep(1500) // late deliveries still count
   const errors = users.map((u) => u.frames.filter((f) => f.type === 'error').length)
   await Promise.all(users.map((u) => u.close()))
-  return { atNode1: latencies[0]!, atOthers: [...latencies[1]!, ...latencies[2]!], errors }
+  return { atNode1: latencies[0]!, atOthers: [...latencies[1]!, ...latencies[2]!], apart, errors }
 }
 
 async function scenario(name: string, nodeArgs: string[], load: (nodes: NodeHandle[]) => Bun.Subprocess[]) {
-  const nodes = await startCluster(3, { nodeArgs: (i) => (i === 0 ? nodeArgs : []) })
+  // --node1-args: more flags for node 1, to try settings (e.g. "--max-fanout 50000").
+  const extra = values['node1-args'].split(' ').filter(Boolean)
+  const nodes = await startCluster(3, { nodeArgs: (i) => (i === 0 ? [...nodeArgs, ...extra] : []) })
   try {
     const quiet = await probe(nodes, 3000)
     const observer = await Observer.start(nodes)
+    await nodes[0]!.fetch('/metrics') // the event-loop delay histogram starts over at each scrape: from here it covers the load
     const procs = load(nodes)
     const loaded = await probe(nodes, seconds * 1000)
     await Promise.all(procs.map((p) => p.exited))
-    const sent = (await Promise.all(procs.map(async (p) => JSON.parse((await new Response(p.stdout as ReadableStream).text()).trim() || '{"sent":0}').sent))).reduce((a: number, b: number) => a + b, 0)
+    const reports = await Promise.all(procs.map(async (p) => JSON.parse((await new Response(p.stdout as ReadableStream).text()).trim() || '{"sent":0}')))
+    const sent = reports.reduce((a, r) => a + r.sent, 0)
+    const retries = reports.reduce((a, r) => a + (r.retries ?? 0), 0)
+    const open = reports.reduce((a, r) => a + (r.open ?? 0), 0)
+    // The load generator shares the machine's cores with the nodes: its CPU is part of the picture.
+    const loadCpuS = procs.reduce((s, p) => s + (Number(p.resourceUsage()?.cpuTime.user ?? 0) + Number(p.resourceUsage()?.cpuTime.system ?? 0)) / 1e6, 0)
     await observer.stop()
     const metrics = await (await nodes[0]!.fetch('/metrics')).text()
-    const shed = metrics.split('\n').find((l) => l.includes('overloaded') && !l.startsWith('#')) ?? 'none'
-    console.log(`== ${name}: load sent ${sent} messages in ${seconds} s; quiet p50/p99 at other nodes ${pct(quiet.atOthers, 50)}/${pct(quiet.atOthers, 99)} ms, at node 1 ${pct(quiet.atNode1, 50)}/${pct(quiet.atNode1, 99)} ms`)
-    console.log(`   loaded: at other nodes' users p50/p99 ${pct(loaded.atOthers, 50)}/${pct(loaded.atOthers, 99)} ms (${loaded.atOthers.length} msgs), at node 1's other user ${pct(loaded.atNode1, 50)}/${pct(loaded.atNode1, 99)} ms (${loaded.atNode1.length} msgs); probe errors ${loaded.errors.join('/')}`)
-    console.log(`   membership: leaders seen ${observer.leaders().length}, elections ${observer.termsAdvanced()}, member-change snapshots ${observer.memberChanges()}; node 1 shed: ${shed}`)
+    const shed = metrics.split('\n').find((l) => l.includes('overloaded') && !l.startsWith('#'))?.split(' ')[1] ?? '0'
+    const maxLag = metrics.split('\n').find((l) => l.startsWith('nodejs_eventloop_lag_max_seconds'))?.split(' ')[1]
+    console.log(`== ${name}: load sent ${sent} messages in ${seconds} s (${open} load sockets open at the end, ${retries} connects refused and retried; load generator CPU ${loadCpuS.toFixed(1)} s, machine load average ${loadavg()[0]!.toFixed(1)}); quiet p50/p99 at other nodes ${pct(quiet.atOthers, 50)}/${pct(quiet.atOthers, 99)} ms, at node 1 ${pct(quiet.atNode1, 50)}/${pct(quiet.atNode1, 99)} ms`)
+    console.log(`   loaded: at other nodes' users p50/p99 ${pct(loaded.atOthers, 50)}/${pct(loaded.atOthers, 99)} ms (${loaded.atOthers.length} msgs; between nodes 2 and 3 only ${pct(loaded.apart, 50)}/${pct(loaded.apart, 99)} ms, quiet ${pct(quiet.apart, 50)}/${pct(quiet.apart, 99)} ms), at node 1's other user ${pct(loaded.atNode1, 50)}/${pct(loaded.atNode1, 99)} ms (${loaded.atNode1.length} msgs); probe errors ${loaded.errors.join('/')}`)
+    console.log(`   membership: leaders seen ${observer.leaders().length}, elections ${observer.termsAdvanced()}, member-change snapshots ${observer.memberChanges()}; node 1 refused ${shed} frames as overloaded, worst event-loop delay under load ${Math.round(Number(maxLag) * 1000)} ms`)
   } finally {
     await stopAll(2000)
   }
@@ -64,12 +91,13 @@ async function scenario(name: string, nodeArgs: string[], load: (nodes: NodeHand
 const client = (url: string, clients: number, rate: string, tag: string) =>
   Bun.spawn(['bun', 'run', new URL('./load-client.ts', import.meta.url).pathname, url, String(clients), rate, String(seconds), tag], { stdout: 'pipe', stderr: 'inherit' })
 
+const only = new Set(values.only.split(','))
 try {
-  await scenario('one client flooding node 1 (no rate limit there)', ['--rate-limit', '0'], (nodes) => [client(nodes[0]!.httpUrl, 1, 'flood', 'flood')])
-  await scenario('one client flooding node 1 and reconnecting at once after every close (default limits)', [], (nodes) => [client(nodes[0]!.httpUrl, 1, 'reflood', 'reflood')])
+  if (only.has('flood')) await scenario('one client flooding node 1 (no rate limit there)', ['--rate-limit', '0'], (nodes) => [client(nodes[0]!.httpUrl, 1, 'flood', 'flood')])
+  if (only.has('reflood')) await scenario('one client flooding node 1 and reconnecting at once after every close (default limits)', [], (nodes) => [client(nodes[0]!.httpUrl, 1, 'reflood', 'reflood')])
   const clients = Number(values.clients)
   const procs = Number(values.processes)
-  await scenario(`${clients} clients at the rate limit (20/s) on node 1, ${procs} processes`, ['--max-connections-per-ip', String(clients + 10)], (nodes) =>
+  if (only.has('many')) await scenario(`${clients} clients at the rate limit (20/s) on node 1, ${procs} processes`, ['--max-connections-per-ip', String(clients + 10)], (nodes) =>
     Array.from({ length: procs }, (_, k) => client(nodes[0]!.httpUrl, Math.ceil(clients / procs), '20', `l${k}x`)),
   )
 } finally {

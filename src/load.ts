@@ -9,11 +9,17 @@ export interface LoadOptions {
   intervalMs: number
   /** Lag above which the node sheds client work. */
   thresholdMs: number
+  /**
+   * How long one turn of the loop may go on past a probe's due time before the node is `behind`
+   * in it: client sockets still sending then are paused (see gateway.ts), so the timers and the
+   * cluster's sockets get their turn within about this long, whatever one client sends.
+   */
+  turnMs: number
 }
 
 // 100 ms: a third of the link timeout and a fifth of the election timeout; a shorter blip (a GC,
 // start-up compiling) is not worth refusing users for.
-export const DEFAULT_LOAD: LoadOptions = { intervalMs: 20, thresholdMs: 100 }
+export const DEFAULT_LOAD: LoadOptions = { intervalMs: 20, thresholdMs: 100, turnMs: 30 }
 /** Start-up (loading and compiling code, joining) stalls the loop once; it is not load to shed. */
 const WARM_UP_MS = 1000
 /**
@@ -33,6 +39,10 @@ export class LagMonitor {
   /** Probes in a row that came later than the threshold. */
   private lateInARow = 0
   private shedding = false
+  /** Probes so far: the turns between two probes share a number. */
+  private probes = 0
+  /** Called at the next probe that comes on time (see `whenOnTime`). */
+  private waiting: Array<() => void> = []
 
   constructor(
     private readonly clock: Clock,
@@ -48,6 +58,7 @@ export class LagMonitor {
     const now = this.clock.now()
     const drift = Math.max(0, now - this.last - this.options.intervalMs)
     this.last = now
+    this.probes++
     if (now - this.startedAt < WARM_UP_MS) return
     this.lagMs = Math.max(drift, this.lagMs * 0.5)
     this.maxLagMs = Math.max(this.maxLagMs, drift)
@@ -56,6 +67,31 @@ export class LagMonitor {
     // the lag does (a little past the last late probe).
     if (this.lateInARow >= SUSTAINED_PROBES) this.shedding = true
     else if (this.lagMs <= this.options.thresholdMs) this.shedding = false
+    if (drift <= this.options.thresholdMs && this.waiting.length > 0) {
+      const waiting = this.waiting
+      this.waiting = []
+      for (const fn of waiting) fn()
+    }
+  }
+
+  /**
+   * Whether the turn now running has gone on too long: the probe, due `intervalMs` after the
+   * last one, is more than `turnMs` late and cannot run until the turn ends. Read from inside the
+   * turn, on every client frame, so a flood is stopped within the turn it starts in, not three
+   * probes later. `budgetMs` instead of `turnMs`: for work that costs more to refuse wrongly.
+   */
+  behind(budgetMs = this.options.turnMs): boolean {
+    return this.last > this.startedAt && this.clock.now() - this.last > this.options.intervalMs + budgetMs
+  }
+
+  /** Which turn of the loop this is: probes so far (the turns between two probes share it). */
+  turn(): number {
+    return this.probes
+  }
+
+  /** Calls `fn` once, at the next probe that is not late past the threshold: the loop caught up. */
+  whenOnTime(fn: () => void): void {
+    this.waiting.push(fn)
   }
 
   overloaded(): boolean {

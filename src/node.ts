@@ -78,7 +78,7 @@ export function createChatNode(config: ChatNodeConfig, io: NodeIo, fanout: Fanou
     selfAddress: address,
     now: io.clock.now,
     rateLimit: { perSecond: config.rateLimit, burst: config.rateBurst },
-    overloaded: () => load.overloaded(),
+    load,
   })
   return {
     address,
@@ -145,7 +145,7 @@ export function createNode(config: Config, io: NodeIo, identify: Identify = anon
     log: io.log,
     identify,
     allowedOrigins: config.allowedOrigins,
-    connectionCaps: { perIp: config.maxConnectionsPerIp, total: config.maxConnections, connectsPerIpPerSecond: config.connectRate, overloaded: () => chat.load.overloaded() },
+    connectionCaps: { perIp: config.maxConnectionsPerIp, total: config.maxConnections, connectsPerIpPerSecond: config.connectRate, overloaded: () => chat.load.overloaded() || !chat.gateway.admitsJoin() },
   })
   return {
     address: chat.address,

@@ -18,7 +18,7 @@ function manualClock() {
 
 test('one late probe is a stall, not overload', () => {
   const { clock, fire } = manualClock()
-  const load = new LagMonitor(clock, { intervalMs: 20, thresholdMs: 50 })
+  const load = new LagMonitor(clock, { intervalMs: 20, thresholdMs: 50, turnMs: 30 })
   load.start()
   fire(990) // still warming up
   fire(1010)
@@ -31,7 +31,7 @@ test('one late probe is a stall, not overload', () => {
 
 test('probes late three times in a row are overload; it ends a few on-time probes later', () => {
   const { clock, fire } = manualClock()
-  const load = new LagMonitor(clock, { intervalMs: 20, thresholdMs: 50 })
+  const load = new LagMonitor(clock, { intervalMs: 20, thresholdMs: 50, turnMs: 30 })
   load.start()
   fire(500) // start-up stalls are not counted
   expect(load.overloaded()).toBe(false)
@@ -53,4 +53,29 @@ test('probes late three times in a row are overload; it ends a few on-time probe
   }
   expect(probes).toBeLessThanOrEqual(4)
   expect(load.maxLagMs).toBe(120)
+})
+
+test('a turn late past its budget is `behind`; `whenOnTime` runs at the first probe that is not late past the threshold', () => {
+  const { clock, fire } = manualClock()
+  let now = 0
+  const c: Clock = { ...clock, now: () => now }
+  const load = new LagMonitor(c, { intervalMs: 20, thresholdMs: 100, turnMs: 30 })
+  load.start()
+  for (now = 20; now < 1100; now += 20) fire(now) // the last probe at 1080
+  const turn = load.turn()
+  now = 1080 + 40 // 40 ms into the turn after the probe at 1080: the next probe is 20 ms late
+  expect(load.behind()).toBe(false)
+  now = 1080 + 51
+  expect(load.behind()).toBe(true)
+  expect(load.behind(100)).toBe(false)
+  now = 1080 + 280
+  let caughtUp = 0
+  load.whenOnTime(() => caughtUp++)
+  fire(now) // 260 ms late: not on time yet
+  expect(caughtUp).toBe(0)
+  expect(load.turn()).toBe(turn + 1)
+  now += 20
+  fire(now)
+  expect(caughtUp).toBe(1)
+  expect(load.behind()).toBe(false)
 })

@@ -3,6 +3,7 @@
 // boundary, before the room sees it. Time comes from `now` (the node's clock), never from Date.
 import type { Claim } from './identity'
 import { CloseCode, parseClientMessage, validateUsername, type ServerMessage } from './protocol'
+import { FanoutBudget } from './fanout-budget'
 import { FLOOD, MessageLimiter, type RateLimit } from './rate-limit'
 import type { ChatRoom, Resume } from './room'
 import type { ClientSocket, Sockets } from './sockets'
@@ -13,15 +14,60 @@ export interface GatewayDeps {
   selfAddress: string
   now: () => number
   rateLimit: RateLimit
-  /** True while the node is behind (src/load.ts): chat frames are refused, so cluster traffic stays on time. */
-  overloaded?: () => boolean
+  /** The node's event-loop load (src/load.ts); without it nothing is shed. */
+  load?: Load
+}
+
+/** What the gateway asks of the lag monitor (src/load.ts). */
+export interface Load {
+  /** True while the node is behind: chat frames are refused, so cluster traffic stays on time. */
+  overloaded(): boolean
+  /** True when the turn now running has gone on too long: sockets still sending in it are paused. */
+  behind(budgetMs?: number): boolean
+  /** Calls `fn` once the loop has caught up. */
+  whenOnTime(fn: () => void): void
+  /** Which turn of the loop this is: the same number until the next probe. */
+  turn(): number
 }
 
 interface Session {
   username: string
   socket: ClientSocket
   limiter: MessageLimiter
+  /** Not read from (TCP backpressure) until the loop catches up; frames it had sent already are refused. */
+  paused: boolean
+  /** Pauses in a row, each within PAUSE_MAX_MS of the last: each one lasts twice as long. */
+  strikes: number
+  pausedAt: number
+  resumeAt: number
+  /** Frames it sent in the current turn of the loop (`turn`). */
+  turn: number
+  framesInTurn: number
 }
+
+/**
+ * Frames one socket may send in a turn before it can be paused. A user who says something now and
+ * then is never paused (a late turn only delays its message); a socket that sent more than this in
+ * one turn is what made the turn long.
+ */
+const FRAMES_IN_TURN = 16
+/** How late a turn may run before a frame of any socket is refused (see `message`). */
+const LATE_TURN_MS = 100
+
+/**
+ * Deliveries joins may cost a second (a tenth of it at once, fanout-budget.ts): a join tells every
+ * local user (a presence frame and a system message), so 500 sockets opening at once cost 250,000
+ * and stalled a node's loop for 2.8 s. Past it, new sockets are refused (HTTP 503; the page tries
+ * again), but never the first of a turn of the loop. A burst of a few dozen joins on a small node
+ * never gets near.
+ */
+const JOIN_DELIVERIES_PER_SECOND = 50_000
+
+/** The first pause lasts until the loop catches up (a probe, ~20 ms); a socket that keeps filling turns is paused up to this long. */
+const PAUSE_MIN_MS = 20
+const PAUSE_MAX_MS = 1000
+
+const OVERLOADED = JSON.stringify({ type: 'error', code: 'overloaded', message: 'this node is overloaded; this message was not delivered, send it again shortly' } satisfies ServerMessage)
 
 /** Why a connection or a frame was refused: the label of the refusal counter in /metrics. */
 export type Refusal = 'bad_token' | 'bad_username' | 'username_taken' | 'bad_message' | 'binary_frame' | 'message_too_long' | 'rate_limited' | 'flooding' | 'overloaded' | 'unavailable'
@@ -31,8 +77,21 @@ export class ChatGateway {
   readonly stats = { admitted: 0, closed: 0, framesIn: 0, bytesIn: 0, framesOut: 0, bytesOut: 0, refused: {} as Partial<Record<Refusal, number>> }
   /** Connection id → session of an admitted user; refused sockets never get an entry. */
   private readonly sessions = new Map<string, Session>()
+  /** Sessions paused in a turn that went on too long, resumed together once the loop caught up. */
+  private paused: Session[] = []
+  /**
+   * Users whose sockets closed in a turn that had gone on too long, in order: each leave tells
+   * every local user (O(users)), so 500 closing at once cost a second's turn; they leave over
+   * the next turns instead, a turn's budget at a time.
+   */
+  private leaving: string[] = []
+  /** What the sockets admitted in this turn of the loop will cost when they join. */
+  private joins = { turn: -1, deliveries: 0 }
+  private readonly joinBudget: FanoutBudget
 
-  constructor(private readonly d: GatewayDeps) {}
+  constructor(private readonly d: GatewayDeps) {
+    this.joinBudget = new FanoutBudget(JOIN_DELIVERIES_PER_SECOND, d.now())
+  }
 
   /**
    * A socket opened, claiming a name (from its `username` parameter or its token, see
@@ -43,9 +102,11 @@ export class ChatGateway {
     const checked = validateUsername(claim.value)
     if (!checked.ok) return this.refuse('bad_username', () => socket.close(CloseCode.badUsername, checked.error))
     const username = checked.value
+    // Back at once after a close whose leave is still to come: it comes first.
+    if (this.leaving.length > 0 && !this.d.room.available(username)) this.leaveNow(Infinity)
     if (!this.d.room.available(username)) return this.refuse('username_taken', () => socket.close(CloseCode.usernameTaken, 'username taken'))
     this.stats.admitted++
-    this.sessions.set(id, { username, socket, limiter: new MessageLimiter(this.d.rateLimit, this.d.now()) })
+    this.sessions.set(id, { username, socket, limiter: new MessageLimiter(this.d.rateLimit, this.d.now()), paused: false, strikes: 0, pausedAt: -Infinity, resumeAt: 0, turn: -1, framesInTurn: 0 })
     this.d.sockets.add(username, socket)
     this.send(socket, { type: 'welcome', username, nodeAddress: this.d.selfAddress })
     // Joined before it subscribes: the users frame (with this user in it) says what the presence
@@ -55,11 +116,31 @@ export class ChatGateway {
     this.d.room.admit(socket, resume)
   }
 
+  /**
+   * Whether a new socket may go ahead now (see JOIN_DELIVERIES_PER_SECOND); counts it when so. The
+   * first of a turn of the loop always may. Asked once per socket, before the upgrade.
+   */
+  admitsJoin(): boolean {
+    const turn = this.d.load?.turn() ?? 0
+    if (this.joins.turn !== turn) this.joins = { turn, deliveries: 0 }
+    const cost = 2 * this.sessions.size
+    if (!this.joinBudget.take(cost, this.d.now()) && this.joins.deliveries > 0) return false
+    this.joins.deliveries += Math.max(1, cost)
+    return true
+  }
+
   message(id: string, data: unknown): void {
     const session = this.sessions.get(id)
     if (!session) return
     this.stats.framesIn++
     this.stats.bytesIn += typeof data === 'string' ? data.length : data instanceof Uint8Array ? data.byteLength : 0
+    // Bun hands over every frame it read from a socket in one turn: thousands from a flooding
+    // client, and a turn that long starves the cluster's heartbeats. Past the turn's budget the
+    // socket stops being read, and what it already sent is refused at the cost of a counter.
+    if (session.paused) return this.refuse('overloaded', () => {})
+    if (this.d.load && this.burstInLateTurn(session, this.d.load)) return this.refuse('overloaded', () => this.pause(session))
+    // Many sockets a frame each: the turn is bounded too, by refusing (not pausing) past a later mark.
+    if (this.d.load?.behind(LATE_TURN_MS)) return this.refuse('overloaded', () => this.sendJson(session.socket, OVERLOADED))
     // Rate first: a flood of bad frames costs as little as a flood of good ones.
     const verdict = session.limiter.take(this.d.now())
     if (verdict === 'flood') {
@@ -70,9 +151,7 @@ export class ChatGateway {
         this.send(session.socket, { type: 'error', code: 'rate_limited', message: `at most ${this.d.rateLimit.perSecond} messages per second; this one was not delivered` }),
       )
     }
-    if (this.d.overloaded?.()) {
-      return this.refuse('overloaded', () => this.send(session.socket, { type: 'error', code: 'overloaded', message: 'this node is overloaded; this message was not delivered, send it again shortly' }))
-    }
+    if (this.d.load?.overloaded()) return this.refuse('overloaded', () => this.sendJson(session.socket, OVERLOADED))
     const parsed = parseClientMessage(data)
     if (!parsed.ok) {
       if (data instanceof Uint8Array || data instanceof ArrayBuffer) return this.refuse('binary_frame', () => this.drop(id, session, CloseCode.unsupportedData, parsed.error))
@@ -80,6 +159,18 @@ export class ChatGateway {
     }
     const said = this.d.room.say(session.username, parsed.value.message, parsed.value.clientMsgId)
     if (!said.ok) this.refuse(said.error.code, () => this.send(session.socket, { type: 'error', code: said.error.code, message: said.error.message }))
+  }
+
+  /**
+   * True when a frame of connection `id` is to be dropped unread: its session is paused, and the
+   * frame was read before the pause took effect. Counted as refused. For a socket layer with work
+   * of its own per frame to skip (see http/app.ts); `message` drops such frames too.
+   */
+  dropsUnread(id: string): boolean {
+    if (!this.sessions.get(id)?.paused) return false
+    this.stats.framesIn++
+    this.stats.refused.overloaded = (this.stats.refused.overloaded ?? 0) + 1
+    return true
   }
 
   /**
@@ -94,6 +185,8 @@ export class ChatGateway {
       this.sendJson(session.socket, moving)
       this.drop(id, session, CloseCode.serviceRestart, 'service restart')
     }
+    // The other nodes must hear every leave before the users reconnect there.
+    this.leaveNow(Infinity)
   }
 
   /** Admitted sessions now open. */
@@ -108,7 +201,55 @@ export class ChatGateway {
     this.sessions.delete(id)
     this.d.sockets.remove(session.username, session.socket)
     this.d.room.forget(session.socket)
-    this.d.room.leave(session.username)
+    if (this.leaving.length === 0 && !this.d.load?.behind()) return this.d.room.leave(session.username)
+    if (this.leaving.push(session.username) === 1) this.d.load?.whenOnTime(() => this.leaveNow())
+  }
+
+  /** Leaves that were put off, oldest first, until this turn's budget is used (`Infinity`: all of them). */
+  private leaveNow(budget?: number): void {
+    let i = 0
+    while (i < this.leaving.length && (budget === Infinity || !this.d.load?.behind())) this.d.room.leave(this.leaving[i++]!)
+    this.leaving = this.leaving.slice(i)
+    if (this.leaving.length > 0 && budget !== Infinity) this.d.load?.whenOnTime(() => this.leaveNow())
+  }
+
+  private burstInLateTurn(session: Session, load: Load): boolean {
+    const turn = load.turn()
+    if (session.turn !== turn) {
+      session.turn = turn
+      session.framesInTurn = 0
+    }
+    return ++session.framesInTurn > FRAMES_IN_TURN && load.behind()
+  }
+
+  /**
+   * Stops reading `session` until the loop catches up, and longer each time it is back filling a
+   * turn soon after (a flooder is read for one turn in many, not every other one); tells it once
+   * that what it sent meanwhile was not delivered.
+   */
+  private pause(session: Session): void {
+    const now = this.d.now()
+    session.strikes = now - session.pausedAt < PAUSE_MAX_MS ? session.strikes + 1 : 0
+    session.pausedAt = now
+    session.resumeAt = now + Math.min(PAUSE_MAX_MS, PAUSE_MIN_MS * 2 ** session.strikes)
+    session.paused = true
+    session.socket.pause?.()
+    this.sendJson(session.socket, OVERLOADED)
+    if (this.paused.push(session) === 1) this.d.load?.whenOnTime(() => this.resumePaused())
+  }
+
+  private resumePaused(): void {
+    const now = this.d.now()
+    const still: Session[] = []
+    for (const session of this.paused) {
+      if (session.resumeAt > now) still.push(session)
+      else {
+        session.paused = false
+        session.socket.resume?.()
+      }
+    }
+    this.paused = still
+    if (still.length > 0) this.d.load?.whenOnTime(() => this.resumePaused())
   }
 
   /** Closes a session's socket and leaves at once, without waiting for the close handshake. */

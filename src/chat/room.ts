@@ -10,7 +10,7 @@ import type { Draft, Outbox } from '../transcript/outbox'
 import type { Transcript } from '../transcript/transcript'
 import type { ChatMessage } from './messages'
 import { checkPeerMessage, checkProposal } from './peer-rules'
-import { FanoutBudget } from './fanout-budget'
+import { FanoutBudget, messageCost } from './fanout-budget'
 import { Presence, type PresenceChange } from './presence'
 import { CloseCode, hasForbiddenControl, lineFrame, type ChatLine, type HistoryFrame, type ServerMessage, type SystemMessage, type UserEntry } from './protocol'
 import type { ClientSocket } from './sockets'
@@ -158,7 +158,7 @@ export class ChatRoom {
     if (text.length > this.d.maxMessageLength && [...text].length > this.d.maxMessageLength) {
       return err({ code: 'message_too_long', message: `messages are limited to ${this.d.maxMessageLength} characters` })
     }
-    if (!this.budget.take(this.presence.localCount, this.d.now())) {
+    if (!this.budget.take(messageCost(this.presence.localCount, this.members.size), this.d.now())) {
       return err({ code: 'overloaded', message: 'this node is delivering all it can; this message was not delivered, send it again shortly' })
     }
     const key = clientMsgId === undefined ? this.madeKey() : clientKey(username, clientMsgId)

@@ -7,6 +7,9 @@ export interface ClientSocket {
   close(code?: number, reason?: string): void
   /** Starts receiving what the room publishes to all local users. */
   subscribe(): void
+  /** Stops reading the client's frames (it sees TCP backpressure) until `resume`; frames already read still arrive. */
+  pause?(): void
+  resume?(): void
 }
 
 /** One encoded frame to every subscribed local user (Bun's topic publish in production). */

@@ -14,6 +14,16 @@ import { err, ok, type Result } from '../result'
 import type { Typed, Validator } from './validate'
 
 const HELD_MESSAGES_MAX = 10_000
+/**
+ * A busy event loop fires the tick timer late, and counting firings would slow the core's clock
+ * with it: at one firing per 50 ms turn a leader's heartbeats went out every 500 ms and its
+ * followers held elections. So a leader's late firing counts the ticks that passed, but at most a
+ * third of the shortest election timeout: a quorum check then always spans two turns of reading
+ * the sockets, so a long stall never jumps it past replies still unread in them. Other roles count
+ * firings: a starved follower that caught up would time out before reading the heartbeats waiting
+ * in its socket (measured: momentary pre-votes, no leader shown, on a loaded machine).
+ */
+const catchUpTicksMax = (t: Timing) => Math.max(1, Math.floor(t.electionTicksMin / 3))
 
 export interface ClusterSettings {
   systemName: string
@@ -68,6 +78,8 @@ export class ClusterNode<A extends Typed> {
   private transport!: Transport<RaftMessage | A>
   private listener!: ClusterListener<A>
   private stopTicking: (() => void) | null = null
+  /** When the core's clock last advanced: the ticks owed are counted from here. */
+  private tickedAt = 0
   private lastView: MembershipView | undefined
   /** The core's viewKey() when lastView was built. */
   private lastViewKey = ''
@@ -109,6 +121,7 @@ export class ClusterNode<A extends Typed> {
     })
     this.core = this.newCore(incarnation, this.settings.seeds[0] === this.address)
     this.io.log(`node ${this.address} starting as incarnation ${incarnation}, seeds ${this.settings.seeds.join(', ')}`, { event: 'starting', incarnation })
+    this.tickedAt = this.io.clock.now()
     this.stopTicking = this.io.clock.every(TICK_MS, () => this.tick())
     this.publishView()
   }
@@ -241,7 +254,11 @@ export class ClusterNode<A extends Typed> {
   }
 
   private tick(): void {
-    this.core.tick()
+    const owed = Math.floor((this.io.clock.now() - this.tickedAt) / TICK_MS)
+    const max = this.core.role === 'leader' ? catchUpTicksMax(this.settings.timing) : 1
+    const ticks = Math.min(max, Math.max(1, owed))
+    this.tickedAt = owed > max ? this.io.clock.now() : this.tickedAt + ticks * TICK_MS
+    for (let i = 0; i < ticks && !this.core.removed; i++) this.core.tick()
     this.afterStep()
     if (this.leaveStalled()) {
       this.io.log(`node ${this.address} is leaving but no leader has answered for ${3 * this.settings.timing.heartbeatTicks * TICK_MS} ms; giving up on a confirmation`, { level: 'warn', event: 'leave_abandoned' })

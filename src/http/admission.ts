@@ -35,9 +35,14 @@ export class ConnectionCounts {
 
   constructor(private readonly caps: ConnectionCaps) {}
 
-  /** Whether one more socket from `ip` would go over a cap. */
+  /** Whether one more socket from `ip` would go over a cap, or the node sheds new sockets now. */
   refusal(ip: string): UpgradeRefusal | null {
     if (this.caps.overloaded?.()) return { status: 503, error: 'this node is overloaded; try another node or later' }
+    return this.capRefusal(ip)
+  }
+
+  /** Whether one more socket from `ip` would go over a cap. */
+  private capRefusal(ip: string): UpgradeRefusal | null {
     if (this.total >= this.caps.total) return { status: 503, error: `this node is at its limit of ${this.caps.total} connections; try another node or later` }
     if ((this.byIp.get(ip) ?? 0) >= this.caps.perIp) return { status: 429, error: `at most ${this.caps.perIp} connections per client address` }
     return null
@@ -66,9 +71,13 @@ export class ConnectionCounts {
     for (const [ip, b] of this.connects) if (b.tokens + ((now - b.at) * rate) / 1000 >= burst) this.connects.delete(ip)
   }
 
-  /** Counts a socket that opened; false (and nothing counted) when it is over a cap. */
+  /**
+   * Counts a socket that opened; false (and nothing counted) when it is over a cap: two upgrades
+   * raced past `refusal`. Load is not asked again: the upgrade was admitted under it, and asking
+   * twice would count one socket twice.
+   */
   acquire(ip: string): boolean {
-    if (this.refusal(ip)) return false
+    if (this.capRefusal(ip)) return false
     this.byIp.set(ip, (this.byIp.get(ip) ?? 0) + 1)
     this.total += 1
     return true

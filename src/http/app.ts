@@ -127,10 +127,19 @@ function chatSocket(deps: AppDeps) {
       // Two upgrades racing past the check before the upgrade: the later one is closed here instead.
       if (!connections.acquire(this.ip)) return ws.close(CloseCode.tryAgainLater, 'too many connections')
       this.counted = true
-      this.client = { send: (json) => ws.send(json), close: (code, reason) => ws.close(code, reason), subscribe: () => void ws.subscribe(CHAT_TOPIC) }
+      this.client = {
+        send: (json) => ws.send(json),
+        close: (code, reason) => ws.close(code, reason),
+        subscribe: () => void ws.subscribe(CHAT_TOPIC),
+        // Not read from until resumed: the client meets TCP backpressure (Bun 1.4.3 and later).
+        pause: () => (ws as unknown as { pause?(): void }).pause?.(),
+        resume: () => (ws as unknown as { resume?(): void }).resume?.(),
+      }
       gateway.open(this.id, this.client, this.claim, this.resume)
     }
     message(_ws: ServerWebSocket<Connection>, data: string | Buffer) {
+      // A paused socket still hands over what was read before the pause: dropped unread.
+      if (gateway.dropsUnread(this.id)) return
       gateway.message(this.id, data)
     }
     close() {

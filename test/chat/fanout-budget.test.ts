@@ -1,17 +1,19 @@
 import { describe, expect, test } from 'bun:test'
-import { FanoutBudget } from '../../src/chat/fanout-budget'
+import { FanoutBudget, messageCost } from '../../src/chat/fanout-budget'
 import { RoomCluster, singleNode } from '../support/room-cluster'
 
 describe('fan-out budget', () => {
-  test('a second of deliveries at once, then the rate; a message bigger than the budget still goes when it is full', () => {
-    const budget = new FanoutBudget(1000, 0)
+  test('a tenth of a second of deliveries at once, then the rate; a message bigger than that still goes when it is full', () => {
+    const budget = new FanoutBudget(10_000, 0)
     expect(budget.take(600, 0)).toBe(true)
     expect(budget.take(600, 0)).toBe(false)
     expect(budget.take(400, 0)).toBe(true)
-    expect(budget.take(100, 50)).toBe(false) // 50 ms refill 50
-    expect(budget.take(100, 100)).toBe(true)
-    const small = new FanoutBudget(10, 0)
-    expect(small.take(500, 0)).toBe(true) // one message to more users than a second's budget
+    expect(budget.take(100, 5)).toBe(false) // 5 ms refill 50
+    expect(budget.take(100, 10)).toBe(true)
+    expect(budget.take(1000, 1000)).toBe(true) // no more than 1,000 saved up however long it was quiet
+    expect(budget.take(1, 1000)).toBe(false)
+    const small = new FanoutBudget(100, 0)
+    expect(small.take(500, 0)).toBe(true) // one message to more users than the burst
     expect(small.take(1, 0)).toBe(false)
   })
 
@@ -27,7 +29,8 @@ describe('fan-out budget', () => {
   })
 
   test('the room refuses a local message past the budget with overloaded, and says nothing for it', () => {
-    const { net, node } = singleNode({ fanoutPerSecond: 4, maxMessageLength: 100 })
+    // 40 a second: 4 deliveries at once (a tenth of a second's worth).
+    const { net, node } = singleNode({ fanoutPerSecond: 40, maxMessageLength: 100 })
     const room = node.room
     for (const name of ['a', 'b']) room.join(name)
     net.settle()
@@ -45,15 +48,31 @@ describe('fan-out budget', () => {
   })
 
   test('lines from other nodes are always delivered and use the budget up', () => {
-    const net = RoomCluster.form(2, { fanoutPerSecond: 4 })
-    net.node(1).room.join('a')
-    net.node(1).room.join('b')
+    // 200 a second: 20 deliveries at once.
+    const net = RoomCluster.form(2, { fanoutPerSecond: 200 })
+    for (let i = 0; i < 10; i++) net.node(1).room.join(`a${i}`)
     net.node(2).room.join('c')
     net.settle()
+    // Each costs node 2 one local delivery and one relay (1 + 5): 18 of its 20.
     for (let i = 0; i < 3; i++) expect(net.node(2).room.say('c', `from 2: ${i}`).ok).toBe(true)
     net.settle()
     expect(net.node(1).chats()).toEqual(['from 2: 0', 'from 2: 1', 'from 2: 2'])
-    // Node 1 delivered 6 lines to its two users: over its budget of 4, so its own users wait.
-    expect(net.node(1).room.say('a', 'mine')).toMatchObject({ ok: false, error: { code: 'overloaded' } })
+    // Node 1 delivered 3 lines to its ten users: 30, over its 20, so its own users wait.
+    expect(net.node(1).room.say('a0', 'mine')).toMatchObject({ ok: false, error: { code: 'overloaded' } })
+  })
+
+  test('relaying to other members counts too: a node with few users cannot take on a flood every member must carry', () => {
+    const net = RoomCluster.form(3, { fanoutPerSecond: 10_000 })
+    const room = net.node(1).room
+    room.join('a')
+    net.settle()
+    let said = 0
+    while (room.say('a', `m${said}`).ok) said++
+    // Each message: 1 local delivery and 2 other members; the 1,000 a budget of 10,000 a second has at once take 1000 / (1 + 2 × 5) of them.
+    expect(said).toBe(Math.floor(1000 / messageCost(1, 2)))
+    net.settle()
+    // Every member carries them all (in its transcript; only node 1 has users to deliver them to).
+    for (const n of [1, 2, 3]) expect(net.node(n).transcript.after(0).filter((l) => l.type === 'chat')).toHaveLength(said)
+    expect(net.node(1).chats()).toHaveLength(said)
   })
 })

@@ -9,10 +9,10 @@ import { addr, singleNode, type NodeOptions } from '../support/room-cluster'
 
 const self = addr(1)
 
-function setup(rateLimit = { perSecond: 20, burst: 40 }, overloaded?: () => boolean, options: NodeOptions = {}) {
+function setup(rateLimit = { perSecond: 20, burst: 40 }, options: NodeOptions = {}) {
   const { net, node } = singleNode({ maxMessageLength: 2000, ...options })
   const sockets = new Sockets()
-  const gateway = new ChatGateway({ room: node.room, sockets, selfAddress: self, now: () => net.now, rateLimit, overloaded })
+  const gateway = new ChatGateway({ room: node.room, sockets, selfAddress: self, now: () => net.now, rateLimit })
   // Each frame in its own event-loop turn: what it proposed is proposed, applied and delivered before the next.
   const message = gateway.message.bind(gateway)
   gateway.message = (id, data) => {
@@ -57,20 +57,6 @@ describe('ChatGateway.open', () => {
 })
 
 describe('ChatGateway.message', () => {
-  test('while the node is overloaded a chat frame is refused with `overloaded` and not delivered; after, it goes through', () => {
-    let busy = true
-    const { gateway, published, socket } = setup(undefined, () => busy)
-    const a = socket()
-    gateway.open('1', a.client, ok('alice'))
-    gateway.message('1', 'shed')
-    expect(chats(published)).toEqual([])
-    expect(a.s.sent.at(-1)).toMatchObject({ type: 'error', code: 'overloaded' })
-    expect(gateway.stats.refused.overloaded).toBe(1)
-    busy = false
-    gateway.message('1', 'served')
-    expect(chats(published)).toEqual(['served'])
-  })
-
   test('over the rate: an error frame, not delivered; flooding on closes with 4429 and the user leaves', () => {
     const { gateway, room, published, socket, advance } = setup({ perSecond: 20, burst: 40 })
     const a = socket()
@@ -158,7 +144,7 @@ describe('ChatGateway and the transcript', () => {
   })
 
   test('a node that holds --max-pending unsent lines refuses the next with `unavailable`', () => {
-    const { gateway, node, net, socket } = setup(undefined, undefined, { maxPending: 2 })
+    const { gateway, node, net, socket } = setup(undefined, { maxPending: 2 })
     const a = socket()
     gateway.open('1', a.client, ok('alice'))
     // The core stops taking proposals (as when no leader can be reached): the outbox holds them.

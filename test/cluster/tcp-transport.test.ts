@@ -460,7 +460,29 @@ describe('send queue order', () => {
     q.pushUrgent(f(8))
     q.pushUrgent(f(9))
     budget = 1e9
+    q.drained(socket)
     q.writeTo(socket)
     expect(written).toEqual([...f(1, 10), ...f(8), ...f(9), ...f(2)])
+  })
+
+  test('a socket that took less than offered is not written to again until it drains', async () => {
+    const { SendQueue } = await import('../../src/cluster/tcp/send-queue')
+    const q = new SendQueue()
+    let budget = 3
+    const offered: number[] = []
+    const socket = { write: (chunk: Uint8Array) => (offered.push(chunk.length), Math.min(budget, chunk.length)) } as never
+    q.push(new Uint8Array(10))
+    expect(q.writeTo(socket)).toEqual({ frames: 0, bytes: 3 })
+    // More frames while the kernel buffer is full: queued, not offered again (one copy and syscall per frame under a backlog).
+    for (let i = 0; i < 5; i++) q.push(new Uint8Array(10))
+    budget = 1e9
+    expect(q.writeTo(socket)).toEqual({ frames: 0, bytes: 0 })
+    expect(offered).toEqual([10])
+    // A new connection is written to at once; so is the old one after its drain.
+    const other = { write: (chunk: Uint8Array) => chunk.length } as never
+    q.drained(socket)
+    expect(q.writeTo(socket)).toEqual({ frames: 6, bytes: 57 })
+    q.push(new Uint8Array(4))
+    expect(q.writeTo(other)).toEqual({ frames: 1, bytes: 4 })
   })
 })

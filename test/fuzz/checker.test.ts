@@ -21,6 +21,21 @@ describe('verifyDeliveries', () => {
     expect(report.problems).toEqual(['b missed 1 of 3 from a: 2'])
   })
 
+  test('a message nobody got, its sender told it was refused (overloaded), is a refusal; one more missing is a loss', () => {
+    const received = new Map([
+      ['a', [...from(A, 1, 3), ...from(B, 1, 2)]],
+      ['b', [...from(B, 1, 2), ...from(A, 1, 3)]],
+    ])
+    expect(verifyDeliveries([{ ...A, refused: 1 }, B], received)).toEqual({ problems: [], delivered: 8, expected: 8 })
+    expect(verifyDeliveries([A, B], received).problems).toEqual(['a missed 1 of 3 from a: 2', 'b missed 1 of 3 from a: 2'])
+    // Got by someone: lost at the other, whatever the sender was refused.
+    const partly = new Map([
+      ['a', [...from(A, 1, 2, 3), ...from(B, 1, 2)]],
+      ['b', [...from(B, 1, 2), ...from(A, 1, 3)]],
+    ])
+    expect(verifyDeliveries([{ ...A, refused: 1 }, B], partly).problems).toEqual(['b missed 1 of 3 from a: 2'])
+  })
+
   test('a duplicate and a reordering are reported', () => {
     const report = verifyDeliveries([A], new Map([['a', from(A, 1, 3, 2, 3)]]))
     expect(report.problems).toEqual(['a got 1 duplicate(s) from a: 3', "a got a's messages out of order 1 time(s)"])

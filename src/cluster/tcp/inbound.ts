@@ -107,7 +107,10 @@ export class InboundListener<M extends Typed> implements Inbound {
             if (!success || authorizationError) this.refuse(socket, `TLS: ${authorizationError?.message ?? 'handshake failed'}`)
           },
           data: (socket, chunk) => this.onData(socket, chunk),
-          drain: (socket) => this.flush(socket),
+          drain: (socket) => {
+            socket.data.out.drained(socket)
+            this.flush(socket)
+          },
           close: (socket) => this.onClose(socket),
           error: (socket, error) => o.log(`inbound connection from ${socket.data?.remote}: ${describe(error)}`),
         },

@@ -422,6 +422,8 @@ export class OutboundLink {
 
   drained(socket: Socket<OutboundData>) {
     if (socket !== this.socket) return
+    this.queue.drained(socket)
+    this.handshaking?.out.drained(socket)
     if (this.handshaking) this.writeHandshake()
     else this.flush()
   }

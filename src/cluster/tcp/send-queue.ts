@@ -18,6 +18,12 @@ export class SendQueue {
   bytes = 0
   /** Index after the last urgent frame: urgent frames keep their own order, ahead of the rest. */
   private urgentEnd = 0
+  /**
+   * The socket that last took fewer bytes than offered: its kernel buffer is full until Bun calls
+   * `drain`. Writing to it again before then copies a whole batch for nothing; under a backlog that
+   * was once per queued frame, and a node flooded by a client spent its loop there.
+   */
+  private full: Socket<unknown> | null = null
 
   get empty() {
     return this.head === this.frames.length
@@ -51,15 +57,25 @@ export class SendQueue {
   writeTo(socket: Socket<unknown>): { frames: number; bytes: number } {
     let frames = 0
     let bytes = 0
+    if (socket === this.full) return { frames, bytes }
     while (!this.empty) {
       const chunk = this.nextChunk()
       const written = socket.write(chunk)
-      if (written <= 0) break
-      bytes += written
-      frames += this.advance(written)
-      if (written < chunk.length) break
+      if (written > 0) {
+        bytes += written
+        frames += this.advance(written)
+      }
+      if (written < chunk.length) {
+        this.full = socket
+        break
+      }
     }
     return { frames, bytes }
+  }
+
+  /** Bun's `drain` on `socket`: it takes bytes again. Call before `writeTo`. */
+  drained(socket: Socket<unknown>) {
+    if (this.full === socket) this.full = null
   }
 
   private nextChunk(): Uint8Array {

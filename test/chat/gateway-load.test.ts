@@ -1,0 +1,157 @@
+// The gateway under load, on a real replicated log (one node, test/support/room-cluster.ts) and
+// the real lag monitor on the same hand-driven clock: what a node sheds while its event loop is
+// behind, and what it keeps serving. `probe(ms)` is the monitor's timer firing ms later (a turn
+// of the loop ending); what a frame proposed is delivered when the test lets the turn end.
+import { describe, expect, test } from 'bun:test'
+import { ChatGateway } from '../../src/chat/gateway'
+import { Sockets, type ClientSocket } from '../../src/chat/sockets'
+import { LagMonitor } from '../../src/load'
+import { ok } from '../../src/result'
+import { singleNode } from '../support/room-cluster'
+
+function setup(rateLimit = { perSecond: 20, burst: 40 }) {
+  const { net, node } = singleNode({ maxMessageLength: 2000 })
+  let fireProbe = () => {}
+  const clock = { now: () => net.now, every: (_ms: number, fn: () => void) => ((fireProbe = fn), () => {}), after: () => () => {}, defer: (fn: () => void) => fn() }
+  const load = new LagMonitor(clock, { intervalMs: 20, thresholdMs: 100, turnMs: 30 })
+  load.start()
+  const probe = (ms: number) => {
+    net.now += ms
+    fireProbe()
+  }
+  for (let t = 0; t < 1000; t += 20) probe(20) // past the monitor's warm-up
+  const gateway = new ChatGateway({ room: node.room, sockets: new Sockets(), selfAddress: node.address, now: () => net.now, rateLimit, load })
+  const socket = () => {
+    const s = { sent: [] as any[], closed: null as null | { code?: number; reason?: string }, paused: false }
+    const client: ClientSocket = {
+      send: (json) => s.sent.push(JSON.parse(json)),
+      close: (code, reason) => void (s.closed = { code, reason }),
+      subscribe: () => {},
+      pause: () => void (s.paused = true),
+      resume: () => void (s.paused = false),
+    }
+    return { s, client }
+  }
+  // The turn ends: what was proposed is appended, committed and delivered.
+  const chats = () => {
+    net.deliver()
+    return node.chats()
+  }
+  return { gateway, room: node.room, chats, socket, load, probe, advance: (ms: number) => (net.now += ms) }
+}
+
+describe('ChatGateway under load', () => {
+  test('while the node is overloaded a chat frame is refused with `overloaded` and not delivered; after, it goes through', () => {
+    const { gateway, chats, socket, load, probe } = setup()
+    const a = socket()
+    gateway.open('1', a.client, ok('alice'))
+    for (let i = 0; i < 3; i++) probe(150) // late three times in a row
+    expect(load.overloaded()).toBe(true)
+    gateway.message('1', 'shed')
+    expect(chats()).toEqual([])
+    expect(a.s.sent.at(-1)).toMatchObject({ type: 'error', code: 'overloaded' })
+    expect(gateway.stats.refused.overloaded).toBe(1)
+    expect(a.s.paused).toBe(false) // refused, but this turn is short: the socket is still read
+    while (load.overloaded()) probe(20)
+    gateway.message('1', 'served')
+    expect(chats()).toEqual(['served'])
+  })
+
+  test('a socket sending a burst in a turn that went on too long is paused, and what it sent meanwhile refused, until the loop catches up', () => {
+    const { gateway, chats, socket, advance, probe } = setup({ perSecond: 0, burst: 0 })
+    const a = socket()
+    const b = socket()
+    gateway.open('1', a.client, ok('alice'))
+    gateway.open('2', b.client, ok('bob'))
+    gateway.message('1', 'early in the turn')
+    advance(45) // the turn goes on: the probe due 20 ms after the last one is 25 ms late, under the 30 ms budget
+    gateway.message('1', 'still in budget')
+    advance(10)
+    const errorsBefore = a.s.sent.length
+    for (let i = 0; i < 1000; i++) gateway.message('1', `flood ${i}`)
+    gateway.message('2', 'bob in the same turn') // one frame: a late turn only delays it
+    // Alice's first 16 frames of the turn go through; the 17th, past the budget, pauses her socket.
+    const floodTaken = Array.from({ length: 14 }, (_, i) => `flood ${i}`)
+    expect(chats()).toEqual(['early in the turn', 'still in budget', ...floodTaken, 'bob in the same turn'])
+    expect(a.s.paused).toBe(true)
+    expect(b.s.paused).toBe(false)
+    // One error, not one per refused frame.
+    expect(a.s.sent.slice(errorsBefore).filter((f) => f.type === 'error')).toEqual([expect.objectContaining({ code: 'overloaded' })])
+    expect(gateway.stats.refused.overloaded).toBe(1000 - 14)
+    probe(0) // the timers' turn: the loop caught up (55 ms is under the 100 ms threshold), but the pause lasts 20 ms
+    expect(a.s.paused).toBe(true)
+    probe(20)
+    expect(a.s.paused).toBe(false)
+    gateway.message('1', 'alice again')
+    expect(chats().at(-1)).toBe('alice again')
+    // A turn 100 ms past due refuses even a lone frame (many sockets a frame each make turns long too), without a pause.
+    advance(130)
+    gateway.message('2', 'bob late')
+    expect(chats().at(-1)).toBe('alice again')
+    expect(b.s.sent.at(-1)).toMatchObject({ type: 'error', code: 'overloaded' })
+    expect(b.s.paused).toBe(false)
+    probe(0)
+    // Back filling the next turn at once: paused twice as long, then four times, ...
+    const pausedFor = () => {
+      advance(60)
+      for (let i = 0; i < 17; i++) gateway.message('1', 'flood')
+      let ms = 0
+      while (a.s.paused) probe(20), (ms += 20)
+      return ms
+    }
+    expect([pausedFor(), pausedFor(), pausedFor(), pausedFor()]).toEqual([40, 80, 160, 320])
+    for (let t = 0; t < 1000; t += 20) probe(20) // quiet for a while: the next pause is short again
+    expect(pausedFor()).toBe(20)
+  })
+
+  test('new sockets: as many as their joins cost 50,000 deliveries a second (5,000 at once), and always the first of a turn', () => {
+    const { gateway, socket, probe } = setup()
+    for (let i = 0; i < 200; i++) gateway.open(String(i), socket().client, ok(`u${i}`))
+    // Each join tells the 200 users (a presence frame and a system message): 400 deliveries.
+    const admitted = () => {
+      let n = 0
+      while (gateway.admitsJoin()) n++
+      return n
+    }
+    expect(admitted()).toBe(12) // 5,000 at once
+    probe(20) // the next turn, 20 ms later: 1,000 more
+    expect(admitted()).toBe(3) // 200 left over and 1,000 new
+    expect(gateway.admitsJoin()).toBe(false)
+    probe(1) // 1 ms later: 50 more, not enough for a join, but the first of a turn goes anyway
+    expect(admitted()).toBe(1)
+    for (let t = 0; t < 1000; t += 20) probe(20) // a second later: no more than 5,000 saved up
+    expect(admitted()).toBe(12)
+    // A small node takes a burst of dozens at once.
+    const small = setup()
+    let burst = 0
+    while (burst < 100 && small.gateway.admitsJoin()) burst++
+    expect(burst).toBe(100)
+  })
+
+  test('users whose sockets close in a turn past its budget leave over the next turns, in order; one back at once under the same name is admitted', () => {
+    const { gateway, room, socket, advance, probe } = setup()
+    const names = ['ann', 'ben', 'cat', 'dan']
+    names.forEach((name, i) => gateway.open(String(i), socket().client, ok(name)))
+    gateway.close('0') // a short turn: ann leaves at once
+    expect(room.users().map((u) => u.username)).toEqual(['ben', 'cat', 'dan'])
+    advance(60) // the turn goes on past its budget
+    gateway.close('1')
+    gateway.close('2')
+    expect(room.users().map((u) => u.username)).toEqual(['ben', 'cat', 'dan'])
+    expect(gateway.sessionCount).toBe(1)
+    // ben is back before his leave came: it comes first, and he is admitted.
+    const again = socket()
+    gateway.open('5', again.client, ok('ben'))
+    expect(again.s.closed).toBeNull()
+    expect(room.users().map((u) => u.username)).toEqual(['dan', 'ben'])
+    probe(0) // the loop caught up: nothing left to do
+    gateway.close('3')
+    expect(room.users().map((u) => u.username)).toEqual(['ben'])
+    advance(60)
+    gateway.close('5')
+    expect(room.users().map((u) => u.username)).toEqual(['ben'])
+    probe(0) // the timers' turn: the put-off leave is done
+    expect(room.users()).toEqual([])
+  })
+
+})
