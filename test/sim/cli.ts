@@ -1,8 +1,8 @@
 // Runs the membership simulator over many seeds: `bun run sim [--seeds N] [--from N]`, or one
 // seed with its trace: `bun run sim --seed N --verbose`. With `--whole` it runs the whole-node
 // simulator instead (`--hostile` for the transport that loses, duplicates and reorders frames,
-// `--strict` to demand delivery of messages sent during the faults). Exits non-zero on the first
-// failure.
+// `--strict` to judge the presence lists under it too, which travel at most once and fail there).
+// Exits non-zero on the first failure.
 import { runSeed, SimulationFailure } from './simulator'
 import { runWholeSeed } from './whole/world'
 
@@ -80,12 +80,13 @@ async function runAll<S extends object>(run: (seed: number) => S | Promise<S>, s
 }
 
 if (args.whole) {
-  const options = { profile: args.hostile ? ('hostile' as const) : ('tcp' as const), strictDelivery: args.strict, trace }
+  const options = { profile: args.hostile ? ('hostile' as const) : ('tcp' as const), strictPresence: args.strict, trace }
   const { t, slowest, head } = await runAll((seed) => runWholeSeed(seed, options), 'convergedAfterMs')
   console.log(
     [
-      `whole-node simulator, profile ${options.profile}${args.strict ? ', strict delivery' : ''}: ${head}, ${((t.virtualMs ?? 0) / 1000).toFixed(0)} virtual s`,
-      `  ${t.users} connections, ${t.chats} chat messages, ${t.deliveries} deliveries checked`,
+      `whole-node simulator, profile ${options.profile}${args.strict ? ', presence judged' : ''}: ${head}, ${((t.virtualMs ?? 0) / 1000).toFixed(0)} virtual s`,
+      `  ${t.users} connections (${t.resumes} resumes), ${t.chats} chat messages (${t.acked} acks), ${t.lines} transcript lines, ${t.deliveries} line deliveries checked`,
+      `  ${t.snapshots} snapshot installs seen, ${t.incomplete} history frames saying complete:false`,
       `  faults: ${t.partitions} partitions, ${t.crashes} crashes, ${t.leaves} leaves, ${t.resets} connection resets, ${t.dropped} frames dropped, ${t.duplicated} duplicated`,
       `  slowest convergence after the faults stopped: ${slowest.value} ms (seed ${slowest.seed})`,
     ].join('\n'),
