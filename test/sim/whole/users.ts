@@ -75,7 +75,7 @@ export interface SimUser {
   /** Closed by its user (the page does not reconnect by itself then). */
   closedByUser: boolean
   resume: Resume | null
-  /** The id of the last line the node held when the connection opened (where "after it connected" starts). */
+  /** The id of the last line the node had delivered when the connection opened (where "after it connected" starts). */
   startId: number
 }
 

@@ -91,13 +91,13 @@ export interface WholeStats {
 }
 
 const STEP_MS = 10
-const FAULT_MS_MIN = 3_000
-const FAULT_MS_MAX = 20_000
+const FAULT_MS_MIN = 1_500
+const FAULT_MS_MAX = 6_000
 const CONVERGE_MS_MAX = 30_000
 /** After convergence: users keep chatting (and reconnecting) this long, then the run drains. */
-const AFTER_MS = 3_000
-const DRAIN_MS = 1_500
-const USERS_PER_NODE_MAX = 12
+const AFTER_MS = 1_000
+const DRAIN_MS = 1_000
+const USERS_PER_NODE_MAX = 8
 /** The page's reconnect backoff: first try within this, doubling, capped. */
 const RECONNECT_MS_MIN = 50
 const RECONNECT_MS_MAX = 2_000
@@ -127,7 +127,7 @@ interface Rates {
 }
 
 interface Settings {
-  compaction: Compaction | undefined
+  compaction: Compaction
   historySize: number | undefined
   historyOnJoin: number
   /** Share of chat sent with a clientMsgId. */
@@ -173,20 +173,21 @@ class WholeSimulation {
     this.network = new MemoryNetwork(this.clock, this.rng.next)
     this.profile = options.profile ?? 'tcp'
     const r = this.rng
-    const nodes = r.int(3, 5)
+    const nodes = r.pick([3, 3, 4, 5])
     this.faultMs = r.int(FAULT_MS_MIN, FAULT_MS_MAX)
     const sometimes = (p: number, value: () => number) => (r.chance(p) ? value() : 0)
     this.rates = {
       connect: 0.02 + r.next() * 0.05,
-      chat: 0.02 + r.next() * 0.1,
+      chat: 0.005 + r.next() * 0.03,
       disconnect: r.next() * 0.01,
       reset: sometimes(0.6, () => r.next() * 0.01),
-      partition: sometimes(0.7, () => r.next() * 0.004),
-      crash: sometimes(0.6, () => r.next() * 0.006),
-      leave: sometimes(0.4, () => r.next() * 0.004),
+      partition: sometimes(0.7, () => r.next() * 0.008),
+      crash: sometimes(0.6, () => r.next() * 0.01),
+      leave: sometimes(0.4, () => r.next() * 0.006),
     }
     this.settings = {
-      compaction: r.chance(0.5) ? { snapshotEvery: r.int(4, 64), keepEntries: r.int(0, 16) } : undefined,
+      // Small (snapshots installed often) or moderate (now and then); the default (4,096) is never reached in a run.
+      compaction: r.chance(0.5) ? { snapshotEvery: r.int(4, 64), keepEntries: r.int(0, 16) } : { snapshotEvery: r.int(128, 512), keepEntries: r.int(16, 128) },
       historySize: r.chance(0.3) ? r.int(5, 200) : undefined,
       historyOnJoin: r.pick([0, 5, 50, 50]),
       withId: r.pick([0.5, 0.8, 1]),
@@ -224,7 +225,7 @@ class WholeSimulation {
       `seed ${seed}: ${nodes} nodes, profile ${this.profile}, faults for ${this.faultMs} ms, delay 1..${delayMsMax} ms, ` +
         `drop ${pct(this.network.faults.drop)} dup ${pct(this.network.faults.duplicate)} reorder ${pct(this.network.faults.reorder)}, ` +
         `rates per step: ${Object.entries(this.rates).map(([k, v]) => `${k} ${pct(v)}`).join(' ')}; ` +
-        `compaction ${c ? `every ${c.snapshotEvery} keeping ${c.keepEntries}` : 'default'}, history ${this.settings.historySize ?? 'default'} (${this.settings.historyOnJoin} on join), ` +
+        `compaction every ${c.snapshotEvery} keeping ${c.keepEntries}, history ${this.settings.historySize ?? 'default'} (${this.settings.historyOnJoin} on join), ` +
         `${pct(this.settings.withId)} of chat with a clientMsgId`,
     )
   }
@@ -440,7 +441,7 @@ class WholeSimulation {
     )
     const user: SimUser = {
       id, username: person.username, person, probe, slot: slot.index, process: slot.process, socket, openedAt: this.clock.elapsed, order: this.order++,
-      closedAt: null, closedByUser: false, resume, startId: node.transcript.lastId,
+      closedAt: null, closedByUser: false, resume, startId: Math.max(node.transcript.lastId, slot.checkedTo),
     }
     this.historyNotes.set(user, notes)
     this.users.push(user)
@@ -456,7 +457,8 @@ class WholeSimulation {
     const resumeAt = since ? (since.epoch === '' ? { since: since.since } : since) : {}
     slot.node!.gateway.open(user.id, user.socket, { ok: true, value: person.username }, resumeAt)
     const outcome = user.socket.open ? (since ? `resuming after ${since.since}` : 'fresh') : `refused ${user.socket.closeCode} ${user.socket.closeReason}`
-    this.log(`${user.id} connects to n${slot.index} as ${person.username}: ${outcome}`)
+    const t = slot.node!.transcript
+    this.log(`${user.id} connects to n${slot.index} as ${person.username}: ${outcome} (transcript there: applied ${t.applied}, lines ${t.coveredFrom}..${t.lastId})`)
     if (!user.socket.open) return
     person.attempts = 0
     if (since) this.stats.resumes++
@@ -516,8 +518,8 @@ class WholeSimulation {
   private send(user: SimUser, text: string, clientMsgId: string | null, now = this.clock.elapsed): boolean {
     const node = this.slots[user.slot]!.node!
     const frames = user.socket.frames.length
-    // Elysia hands the handler parsed JSON for JSON text, a string otherwise.
-    const data = clientMsgId ? { type: 'chat', message: text, clientMsgId } : this.rng.chance(0.5) ? { type: 'chat', message: text } : text
+    // A text frame: the typed form (with a clientMsgId, or without), or plain text.
+    const data = clientMsgId ? JSON.stringify({ type: 'chat', message: text, clientMsgId }) : this.rng.chance(0.5) ? JSON.stringify({ type: 'chat', message: text }) : text
     node.gateway.message(user.id, data)
     const accepted = !user.socket.frames.slice(frames).some((f) => f.startsWith('{"type":"error"'))
     this.sentByText.get(text)!.sends.push({ user, at: now, order: this.order++, accepted })
