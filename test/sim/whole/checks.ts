@@ -7,9 +7,9 @@
 //     it covers, and all have applied the same last line;
 //   - chat: no message in the transcript twice, none invented; every acked message exactly once,
 //     at the acked id (every ack of one clientMsgId names the same id); every message whose
-//     sender's connection stayed open to the end exactly once, and acked if it asked; the
-//     messages sent on one connection in the order sent, and a person's acked messages in the
-//     order first sent, across reconnects;
+//     sender's connection stayed open to the end exactly once, and acked if it asked; a message
+//     after what was sent before it over the same connection (when it was sent over that one
+//     alone), and after every message acked before it was sent;
 //   - delivery to clients: every connection read the transcript's lines with strictly increasing
 //     ids (so none twice, none out of order), each equal to the reference, with no line of the
 //     reference skipped between two it read (from where it resumed, or from its first history
@@ -165,6 +165,8 @@ export function checkTranscripts(nodes: Array<{ name: string; transcript: Transc
 export interface ChatCheckOptions {
   /** Whether the connection is open at the end on a node process that lived. */
   connectedAtEnd(user: SimUser): boolean
+  /** When (in the order of opens, sends and acks) the sender first got an ack for the message. */
+  ackedAt(m: SentChat): number | undefined
 }
 
 /** Chat in the transcript and the acks the senders got. */
@@ -206,33 +208,40 @@ export function checkChat(sent: SentChat[], users: SimUser[], views: Map<SimUser
       return { check: 'Chat: acked while connected', detail: `${m.username}'s ${m.text} (${m.clientMsgId}) sent at ${kept.at} ms over ${kept.user.id} at n${kept.user.slot}, still connected, got no ack (line ${at.get(m.text)})` }
     }
   }
-  // Order: what one connection sent, in the order sent (a message also sent again over a later
-  // connection takes its place from whichever send landed first, so it is judged with the
-  // person's acked messages instead); a person's acked messages in the order first sent.
+  // Order, as far as a sender can ask for it: a message sent over a connection after another one
+  // (first sent there, or sent again after a reconnect) comes after it in the transcript, when the
+  // later one was sent over that connection alone (its line is that node's entry, which the node
+  // proposes after the earlier one); and a message sent after another one was acked comes after it.
   const perConnection = new Map<SimUser, Array<{ m: SentChat; order: number }>>()
-  for (const m of sent) {
-    const accepted = m.sends.filter((s) => s.accepted)
-    if (accepted.some((s) => s.user !== accepted[0]!.user)) continue
-    for (const s of accepted) (perConnection.get(s.user) ?? perConnection.set(s.user, []).get(s.user)!).push({ m, order: s.order })
-  }
+  for (const m of sent) for (const s of m.sends) if (s.accepted) (perConnection.get(s.user) ?? perConnection.set(s.user, []).get(s.user)!).push({ m, order: s.order })
   for (const [user, sends] of perConnection) {
     sends.sort((a, b) => a.order - b.order)
-    let previous: SentChat | null = null
+    let highest: { m: SentChat; id: number } | null = null
     for (const { m } of sends) {
       const id = at.get(m.text)
       if (id === undefined) continue
-      if (previous && at.get(previous.text)! > id) return { check: 'Chat: per-sender order', detail: `${user.id} (${user.username}) sent ${previous.text} before ${m.text}; the transcript has them at ${at.get(previous.text)} and ${id}` }
-      previous = m
+      const alone = m.sends.every((s) => !s.accepted || s.user === user)
+      if (alone && highest && highest.id > id) return { check: 'Chat: per-sender order', detail: `${user.id} (${user.username}) sent ${highest.m.text} before ${m.text}; the transcript has them at ${highest.id} and ${id}` }
+      if (!highest || id > highest.id) highest = { m, id }
     }
   }
-  const perPerson = new Map<string, SentChat[]>()
-  for (const m of sent) if (m.clientMsgId !== null && acked.has(m.text)) (perPerson.get(m.username) ?? perPerson.set(m.username, []).get(m.username)!).push(m)
-  for (const [username, messages] of perPerson) {
-    messages.sort((a, b) => a.sends[0]!.order - b.sends[0]!.order)
-    for (let i = 1; i < messages.length; i++) {
-      const a = messages[i - 1]!
-      const b = messages[i]!
-      if (at.get(a.text)! > at.get(b.text)!) return { check: 'Chat: per-sender order across reconnects', detail: `${username} sent ${a.text} before ${b.text}; the transcript has them at ${at.get(a.text)} and ${at.get(b.text)}` }
+  const events: Array<{ order: number; username: string; m: SentChat; acked: boolean }> = []
+  for (const m of sent) {
+    const first = m.sends.find((s) => s.accepted)
+    if (first) events.push({ order: first.order, username: m.username, m, acked: false })
+    const ackedAt = o.ackedAt(m)
+    if (ackedAt !== undefined) events.push({ order: ackedAt, username: m.username, m, acked: true })
+  }
+  events.sort((a, b) => a.order - b.order)
+  const highestAcked = new Map<string, { m: SentChat; id: number }>()
+  for (const e of events) {
+    const id = at.get(e.m.text)
+    if (id === undefined) continue
+    const before = highestAcked.get(e.username)
+    if (e.acked) {
+      if (!before || id > before.id) highestAcked.set(e.username, { m: e.m, id })
+    } else if (before && before.id > id) {
+      return { check: 'Chat: per-sender order after an ack', detail: `${e.username} sent ${e.m.text} after ${before.m.text} was acked at ${before.id}; the transcript has it at ${id}` }
     }
   }
   return null
