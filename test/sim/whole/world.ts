@@ -185,9 +185,9 @@ class WholeSimulation {
       chat: 0.005 + r.next() * 0.03,
       disconnect: r.next() * 0.01,
       reset: sometimes(0.6, () => r.next() * 0.01),
-      partition: sometimes(0.7, () => r.next() * 0.008),
-      crash: sometimes(0.6, () => r.next() * 0.01),
-      leave: sometimes(0.4, () => r.next() * 0.006),
+      partition: sometimes(0.7, () => r.next() * 0.015),
+      crash: sometimes(0.6, () => r.next() * 0.02),
+      leave: sometimes(0.4, () => r.next() * 0.01),
     }
     this.settings = {
       // Small (snapshots installed often) or moderate (now and then); the default (4,096) is never reached in a run.
@@ -635,7 +635,7 @@ class WholeSimulation {
         onDelivery: () => this.stats.deliveries++,
         presence,
       }) ??
-      checkTranscriptPresence(this.reference, this.users, addresses) ??
+      checkTranscriptPresence(this.reference, this.users) ??
       (presence ? checkPresence(live.map((s) => ({ address: s.address, room: s.node!.room })), this.users, views, addresses) : null)
     )
   }
