@@ -280,6 +280,7 @@ class WholeSimulation {
     try {
       this.clock.runUntil(until, () => {
         for (const slot of this.slots) if (slot.node) this.checker.observe(slot.node.cluster.membership)
+        if (this.found) this.fail(this.found.check, this.found.detail)
       })
     } catch (error) {
       if (error instanceof InvariantViolation) this.fail(error.invariant, error.detail)
@@ -287,11 +288,22 @@ class WholeSimulation {
     }
   }
 
+  /**
+   * A violation seen inside a node's own call (a state machine applying an entry): thrown there,
+   * the shell or the transport could catch it as the node's error, so it is kept and thrown as
+   * soon as the event that caused it is over.
+   */
+  private found: Problem | null = null
+
+  private foundInside(problem: Problem): void {
+    this.found ??= problem
+  }
+
   /** The lines a node applied since the last look, against the one reference transcript. */
   private observeTranscript(slot: Slot, node: ChatNode): void {
     const seen = this.reference.observe(`n${slot.index}`, node.transcript, slot.checkedTo)
-    if (typeof seen !== 'number') this.fail(seen.check, seen.detail)
-    slot.checkedTo = seen
+    if (typeof seen !== 'number') this.foundInside(seen)
+    else slot.checkedTo = seen
   }
 
   // ---- nodes ----
@@ -338,8 +350,8 @@ class WholeSimulation {
         try {
           this.checker.applied(node.cluster.membership.selfId, index, entry, node.cluster.membership.term)
         } catch (error) {
-          if (error instanceof InvariantViolation) this.fail(error.invariant, error.detail)
-          throw error
+          if (!(error instanceof InvariantViolation)) throw error
+          this.foundInside({ check: error.invariant, detail: error.detail })
         }
         apply(index, entry)
         // Lines are compared as they are applied: a burst may push them out of a small history within one step.
@@ -613,7 +625,7 @@ class WholeSimulation {
   }
 
   private check(): void {
-    const problem = this.findProblem()
+    const problem = this.found ?? this.findProblem()
     if (problem) this.fail(problem.check, problem.detail)
   }
 
