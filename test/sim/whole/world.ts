@@ -653,9 +653,14 @@ class WholeSimulation {
   }
 
   private fail(invariant: string, detail: string): never {
-    const dbg = (globalThis as { __dbgConn?: string }).__dbgConn
-    if (dbg) for (const u of this.users) if (u.id === dbg || u.username === dbg) console.log(u.id, u.resume, u.startId, u.socket.frames.filter((f) => !f.includes('"presence"')).join('\n'))
     this.log(`FAILED ${invariant}: ${detail}`)
+    // With the trace on, what each connection named in the detail read (presence frames left out).
+    const named = new Set(detail.match(/\bs\d+\b/g) ?? [])
+    for (const u of this.users) {
+      if (!named.has(u.id)) continue
+      this.log(`${u.id} (${u.username} at n${u.slot}${u.resume ? `, resuming after ${u.resume.since}` : ''}, from line ${u.startId}) read:`)
+      for (const frame of u.socket.frames) if (!frame.startsWith('{"type":"presence"')) this.log(`  ${frame}`)
+    }
     throw new SimulationFailure(this.seed, invariant, detail, this.clock.elapsed, wholeReplayCommand(this.seed, this.options))
   }
 
