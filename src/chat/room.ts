@@ -301,7 +301,8 @@ export class ChatRoom {
   private recentHistory(): HistoryFrame | null {
     const n = this.d.historyOnJoin
     if (n === 0) return null
-    const lines = this.d.transcript.latest(n)
+    // Up to the cursor: lines applied and not yet delivered reach this socket live, once it subscribes.
+    const lines = this.d.transcript.before(this.cursor + 1, n)
     return { type: 'history', epoch: this.epoch, messages: lines.map((l) => this.frameOf(l)), complete: lines.length === n || this.d.transcript.covers(0) }
   }
 
