@@ -27,6 +27,8 @@ export interface ChatNode {
   readonly address: string
   readonly cluster: ClusterNode<ChatMessage>
   readonly room: ChatRoom
+  /** The replicated chat transcript this node applies (read by the whole-node simulator's checks). */
+  readonly transcript: Transcript
   readonly gateway: ChatGateway
   readonly sockets: Sockets
   /** Event-loop lag; sheds client work while the node is behind. */
@@ -84,6 +86,7 @@ export function createChatNode(config: ChatNodeConfig, io: NodeIo, fanout: Fanou
     address,
     cluster,
     room,
+    transcript,
     gateway,
     sockets,
     load,

@@ -70,7 +70,7 @@ export class ChatRoom {
   private cursor = 0
   private lastLeader: string | null = null
   /** Connections resuming from a line this node has not applied yet: admitted once it has (or at `until`). */
-  private waiting: Array<{ socket: ClientSocket; since: number; until: number }> = []
+  private waiting: Array<{ socket: ClientSocket; since: number; epoch: string | undefined; until: number; fresh?: boolean }> = []
   /** Makes keys for lines without a clientMsgId, unique within this process. */
   private made = 0
   private syncing = false
@@ -116,9 +116,15 @@ export class ChatRoom {
    */
   admit(socket: ClientSocket, resume: Resume): void {
     const since = resume.since
-    const sameEpoch = resume.epoch === undefined || resume.epoch === this.epoch
+    // A node that has not learnt the transcript yet (just started) cannot tell another epoch from its own: it waits.
+    const sameEpoch = resume.epoch === undefined || resume.epoch === this.epoch || this.epoch === ''
     if (since !== undefined && sameEpoch && !this.reached(since)) {
-      this.waiting.push({ socket, since, until: this.d.now() + RESUME_WAIT_MS })
+      this.waiting.push({ socket, since, epoch: resume.epoch, until: this.d.now() + RESUME_WAIT_MS })
+      return
+    }
+    // While the transcript is rebuilt after a rejoin it holds nothing yet: the recent history waits for it too.
+    if (since === undefined && this.epoch !== '' && !this.reached(this.cursor)) {
+      this.waiting.push({ socket, since: this.cursor, epoch: undefined, until: this.d.now() + RESUME_WAIT_MS, fresh: true })
       return
     }
     const frame = since === undefined ? this.recentHistory() : sameEpoch ? this.historyAfter(since) : { ...this.recentHistory(), complete: false }
@@ -264,14 +270,17 @@ export class ChatRoom {
   private admitWaiting(): void {
     if (this.waiting.length > 0) {
       const now = this.d.now()
-      const ready = this.waiting.filter((w) => this.reached(w.since) || w.until <= now)
+      const ours = (w: { epoch: string | undefined }) => w.epoch === undefined || w.epoch === this.epoch
+      const ready = this.waiting.filter((w) => this.reached(w.since) || (this.epoch !== '' && !ours(w)) || w.until <= now)
       if (ready.length === 0) return
       this.waiting = this.waiting.filter((w) => !ready.includes(w))
-      for (const { socket, since } of ready) {
+      for (const w of ready) {
+        const { socket, since } = w
         // Not subscribed while it waited: the user list may have changed meanwhile. A line this
         // node never reached (a made-up id, a node cut off for long) ends the wait all the same.
         socket.send(JSON.stringify(this.usersMessage()))
-        socket.send(JSON.stringify(this.reached(since) ? this.historyAfter(since) : { ...(this.recentHistory() ?? this.emptyHistory()), complete: false }))
+        const frame = !this.reached(since) || !ours(w) ? { ...(this.recentHistory() ?? this.emptyHistory()), complete: false } : w.fresh ? this.recentHistory() : this.historyAfter(since)
+        if (frame) socket.send(JSON.stringify(frame))
         socket.subscribe()
       }
     }

@@ -131,7 +131,7 @@ export class MemoryNetwork {
   faults: NetworkFaults = { ...NO_FAULTS }
   readonly counters: NetworkCounters = { sent: 0, delivered: 0, dropped: 0, duplicated: 0, resets: 0 }
   /** Called with every frame as it is sent (the simulator watches join requests). */
-  onSend: ((from: string, to: string, message: unknown) => void) | null = null
+  onSend: ((from: string, to: string, frame: Uint8Array, decode: () => unknown) => void) | null = null
   private readonly listening = new Map<string, MemoryEndpoint>()
   private readonly cuts = new Set<string>()
   private readonly decoder = new FrameDecoder(MAX_FRAME_BYTES)
@@ -245,7 +245,7 @@ export class MemoryNetwork {
     link.counts.framesOut++
     link.counts.bytesOut += frame.length
     this.counters.sent++
-    if (this.onSend && !hello) this.onSend(from.options.address, link.to, this.decode(frame))
+    if (this.onSend && !hello) this.onSend(from.options.address, link.to, frame, () => this.decode(frame))
     const f = this.faults
     if (!hello && this.random() < f.drop) {
       this.counters.dropped++

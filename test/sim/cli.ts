@@ -1,9 +1,11 @@
 // Runs the membership simulator over many seeds: `bun run sim [--seeds N] [--from N]`, or one
 // seed with its trace: `bun run sim --seed N --verbose`. With `--whole` it runs the whole-node
 // simulator instead (`--hostile` for the transport that loses, duplicates and reorders frames,
-// `--strict` to demand delivery of messages sent during the faults). Exits non-zero on the first
-// failure.
+// `--strict` to judge the presence lists under it too, which travel at most once and fail there),
+// on `--workers N` threads (default: one per core; a single seed or `--verbose` runs on one).
+// Exits non-zero on the first failure (the lowest failing seed of the batch that found it).
 import { runSeed, SimulationFailure } from './simulator'
+import { defaultWorkers, runSeedsInParallel } from './whole/parallel'
 import { runWholeSeed } from './whole/world'
 
 interface Args {
@@ -13,10 +15,11 @@ interface Args {
   whole: boolean
   hostile: boolean
   strict: boolean
+  workers: number
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { from: 0, count: 1000, verbose: false, whole: false, hostile: false, strict: false }
+  const args: Args = { from: 0, count: 1000, verbose: false, whole: false, hostile: false, strict: false, workers: defaultWorkers() }
   const number = (flag: string, value: string | undefined) => {
     const n = Number(value)
     if (value === undefined || !Number.isSafeInteger(n) || n < 0) usage(`${flag} needs a non-negative integer`)
@@ -33,13 +36,14 @@ function parseArgs(argv: string[]): Args {
     else if (flag === '--whole') args.whole = true
     else if (flag === '--hostile') args.hostile = true
     else if (flag === '--strict') args.strict = true
+    else if (flag === '--workers') args.workers = Math.max(1, number(flag, argv[++i]))
     else usage(`unknown argument ${flag}`)
   }
   return args
 }
 
 function usage(problem: string): never {
-  console.error(`${problem}\nusage: bun run sim [--whole [--hostile] [--strict]] [--seeds N (default 1000)] [--from N] [--seed N] [--verbose]`)
+  console.error(`${problem}\nusage: bun run sim [--whole [--hostile] [--strict] [--workers N]] [--seeds N (default 1000)] [--from N] [--seed N] [--verbose]`)
   process.exit(2)
 }
 
@@ -79,15 +83,41 @@ async function runAll<S extends object>(run: (seed: number) => S | Promise<S>, s
   return { t: totals, slowest, elapsed, head }
 }
 
+/** The whole-node simulator on worker threads, in batches so progress shows; stops at the first batch with a failure. */
+async function runWholeInParallel(options: { profile: 'tcp' | 'hostile'; strictPresence: boolean }) {
+  const totals: Record<string, number> = {}
+  const started = performance.now()
+  const batch = Math.max(args.workers * 50, 200)
+  let done = 0
+  while (done < args.count) {
+    const count = Math.min(batch, args.count - done)
+    const result = await runSeedsInParallel(args.from + done, count, options, args.workers)
+    for (const [key, value] of Object.entries(result.sums)) totals[key] = (totals[key] ?? 0) + value
+    if (result.failure) {
+      console.error(`\nFAIL (seeds ${args.from + done}..${args.from + done + count - 1} on ${args.workers} workers; ${done + result.seeds} passing seeds in all)\n${result.failure.message}`)
+      process.exit(1)
+    }
+    done += count
+    console.log(`  ${done}/${args.count} seeds, ${rate(done, performance.now() - started)} seeds/s`)
+  }
+  const elapsed = performance.now() - started
+  const head = `${done} seeds (${args.from}..${args.from + args.count - 1}) passed in ${(elapsed / 1000).toFixed(1)} s on ${args.workers} workers: ${rate(done, elapsed)} seeds/s`
+  return { t: totals, head }
+}
+
 if (args.whole) {
-  const options = { profile: args.hostile ? ('hostile' as const) : ('tcp' as const), strictDelivery: args.strict, trace }
-  const { t, slowest, head } = await runAll((seed) => runWholeSeed(seed, options), 'convergedAfterMs')
+  const options = { profile: args.hostile ? ('hostile' as const) : ('tcp' as const), strictPresence: args.strict, trace }
+  const parallel = args.count > 1 && !args.verbose && args.workers > 1
+  const { t, slowest, head } = parallel
+    ? { ...(await runWholeInParallel({ profile: options.profile, strictPresence: options.strictPresence })), slowest: null }
+    : await runAll((seed) => runWholeSeed(seed, options), 'convergedAfterMs')
   console.log(
     [
-      `whole-node simulator, profile ${options.profile}${args.strict ? ', strict delivery' : ''}: ${head}, ${((t.virtualMs ?? 0) / 1000).toFixed(0)} virtual s`,
-      `  ${t.users} connections, ${t.chats} chat messages, ${t.deliveries} deliveries checked`,
+      `whole-node simulator, profile ${options.profile}${args.strict ? ', presence judged' : ''}: ${head}, ${((t.virtualMs ?? 0) / 1000).toFixed(0)} virtual s`,
+      `  ${t.users} connections (${t.resumes} resumes), ${t.chats} chat messages (${t.acked} acks), ${t.lines} transcript lines, ${t.deliveries} line deliveries checked`,
+      `  ${t.snapshots} snapshot installs seen, ${t.incomplete} history frames saying complete:false`,
       `  faults: ${t.partitions} partitions, ${t.crashes} crashes, ${t.leaves} leaves, ${t.resets} connection resets, ${t.dropped} frames dropped, ${t.duplicated} duplicated`,
-      `  slowest convergence after the faults stopped: ${slowest.value} ms (seed ${slowest.seed})`,
+      ...(slowest ? [`  slowest convergence after the faults stopped: ${slowest.value} ms (seed ${slowest.seed})`] : []),
     ].join('\n'),
   )
 } else {
