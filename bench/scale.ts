@@ -419,6 +419,8 @@ async function runSystem(kind: ServerKind, log: (line: string) => void, redisSer
     }
     void leaveStart
 
+    await askAll({ type: 'close', group: 'observer' })
+
     // Fan-out ladder.
     log(`${kind}: fan-out ladder, ${S.fanoutClients} clients`)
     await openAll(kind, 'fanout', Array.from({ length: S.fanoutClients }, (_, i) => ({ url: servers.url(i % servers.nodeCount, `f${i}`), username: `f${i}`, track: false })), 50)
@@ -432,7 +434,6 @@ async function runSystem(kind: ServerKind, log: (line: string) => void, redisSer
       await sleep(300)
     }
     await askAll({ type: 'close', group: 'fanout' })
-    await askAll({ type: 'close', group: 'observer' })
     return {
       kind,
       nodeCount: servers.nodeCount,

@@ -52,6 +52,7 @@ export function createChatNode(config: ChatNodeConfig, io: NodeIo, fanout: Fanou
     sendTo: (to, message) => cluster.send(to, message),
     disconnect: (username, code, reason) => sockets.close(username, code, reason),
     fanoutPerSecond: config.maxFanout,
+    after: io.clock.after,
   })
   const load = new LagMonitor(io.clock)
   let stopLoad = () => {}

@@ -92,6 +92,8 @@ export class ChatGateway {
       this.sendJson(session.socket, moving)
       this.drop(id, session, CloseCode.serviceRestart, 'service restart')
     }
+    // The leaves go to the other members now, not at the end of a presence window.
+    this.d.room.flushPresence()
   }
 
   /** Admitted sessions now open. */

@@ -73,6 +73,24 @@ export class Presence {
     return this.refresh([key])
   }
 
+  /** A peer's batch of its own users' changes: leaves first, then joins, told as one set of changes. */
+  updateRemote(address: string, joins: ChatUser[], leaves: string[]): PresenceChange[] {
+    let users = this.remote.get(address)
+    if (!users) this.remote.set(address, (users = new Map()))
+    const keys: string[] = []
+    for (const username of leaves) {
+      const key = usernameKey(username)
+      users.delete(key)
+      keys.push(key)
+    }
+    for (const user of joins) {
+      const key = usernameKey(user.username)
+      users.set(key, user)
+      keys.push(key)
+    }
+    return this.refresh(keys)
+  }
+
   removeRemote(address: string, username: string): PresenceChange[] {
     const key = usernameKey(username)
     this.remote.get(address)?.delete(key)

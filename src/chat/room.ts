@@ -4,13 +4,16 @@
 import type { Lang } from '../config'
 import type { Peer } from '../cluster/transport'
 import { err, ok, type Result } from '../result'
-import type { ChatMessage, ChatRelay } from './messages'
+import type { ChatMessage, ChatRelay, ChatUser } from './messages'
 import { checkPeerMessage } from './peer-rules'
 import { FanoutBudget } from './fanout-budget'
 import { Presence, type PresenceChange } from './presence'
+import { PEER_FRAME_USERS_MAX, PresenceBatch } from './presence-batch'
 import { CloseCode, hasForbiddenControl, systemMessage, type ServerMessage, type UserEntry } from './protocol'
 
-const SNAPSHOT_CHUNK = 5_000
+const SNAPSHOT_CHUNK = PEER_FRAME_USERS_MAX
+/** How long presence changes are gathered into one frame during a storm (presence-batch.ts). */
+const PRESENCE_WINDOW_MS = 50
 
 export interface RoomDeps {
   selfAddress: string
@@ -27,6 +30,8 @@ export interface RoomDeps {
   disconnect: (username: string, code: number, reason: string) => void
   /** Chat deliveries to local users a second this node takes on (fanout-budget.ts); 0 or absent: no limit. */
   fanoutPerSecond?: number
+  /** Runs `fn` once after `ms`: presence changes are coalesced with it; absent, each is told at once. */
+  after?: (ms: number, fn: () => void) => unknown
 }
 
 export type SayError = { code: 'message_too_long' | 'bad_message' | 'overloaded'; message: string }
@@ -39,10 +44,18 @@ export class ChatRoom {
   private readonly presence: Presence
   private members = new Set<string>()
   private readonly budget: FanoutBudget
+  private readonly batch: PresenceBatch
 
   constructor(private readonly d: RoomDeps) {
     this.presence = new Presence(d.selfAddress)
     this.budget = new FanoutBudget(d.fanoutPerSecond ?? 0, d.now())
+    const broadcast = (b: { joins: ChatUser[]; leaves: string[] }) => d.broadcast({ type: 'presence_batch', ...b })
+    this.batch = new PresenceBatch({ windowMs: PRESENCE_WINDOW_MS, now: d.now, after: d.after, publish: d.publish, broadcast })
+  }
+
+  /** Tells pending presence changes now, to peers and local users (a drain). */
+  flushPresence(): void {
+    this.batch.flush()
   }
 
   users(): UserEntry[] {
@@ -62,14 +75,14 @@ export class ChatRoom {
   join(username: string): void {
     const user = { username, connectedAt: this.d.now() }
     this.apply(this.presence.addLocal(user))
-    this.d.broadcast({ type: 'presence_join', user })
+    this.batch.local(username, user)
   }
 
   leave(username: string): void {
     // Exactly this name: a look-alike of it is another user (who may hold the key by now).
     if (this.presence.localUser(username)?.username !== username) return
     this.apply(this.presence.removeLocal(username))
-    this.d.broadcast({ type: 'presence_leave', username })
+    this.batch.local(username, null)
   }
 
   say(username: string, text: string): SayResult {
@@ -116,6 +129,8 @@ export class ChatRoom {
         return this.apply(this.presence.addRemote(peer.address, m.user))
       case 'presence_leave':
         return this.apply(this.presence.removeRemote(peer.address, m.username))
+      case 'presence_batch':
+        return this.apply(this.presence.updateRemote(peer.address, m.joins, m.leaves))
     }
   }
 
@@ -129,7 +144,7 @@ export class ChatRoom {
     // Big rooms go in pieces so no frame nears the transport's frame size limit.
     const users = this.presence.localUsers()
     this.d.sendTo(address, { type: 'presence_snapshot', users: users.slice(0, SNAPSHOT_CHUNK) })
-    for (let i = SNAPSHOT_CHUNK; i < users.length; i++) this.d.sendTo(address, { type: 'presence_join', user: users[i]! })
+    for (let i = SNAPSHOT_CHUNK; i < users.length; i += SNAPSHOT_CHUNK) this.d.sendTo(address, { type: 'presence_batch', joins: users.slice(i, i + SNAPSHOT_CHUNK), leaves: [] })
   }
 
   /**
@@ -160,15 +175,15 @@ export class ChatRoom {
       if (!mine) continue
       this.d.disconnect(mine.username, CloseCode.usernameTaken, 'username taken')
       this.presence.removeLocal(mine.username)
-      this.d.broadcast({ type: 'presence_leave', username: mine.username })
+      this.batch.local(mine.username, null)
     }
   }
 
   private announce(changes: PresenceChange[]): void {
     for (const { event, user } of changes) {
-      // Clients keep their user list from these deltas: one small frame per change, never the
-      // whole list (that would make N joins cost N² bytes).
-      this.d.publish(JSON.stringify({ type: 'presence', event, user } satisfies ServerMessage))
+      // Clients keep their user list from these deltas, gathered into one frame per short window
+      // (presence-batch.ts), never the whole list (that would make N joins cost N² bytes).
+      this.batch.announce({ event, user })
       const moved = changes.filter((c) => c.user.username === user.username).length > 1
       if (moved) continue // the name passed from one node to another: it stayed online
       this.d.publish(JSON.stringify(systemMessage(this.d.lang, event, user.username, this.d.now())))

@@ -41,17 +41,53 @@ function makeCluster(size: number, lang: 'en' | 'ko' = 'en') {
 const systems = (published: any[]) => published.filter((m) => m.type === 'system').map((m) => m.message)
 
 describe('ChatRoom', () => {
-  test('user-list changes go out as one small presence frame each, never the whole list', () => {
+  test('user-list changes go out as presence frames of changes, never the whole list', () => {
     const { nodes, deliver } = makeCluster(2)
     nodes[0]!.room.join('alice')
     nodes[1]!.room.join('bob')
     deliver()
     const frames = nodes[0]!.published.filter((m) => m.type === 'presence')
     expect(frames).toEqual([
-      { type: 'presence', event: 'join', user: { username: 'alice', nodeAddress: addr(1), connectedAt: expect.any(Number) } },
-      { type: 'presence', event: 'join', user: { username: 'bob', nodeAddress: addr(2), connectedAt: expect.any(Number) } },
+      { type: 'presence', joins: [{ username: 'alice', nodeAddress: addr(1), connectedAt: expect.any(Number) }], leaves: [] },
+      { type: 'presence', joins: [{ username: 'bob', nodeAddress: addr(2), connectedAt: expect.any(Number) }], leaves: [] },
     ])
     expect(nodes[0]!.published.some((m) => m.type === 'users')).toBe(false)
+  })
+
+  test('with a timer, a storm of joins and leaves goes out as one presence frame to users and one batch to each peer', () => {
+    const timers: Array<() => void> = []
+    const published: any[] = []
+    const sent: ChatMessage[] = []
+    const room = new ChatRoom({
+      selfAddress: addr(1),
+      lang: 'en',
+      maxMessageLength: 20,
+      now: () => 1000,
+      publish: (json) => published.push(JSON.parse(json)),
+      broadcast: (message) => sent.push(message),
+      sendTo: () => {},
+      disconnect: () => {},
+      after: (_ms, fn) => timers.push(fn),
+    })
+    room.setMembers([addr(1), addr(2)])
+    for (let i = 0; i < 200; i++) room.join(`u${i}`)
+    room.leave('u0')
+    room.leave('u1')
+    room.join('u1')
+    expect(timers).toHaveLength(1)
+    expect(published.filter((m) => m.type === 'presence')).toEqual([])
+    timers.shift()!()
+    const frames = published.filter((m) => m.type === 'presence')
+    expect(frames).toHaveLength(1)
+    // u0 joined and left within the window: not told; u1 is told once, as its latest self.
+    expect(frames[0].leaves).toEqual([])
+    expect(frames[0].joins.map((u: { username: string }) => u.username).sort()).toEqual(Array.from({ length: 199 }, (_, i) => `u${i + 1}`).sort())
+    const batches = sent.filter((m) => m.type === 'presence_batch')
+    expect(batches).toHaveLength(1)
+    expect(batches[0]).toMatchObject({ leaves: ['u0'] })
+    expect((batches[0] as { joins: unknown[] }).joins).toHaveLength(199)
+    // The system messages are still one per change (issue 9 makes them transcript entries).
+    expect(systems(published)).toHaveLength(203)
   })
 
   test('a local join is announced everywhere and listed on every node', () => {

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { exportSPKI, generateKeyPair, SignJWT } from 'jose'
 import { ENTRY, HOST, startNode, stopAll, waitFor, type NodeHandle } from '../support/cluster'
-import { chatUrl, connectUrl, refusal, refusalAt, userPool, type ChatClient } from '../support/ws-client'
+import { chatUrl, connectUrl, presenceOf, refusal, refusalAt, userPool, type ChatClient } from '../support/ws-client'
 
 const SECRET = 'an-e2e-secret-that-is-long-enough!'
 const users = userPool()
@@ -118,7 +118,7 @@ describe('rate limit', () => {
     expect(closed.code).toBe(4429)
     expect(flooder.received((f) => f.type === 'error' && f.code === 'rate_limited').length).toBeGreaterThan(0)
     // The other user is still connected and saw at most the burst of the flood, then the leave.
-    await reader.next((f) => f.type === 'presence' && f.event === 'leave' && f.user.username === 'flooder')
+    await reader.next(presenceOf('leaves', 'flooder'))
     const seen = reader.received((f) => f.type === 'chat' && f.username === 'flooder').length
     expect(seen).toBeGreaterThanOrEqual(5)
     expect(seen).toBeLessThanOrEqual(6)

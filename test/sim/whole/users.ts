@@ -87,15 +87,22 @@ export function readFrames(frames: readonly string[]): ClientView {
         view.users = new Map(f.users.map((u: { username: string; nodeAddress: string }) => [u.username, u.nodeAddress]))
         for (const name of view.users.keys()) lastSystem.set(name, 'join')
         break
-      case 'presence':
-        if (f.event === 'join') {
-          if (view.users.has(f.user.username)) view.problems.push(`presence join for ${f.user.username}, already listed at ${view.users.get(f.user.username)}`)
-          view.users.set(f.user.username, f.user.nodeAddress)
-        } else {
-          if (view.users.get(f.user.username) !== f.user.nodeAddress) view.problems.push(`presence leave for ${f.user.username}@${f.user.nodeAddress}, not listed there`)
-          view.users.delete(f.user.username)
+      case 'presence': {
+        // Leaves first, then joins. A frame may restate what the client's `users` frame already
+        // holds (it was sent while the changes waited for their window), but it never leaves a
+        // name listed at another node, or joins a name listed at another node without leaving it.
+        for (const u of f.leaves as Array<{ username: string; nodeAddress: string }>) {
+          const listed = view.users.get(u.username)
+          if (listed !== undefined && listed !== u.nodeAddress) view.problems.push(`presence leave for ${u.username}@${u.nodeAddress}, listed at ${listed}`)
+          if (listed === u.nodeAddress) view.users.delete(u.username)
+        }
+        for (const u of f.joins as Array<{ username: string; nodeAddress: string }>) {
+          const listed = view.users.get(u.username)
+          if (listed !== undefined && listed !== u.nodeAddress) view.problems.push(`presence join for ${u.username}@${u.nodeAddress}, listed at ${listed}`)
+          view.users.set(u.username, u.nodeAddress)
         }
         break
+      }
       case 'system': {
         if (lastSystem.get(f.username) === f.event) view.problems.push(`system ${f.event} for ${f.username} twice in a row`)
         lastSystem.set(f.username, f.event)

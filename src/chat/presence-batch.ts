@@ -1,0 +1,142 @@
+// Presence changes, coalesced: during a join storm every change told one by one costs each local
+// user one frame per change (N joins, N² frames) and each peer one cluster frame per change. So
+// changes are gathered for a short window and told at once: local users get one
+// `{"type":"presence","joins":[…],"leaves":[…]}` frame (as Phoenix's presence_diff), peers one
+// `presence_batch` of this node's own users. The first change after a quiet spell goes out on the
+// next turn of the event loop, so a lone join is told as fast as before; changes that follow
+// within the window wait for its end.
+//
+// Both buffers keep the net change per user, so a frame never contradicts itself: a user who
+// joined and left within one window is not told at all, one who left and came back is told as a
+// leave and a join, applied in that order (leaves first, then joins).
+import type { ChatUser } from './messages'
+import type { PresenceChange } from './presence'
+import type { ServerMessage, UserEntry } from './protocol'
+
+/** Users one cluster frame carries at most (as the room's snapshot chunks). */
+export const PEER_FRAME_USERS_MAX = 5_000
+
+/** One presence frame's worth of changes to local users' lists, applied leaves first. */
+export type PresenceDiff = { joins: UserEntry[]; leaves: UserEntry[] }
+
+/** Net changes to the user list users hold, keyed by name and node (a name may pass between nodes). */
+export class PresenceDiffBuffer {
+  private readonly pending = new Map<string, { leave?: UserEntry; join?: UserEntry }>()
+
+  add({ event, user }: PresenceChange): void {
+    const id = `${user.nodeAddress}\u0000${user.username}`
+    const entry = this.pending.get(id) ?? {}
+    if (event === 'join') entry.join = user
+    else if (entry.join) delete entry.join // joined within this window: as if it never had
+    else entry.leave = user
+    if (entry.join || entry.leave) this.pending.set(id, entry)
+    else this.pending.delete(id)
+  }
+
+  get empty(): boolean {
+    return this.pending.size === 0
+  }
+
+  take(): PresenceDiff | null {
+    if (this.pending.size === 0) return null
+    const diff: PresenceDiff = { joins: [], leaves: [] }
+    for (const { join, leave } of this.pending.values()) {
+      if (leave) diff.leaves.push(leave)
+      if (join) diff.joins.push(join)
+    }
+    this.pending.clear()
+    return diff
+  }
+}
+
+/** Net changes to this node's own users, for peers: each name is either present (as this user) or gone. */
+export class LocalUsersBuffer {
+  private readonly pending = new Map<string, ChatUser | null>()
+
+  join(user: ChatUser): void {
+    this.pending.set(user.username, user)
+  }
+
+  leave(username: string): void {
+    this.pending.set(username, null)
+  }
+
+  get empty(): boolean {
+    return this.pending.size === 0
+  }
+
+  take(): { joins: ChatUser[]; leaves: string[] } | null {
+    if (this.pending.size === 0) return null
+    const joins: ChatUser[] = []
+    const leaves: string[] = []
+    for (const [username, user] of this.pending) {
+      if (user) joins.push(user)
+      else leaves.push(username)
+    }
+    this.pending.clear()
+    return { joins, leaves }
+  }
+}
+
+export interface PresenceBatchDeps {
+  /** How long changes after the first are gathered, in ms. */
+  windowMs: number
+  now: () => number
+  /** Runs `fn` once after `ms`; absent, every change is told at once (no coalescing). */
+  after?: (ms: number, fn: () => void) => unknown
+  /** One encoded frame to every local user. */
+  publish: (json: string) => void
+  /** This node's own users' changes to every other member. */
+  broadcast: (batch: { joins: ChatUser[]; leaves: string[] }) => void
+}
+
+/** The two buffers and when they are flushed. */
+export class PresenceBatch {
+  private readonly toUsers = new PresenceDiffBuffer()
+  private readonly toPeers = new LocalUsersBuffer()
+  private scheduled = false
+  private lastFlush = -Infinity
+
+  constructor(private readonly d: PresenceBatchDeps) {}
+
+  /** A change to the list local users hold. */
+  announce(change: PresenceChange): void {
+    this.toUsers.add(change)
+    this.schedule()
+  }
+
+  /** A local user joined (`user`) or left (`null`, by name): to be told to the peers. */
+  local(username: string, user: ChatUser | null): void {
+    if (user) this.toPeers.join(user)
+    else this.toPeers.leave(username)
+    this.schedule()
+  }
+
+  /** Tells everything pending now (a drain: peers must hear of the leaves before users reconnect there). */
+  flush(): void {
+    this.lastFlush = this.d.now()
+    const peers = this.toPeers.take()
+    // In pieces, so no cluster frame nears the transport's frame size limit.
+    // Leaves before joins, across the pieces too (a name may leave and another spelling of it join).
+    if (peers) {
+      const { leaves, joins } = peers
+      for (let i = 0; i < leaves.length + joins.length; i += PEER_FRAME_USERS_MAX) {
+        const end = i + PEER_FRAME_USERS_MAX
+        this.d.broadcast({ leaves: leaves.slice(i, end), joins: joins.slice(Math.max(0, i - leaves.length), Math.max(0, end - leaves.length)) })
+      }
+    }
+    const users = this.toUsers.take()
+    if (users) this.d.publish(JSON.stringify({ type: 'presence', ...users } satisfies ServerMessage))
+  }
+
+  private schedule(): void {
+    if (!this.d.after) return this.flush()
+    if (this.scheduled) return
+    this.scheduled = true
+    const wait = Math.max(0, this.lastFlush + this.d.windowMs - this.d.now())
+    this.d.after(wait, () => {
+      this.scheduled = false
+      this.flush()
+    })
+  }
+}
