@@ -7,8 +7,9 @@
 // within the window wait for its end.
 //
 // Both buffers keep the net change per user, so a frame never contradicts itself: a user who
-// joined and left within one window is not told at all, one who left and came back is told as a
-// leave and a join, applied in that order (leaves first, then joins).
+// left and came back within one window is told as a leave and a join, applied in that order
+// (leaves first, then joins); one who joined and left is told as a leave alone, since a user
+// who connected meanwhile got a `users` frame that lists it.
 import type { ChatUser } from './messages'
 import type { PresenceChange } from './presence'
 import type { ServerMessage, UserEntry } from './protocol'
@@ -27,8 +28,11 @@ export class PresenceDiffBuffer {
     const id = `${user.nodeAddress}\u0000${user.username}`
     const entry = this.pending.get(id) ?? {}
     if (event === 'join') entry.join = user
-    else if (entry.join) delete entry.join // joined within this window: as if it never had
-    else entry.leave = user
+    else {
+      // Joined within this window: whoever was told of it by a `users` frame must hear the leave.
+      entry.leave ??= user
+      delete entry.join
+    }
     if (entry.join || entry.leave) this.pending.set(id, entry)
     else this.pending.delete(id)
   }

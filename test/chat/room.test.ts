@@ -79,8 +79,8 @@ describe('ChatRoom', () => {
     timers.shift()!()
     const frames = published.filter((m) => m.type === 'presence')
     expect(frames).toHaveLength(1)
-    // u0 joined and left within the window: not told; u1 is told once, as its latest self.
-    expect(frames[0].leaves).toEqual([])
+    // u0 joined and left within the window: told as a leave; u1 as a leave and its latest self.
+    expect(frames[0].leaves.map((u: { username: string }) => u.username).sort()).toEqual(['u0', 'u1'])
     expect(frames[0].joins.map((u: { username: string }) => u.username).sort()).toEqual(Array.from({ length: 199 }, (_, i) => `u${i + 1}`).sort())
     const batches = sent.filter((m) => m.type === 'presence_batch')
     expect(batches).toHaveLength(1)

@@ -70,6 +70,7 @@ describe('a three-node cluster', () => {
     await dave.close()
     const left = await watcher.next((f) => f.type === 'system' && f.username === 'dave' && f.event === 'leave')
     expect(left.message).toBe('dave left the chat')
+    await watcher.next(presenceOf('leaves', 'dave'))
     expect(sees(watcher, 'dave')).toBe(false)
   })
 
