@@ -89,14 +89,17 @@ export function readFrames(frames: readonly string[]): ClientView {
         break
       case 'presence': {
         // Leaves first, then joins. A frame may restate what the client's `users` frame already
-        // holds (it was sent while the changes waited for their window), but it never leaves a
-        // name listed at another node, or joins a name listed at another node without leaving it.
+        // holds (it was sent while the changes waited for their window): a leave of an entry the
+        // client never listed is then a no-op, but only when the same frame joins the name where
+        // the client lists it; and no frame joins a name listed at another node without leaving it.
+        const joins = f.joins as Array<{ username: string; nodeAddress: string }>
         for (const u of f.leaves as Array<{ username: string; nodeAddress: string }>) {
           const listed = view.users.get(u.username)
-          if (listed !== undefined && listed !== u.nodeAddress) view.problems.push(`presence leave for ${u.username}@${u.nodeAddress}, listed at ${listed}`)
+          const restated = joins.some((j) => j.username === u.username && j.nodeAddress === listed)
+          if (listed !== undefined && listed !== u.nodeAddress && !restated) view.problems.push(`presence leave for ${u.username}@${u.nodeAddress}, listed at ${listed}`)
           if (listed === u.nodeAddress) view.users.delete(u.username)
         }
-        for (const u of f.joins as Array<{ username: string; nodeAddress: string }>) {
+        for (const u of joins) {
           const listed = view.users.get(u.username)
           if (listed !== undefined && listed !== u.nodeAddress) view.problems.push(`presence join for ${u.username}@${u.nodeAddress}, listed at ${listed}`)
           view.users.set(u.username, u.nodeAddress)
