@@ -41,6 +41,11 @@ export class PresenceDiffBuffer {
     return this.pending.size === 0
   }
 
+  /** Whether this user's join waits in the buffer (a `users` frame leaves it to the presence frame). */
+  joinPending(user: UserEntry): boolean {
+    return this.pending.get(`${user.nodeAddress}\u0000${user.username}`)?.join !== undefined
+  }
+
   take(): PresenceDiff | null {
     if (this.pending.size === 0) return null
     const diff: PresenceDiff = { joins: [], leaves: [] }
@@ -114,6 +119,15 @@ export class PresenceBatch {
     if (user) this.toPeers.join(user)
     else this.toPeers.leave(username)
     this.schedule()
+  }
+
+  /**
+   * The user list for a `users` frame: `users` without the joins that wait for the window. The
+   * new socket is subscribed already, so the presence frame tells it those joins, and a storm's
+   * joiners are not sent each other twice.
+   */
+  usersToList(users: UserEntry[]): UserEntry[] {
+    return this.toUsers.empty ? users : users.filter((u) => !this.toUsers.joinPending(u))
   }
 
   /** Tells everything pending now (a drain: peers must hear of the leaves before users reconnect there). */

@@ -90,6 +90,29 @@ describe('ChatRoom', () => {
     expect(systems(published)).toHaveLength(203)
   })
 
+  test("a new socket's users frame leaves out the joins still waiting for their presence frame", () => {
+    const timers: Array<() => void> = []
+    const room = new ChatRoom({
+      selfAddress: addr(1),
+      lang: 'en',
+      maxMessageLength: 20,
+      now: () => 1000,
+      publish: () => {},
+      broadcast: () => {},
+      sendTo: () => {},
+      disconnect: () => {},
+      after: (_ms, fn) => timers.push(fn),
+    })
+    room.join('early')
+    timers.shift()!()
+    room.join('late')
+    const names = (m: ReturnType<ChatRoom['usersMessage']>) => (m.type === 'users' ? m.users.map((u) => u.username) : [])
+    expect(names(room.usersMessage())).toEqual(['early'])
+    expect(room.users().map((u) => u.username)).toEqual(['early', 'late'])
+    timers.shift()!()
+    expect(names(room.usersMessage())).toEqual(['early', 'late'])
+  })
+
   test('a local join is announced everywhere and listed on every node', () => {
     const { nodes, deliver } = makeCluster(3)
     nodes[0]!.room.join('alice')
