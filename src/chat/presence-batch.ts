@@ -23,12 +23,17 @@ export type PresenceDiff = { joins: UserEntry[]; leaves: UserEntry[] }
 /** Net changes to the user list users hold, keyed by name and node (a name may pass between nodes). */
 export class PresenceDiffBuffer {
   private readonly pending = new Map<string, { leave?: UserEntry; join?: UserEntry }>()
+  /** The entries whose joins wait here, by identity (presence.ts hands out one object per listed entry). */
+  private readonly joining = new Set<UserEntry>()
 
   add({ event, user }: PresenceChange): void {
     const id = `${user.nodeAddress}\u0000${user.username}`
     const entry = this.pending.get(id) ?? {}
-    if (event === 'join') entry.join = user
-    else {
+    if (entry.join) this.joining.delete(entry.join)
+    if (event === 'join') {
+      entry.join = user
+      this.joining.add(user)
+    } else {
       // Joined within this window: whoever was told of it by a `users` frame must hear the leave.
       entry.leave ??= user
       delete entry.join
@@ -41,9 +46,9 @@ export class PresenceDiffBuffer {
     return this.pending.size === 0
   }
 
-  /** Whether this user's join waits in the buffer (a `users` frame leaves it to the presence frame). */
+  /** Whether this entry's join waits in the buffer (a `users` frame leaves it to the presence frame). */
   joinPending(user: UserEntry): boolean {
-    return this.pending.get(`${user.nodeAddress}\u0000${user.username}`)?.join !== undefined
+    return this.joining.has(user)
   }
 
   take(): PresenceDiff | null {
@@ -54,6 +59,7 @@ export class PresenceDiffBuffer {
       if (join) diff.joins.push(join)
     }
     this.pending.clear()
+    this.joining.clear()
     return diff
   }
 }

@@ -109,7 +109,10 @@ export class Presence {
     const changes: PresenceChange[] = []
     for (const key of new Set(keys)) {
       const before = this.visible.get(key)
-      const after = this.winner(key)
+      const winner = this.winner(key)
+      // The same entry keeps its object: one per listed user, which presence-batch.ts tells apart by identity.
+      const same = before && winner && winner.nodeAddress === before.nodeAddress && winner.username === before.username && winner.connectedAt === before.connectedAt
+      const after = same ? before : winner
       if (after) this.visible.set(key, after)
       else this.visible.delete(key)
       const moved = before && after && (after.nodeAddress !== before.nodeAddress || after.username !== before.username)
