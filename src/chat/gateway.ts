@@ -50,7 +50,7 @@ export class ChatGateway {
     this.send(socket, { type: 'welcome', username, nodeAddress: this.d.selfAddress })
     socket.subscribe()
     this.d.room.join(username)
-    this.send(socket, this.d.room.usersMessage())
+    this.sendJson(socket, this.d.room.usersJson())
   }
 
   message(id: string, data: unknown): void {

@@ -111,11 +111,14 @@ export class PresenceBatch {
   private readonly toPeers = new LocalUsersBuffer()
   private scheduled = false
   private lastFlush = -Infinity
+  /** The encoded `users` frame while the list it holds stays as it is (usersFrame). */
+  private usersJson: string | null = null
 
   constructor(private readonly d: PresenceBatchDeps) {}
 
   /** A change to the list local users hold. */
   announce(change: PresenceChange): void {
+    if (change.event === 'leave') this.usersJson = null
     this.toUsers.add(change)
     this.schedule()
   }
@@ -128,17 +131,20 @@ export class PresenceBatch {
   }
 
   /**
-   * The user list for a `users` frame: `users` without the joins that wait for the window. The
-   * new socket is subscribed already, so the presence frame tells it those joins, and a storm's
-   * joiners are not sent each other twice.
+   * The `users` frame a new socket starts from: the list without the joins that wait for the
+   * window. The socket is subscribed already, so the presence frame tells it those joins, and a
+   * storm's joiners are not sent each other twice. Joins leave that list as it is, so it is
+   * encoded once per window, not once per joiner; a leave or a flush changes it.
    */
-  usersToList(users: UserEntry[]): UserEntry[] {
-    return this.toUsers.empty ? users : users.filter((u) => !this.toUsers.joinPending(u))
+  usersFrame(users: () => UserEntry[]): string {
+    this.usersJson ??= JSON.stringify({ type: 'users', users: users().filter((u) => !this.toUsers.joinPending(u)) } satisfies ServerMessage)
+    return this.usersJson
   }
 
   /** Tells everything pending now (a drain: peers must hear of the leaves before users reconnect there). */
   flush(): void {
     this.lastFlush = this.d.now()
+    this.usersJson = null
     const peers = this.toPeers.take()
     // In pieces, so no cluster frame nears the transport's frame size limit.
     // Leaves before joins, across the pieces too (a name may leave and another spelling of it join).

@@ -62,9 +62,9 @@ export class ChatRoom {
     return this.presence.users()
   }
 
-  /** The list a new socket starts from; joins still waiting for their presence frame come in it. */
-  usersMessage(): ServerMessage {
-    return { type: 'users', users: this.batch.usersToList(this.users()) }
+  /** The encoded `users` frame a new socket starts from; joins still waiting for their presence frame come in that frame. */
+  usersJson(): string {
+    return this.batch.usersFrame(() => this.users())
   }
 
   /** Whether nobody in the cluster (as far as this node knows) holds the name or a look-alike of it. */

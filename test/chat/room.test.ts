@@ -106,11 +106,14 @@ describe('ChatRoom', () => {
     room.join('early')
     timers.shift()!()
     room.join('late')
-    const names = (m: ReturnType<ChatRoom['usersMessage']>) => (m.type === 'users' ? m.users.map((u) => u.username) : [])
-    expect(names(room.usersMessage())).toEqual(['early'])
+    const names = (json: string) => (JSON.parse(json) as { users: Array<{ username: string }> }).users.map((u) => u.username)
+    expect(names(room.usersJson())).toEqual(['early'])
     expect(room.users().map((u) => u.username)).toEqual(['early', 'late'])
     timers.shift()!()
-    expect(names(room.usersMessage())).toEqual(['early', 'late'])
+    expect(names(room.usersJson())).toEqual(['early', 'late'])
+    // A leave changes the list at once, not at the end of the window.
+    room.leave('early')
+    expect(names(room.usersJson())).toEqual(['late'])
   })
 
   test('a local join is announced everywhere and listed on every node', () => {
