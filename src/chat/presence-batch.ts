@@ -1,10 +1,10 @@
 // Presence changes, coalesced: during a join storm every change told one by one costs each local
 // user one frame per change (N joins, N² frames) and each peer one cluster frame per change. So
-// changes are gathered for a short window and told at once: local users get one
-// `{"type":"presence","joins":[…],"leaves":[…]}` frame (as Phoenix's presence_diff), peers one
-// `presence_batch` of this node's own users. The first change after a quiet spell goes out on the
-// next turn of the event loop, so a lone join is told as fast as before; changes that follow
-// within the window wait for its end.
+// changes are gathered and told at once: local users get one
+// `{"type":"presence","joins":[…],"leaves":[…]}` frame per short window (as Phoenix's
+// presence_diff), peers one `presence_batch` of this node's own users per turn of the event loop.
+// The first change after a quiet spell goes out to users on the next turn, so a lone join is told
+// as fast as before; changes that follow within the window wait for its end.
 //
 // Both buffers keep the net change per user, so a frame never contradicts itself: a user who
 // left and came back within one window is told as a leave and a join, applied in that order
@@ -109,7 +109,8 @@ export interface PresenceBatchDeps {
 export class PresenceBatch {
   private readonly toUsers = new PresenceDiffBuffer()
   private readonly toPeers = new LocalUsersBuffer()
-  private scheduled = false
+  private usersScheduled = false
+  private peersScheduled = false
   private lastFlush = -Infinity
   /** The encoded `users` frame while the list it holds stays as it is (usersFrame). */
   private usersJson: string | null = null
@@ -120,14 +121,25 @@ export class PresenceBatch {
   announce(change: PresenceChange): void {
     if (change.event === 'leave') this.usersJson = null
     this.toUsers.add(change)
-    this.schedule()
+    this.scheduleUsers()
   }
 
-  /** A local user joined (`user`) or left (`null`, by name): to be told to the peers. */
+  /**
+   * A local user joined (`user`) or left (`null`, by name): to be told to the peers on the next
+   * turn of the event loop, not at the end of a window. A user who moves (a drain, a dropped
+   * connection) reconnects to another node at once, and that node must have heard of the leave
+   * by then; a storm's changes still go together, as many arrive in one turn.
+   */
   local(username: string, user: ChatUser | null): void {
     if (user) this.toPeers.join(user)
     else this.toPeers.leave(username)
-    this.schedule()
+    if (!this.d.after) return this.flushPeers()
+    if (this.peersScheduled) return
+    this.peersScheduled = true
+    this.d.after(0, () => {
+      this.peersScheduled = false
+      this.flushPeers()
+    })
   }
 
   /**
@@ -143,30 +155,37 @@ export class PresenceBatch {
 
   /** Tells everything pending now (a drain: peers must hear of the leaves before users reconnect there). */
   flush(): void {
+    this.flushPeers()
+    this.flushUsers()
+  }
+
+  private flushPeers(): void {
+    const peers = this.toPeers.take()
+    if (!peers) return
+    // In pieces, so no cluster frame nears the transport's frame size limit; leaves before
+    // joins, across the pieces too (a name may leave and another spelling of it join).
+    const { leaves, joins } = peers
+    for (let i = 0; i < leaves.length + joins.length; i += PEER_FRAME_USERS_MAX) {
+      const end = i + PEER_FRAME_USERS_MAX
+      this.d.broadcast({ leaves: leaves.slice(i, end), joins: joins.slice(Math.max(0, i - leaves.length), Math.max(0, end - leaves.length)) })
+    }
+  }
+
+  private flushUsers(): void {
     this.lastFlush = this.d.now()
     this.usersJson = null
-    const peers = this.toPeers.take()
-    // In pieces, so no cluster frame nears the transport's frame size limit.
-    // Leaves before joins, across the pieces too (a name may leave and another spelling of it join).
-    if (peers) {
-      const { leaves, joins } = peers
-      for (let i = 0; i < leaves.length + joins.length; i += PEER_FRAME_USERS_MAX) {
-        const end = i + PEER_FRAME_USERS_MAX
-        this.d.broadcast({ leaves: leaves.slice(i, end), joins: joins.slice(Math.max(0, i - leaves.length), Math.max(0, end - leaves.length)) })
-      }
-    }
     const users = this.toUsers.take()
     if (users) this.d.publish(JSON.stringify({ type: 'presence', ...users } satisfies ServerMessage))
   }
 
-  private schedule(): void {
-    if (!this.d.after) return this.flush()
-    if (this.scheduled) return
-    this.scheduled = true
+  private scheduleUsers(): void {
+    if (!this.d.after) return this.flushUsers()
+    if (this.usersScheduled) return
+    this.usersScheduled = true
     const wait = Math.max(0, this.lastFlush + this.d.windowMs - this.d.now())
     this.d.after(wait, () => {
-      this.scheduled = false
-      this.flush()
+      this.usersScheduled = false
+      this.flushUsers()
     })
   }
 }

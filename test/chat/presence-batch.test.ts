@@ -142,6 +142,17 @@ describe('PresenceBatch', () => {
     expect(timers.map((t) => t.at)).toEqual([150])
   })
 
+  test('peers hear of local changes on the next turn, whatever the window', () => {
+    const { batch, broadcasts, advance, timers } = setup()
+    batch.announce({ event: 'join', user: entry('x') })
+    advance(0)
+    batch.announce({ event: 'join', user: entry('y') })
+    batch.local('alice', null)
+    expect(timers.map((t) => t.at)).toEqual([50, 0])
+    advance(0)
+    expect(broadcasts).toEqual([{ joins: [], leaves: ['alice'] }])
+  })
+
   test('flush tells everything pending at once; the timer that follows finds nothing', () => {
     const { batch, published, broadcasts, advance } = setup()
     batch.local('alice', { username: 'alice', connectedAt: 1 })

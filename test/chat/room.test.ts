@@ -74,9 +74,10 @@ describe('ChatRoom', () => {
     room.leave('u0')
     room.leave('u1')
     room.join('u1')
-    expect(timers).toHaveLength(1)
+    // One turn for the peers, one window for the users.
+    expect(timers).toHaveLength(2)
     expect(published.filter((m) => m.type === 'presence')).toEqual([])
-    timers.shift()!()
+    for (const fire of timers.splice(0)) fire()
     const frames = published.filter((m) => m.type === 'presence')
     expect(frames).toHaveLength(1)
     // u0 joined and left within the window: told as a leave; u1 as a leave and its latest self.
@@ -104,12 +105,12 @@ describe('ChatRoom', () => {
       after: (_ms, fn) => timers.push(fn),
     })
     room.join('early')
-    timers.shift()!()
+    for (const fire of timers.splice(0)) fire()
     room.join('late')
     const names = (json: string) => (JSON.parse(json) as { users: Array<{ username: string }> }).users.map((u) => u.username)
     expect(names(room.usersJson())).toEqual(['early'])
     expect(room.users().map((u) => u.username)).toEqual(['early', 'late'])
-    timers.shift()!()
+    for (const fire of timers.splice(0)) fire()
     expect(names(room.usersJson())).toEqual(['early', 'late'])
     // A leave changes the list at once, not at the end of the window.
     room.leave('early')
