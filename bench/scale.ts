@@ -59,7 +59,7 @@ const S = {
   idleMs: 3000,
 }
 /** Offered rates of the fan-out ladder, msg/s; it stops at the first that fails. */
-const LADDER = [250, 500, 750, 1000, 1400, 2000, 2800, 4000, 5600, 8000]
+const LADDER = [100, 200, 350, 500, 750, 1000, 1400, 2000, 2800, 4000, 5600, 8000]
 const NODES = 3
 
 // ---------------------------------------------------------------- open files
@@ -293,6 +293,8 @@ interface SystemResult {
     traffic: Traffic
     generatorCpuPct: number
     generatorMaxWorkerPct: number
+    /** Busiest worker while the lists settled (they parse every presence frame of the tracked clients). */
+    generatorSettleMaxWorkerPct: number
     serverCpuS: number[]
     leaveMs: number
   }
@@ -389,6 +391,7 @@ async function runSystem(kind: ServerKind, log: (line: string) => void, redisSer
     const total = N + observers
     let consistentMs = NaN
     let tracked = 0
+    const genSettle = new CpuMeter(generatorPids())
     if (servers.userCounts) {
       const counts = servers.userCounts
       consistentMs = await timeUntil(async () => {
@@ -398,6 +401,7 @@ async function runSystem(kind: ServerKind, log: (line: string) => void, redisSer
         return s.atExpected === s.tracked && o.atExpected === o.tracked
       }, 120_000)
     }
+    const generatorSettle = genSettle.pct()
     // Let the storm's broadcasts stop arriving before reading RSS and idle CPU.
     for (let last = -1, t = await trafficNow(); t.bytes !== last; t = await trafficNow()) {
       last = t.bytes
@@ -447,6 +451,7 @@ async function runSystem(kind: ServerKind, log: (line: string) => void, redisSer
         traffic: diffTraffic(traffic1, traffic0),
         generatorCpuPct: sum(generatorStorm),
         generatorMaxWorkerPct: Math.max(...generatorStorm.slice(1)),
+        generatorSettleMaxWorkerPct: Math.max(...generatorSettle.slice(1)),
         serverCpuS,
         leaveMs,
       },
@@ -496,6 +501,7 @@ function report(machine: string[], notes: string[], results: SystemResult[], tot
     ['join storm: joins/s to one node', ...col((r) => int(r.storm.users / (r.storm.openMs / 1000)))],
     ['  time to open all, s (handshakes refused and retried)', ...col((r) => `${fmt(r.storm.openMs / 1000, 2)} (${int(r.storm.retries)})`)],
     ['  last welcome -> every node and every tracked list holds all, ms', ...col((r) => (r.kind === 'ours' ? `${fmt(r.storm.consistentMs, 0)} (${int(r.storm.tracked)} lists)` : 'no lists'))],
+    ['  busiest generator worker while the lists settled, % of a core', ...col((r) => (r.kind === 'ours' ? fmt(r.storm.generatorSettleMaxWorkerPct, 0) : '-'))],
     ['  all disconnect at once -> every list empty, ms', ...col((r) => (r.kind === 'ours' ? fmt(r.storm.leaveMs, 0) : 'no lists'))],
     ['  frames / MiB pushed to the clients by the storm', ...col((r) => `${int(r.storm.traffic.frames)} / ${MiB(r.storm.traffic.bytes)}`)],
     [
@@ -529,6 +535,7 @@ function report(machine: string[], notes: string[], results: SystemResult[], tot
   for (const r of results) {
     const f = r.steps.find((s) => !s.passed)
     if (f && f.generatorMaxWorkerPct > 85) warnings.push(`${r.kind}: at ${int(f.rate)} msg/s a generator worker used ${fmt(f.generatorMaxWorkerPct, 0)}% of a core: the generator may be what failed (try SCALE_WORKERS)`)
+    if (r.storm.generatorSettleMaxWorkerPct > 85) warnings.push(`${r.kind}: while the lists settled a generator worker used ${fmt(r.storm.generatorSettleMaxWorkerPct, 0)}% of a core: the time to consistent lists may be the generator's`)
     if (r.storm.generatorMaxWorkerPct > 85) warnings.push(`${r.kind}: during the storm a generator worker used ${fmt(r.storm.generatorMaxWorkerPct, 0)}% of a core: joins/s may be the generator's`)
   }
   warnings.push(...failures.map((f) => `FAILED ${f}`))
