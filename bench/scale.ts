@@ -200,7 +200,7 @@ function safeCpu(pid: number): number {
 const generatorPids = () => [process.pid, ...workers.map((w) => w.pid)]
 const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0)
 
-/** Polls `check` every 20 ms until it holds; the time it took, or NaN at the deadline. */
+/** Polls `check` every 20 ms (plus its own time) until it holds; the time it took, or NaN at the deadline. */
 async function timeUntil(check: () => Promise<boolean>, deadlineMs: number): Promise<number> {
   const start = now()
   while (now() - start < deadlineMs) {
@@ -394,11 +394,13 @@ async function runSystem(kind: ServerKind, log: (line: string) => void, redisSer
     const genSettle = new CpuMeter(generatorPids())
     if (servers.userCounts) {
       const counts = servers.userCounts
+      // The clients' lists first (the workers answer from memory); the nodes' /api/users (a JSON
+      // of every user) only once those are complete, so the polling does not load the nodes.
       consistentMs = await timeUntil(async () => {
-        if (!(await counts()).every((c) => c === total)) return false
         const [s, o] = await Promise.all([listsAt('storm', total), listsAt('observer', total)])
         tracked = s.tracked + o.tracked
-        return s.atExpected === s.tracked && o.atExpected === o.tracked
+        if (s.atExpected !== s.tracked || o.atExpected !== o.tracked) return false
+        return (await counts()).every((c) => c === total)
       }, 120_000)
     }
     const generatorSettle = genSettle.pct()
@@ -419,7 +421,7 @@ async function runSystem(kind: ServerKind, log: (line: string) => void, redisSer
     let leaveMs = NaN
     if (servers.userCounts) {
       const counts = servers.userCounts
-      leaveMs = await timeUntil(async () => (await counts()).every((c) => c === observers) && (await listsAt('observer', observers)).atExpected === observers, 120_000)
+      leaveMs = await timeUntil(async () => (await listsAt('observer', observers)).atExpected === observers && (await counts()).every((c) => c === observers), 120_000)
     }
     void leaveStart
 
