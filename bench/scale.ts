@@ -370,6 +370,22 @@ async function runSystem(kind: ServerKind, log: (line: string) => void, redisSer
     await sleep(1500) // start-up garbage, first GC
     const idleCpuNoClients = await measureIdle(servers.pids)
 
+    // Fan-out ladder first, on fresh servers: a storm's aftermath (its garbage, its buffers) would
+    // weigh on the latencies.
+    log(`${kind}: fan-out ladder, ${S.fanoutClients} clients`)
+    await openAll(kind, 'fanout', Array.from({ length: S.fanoutClients }, (_, i) => ({ url: servers.url(i % servers.nodeCount, `f${i}`), username: `f${i}`, track: false })), 50)
+    await fanoutStep(servers, nextPhase++, 100) // warm-up (also lets the joins settle), not reported
+    const steps: Step[] = []
+    for (const rate of LADDER) {
+      const step = await fanoutStep(servers, nextPhase++, rate)
+      steps.push(step)
+      log(`${kind}: ${int(rate)} msg/s: p99 ${fmt(step.p99, 1)} ms, ${int(step.received)}/${int(step.expected)} delivered, generator ${fmt(step.generatorCpuPct, 0)}% CPU`)
+      if (!step.passed) break
+      await sleep(300)
+    }
+    await askAll({ type: 'close', group: 'fanout' })
+    await sleep(1000) // their leaves
+
     // Observers: one per node, kept open through the storm (ours: their lists must follow it).
     const observers = kind === 'ours' ? nodeIndexes.length : 0
     if (observers) await openAll(kind, 'observer', nodeIndexes.map((n) => ({ url: servers.url(n, `obs${n}`), username: `obs${n}`, track: true })), observers)
@@ -426,20 +442,6 @@ async function runSystem(kind: ServerKind, log: (line: string) => void, redisSer
     void leaveStart
 
     await askAll({ type: 'close', group: 'observer' })
-
-    // Fan-out ladder.
-    log(`${kind}: fan-out ladder, ${S.fanoutClients} clients`)
-    await openAll(kind, 'fanout', Array.from({ length: S.fanoutClients }, (_, i) => ({ url: servers.url(i % servers.nodeCount, `f${i}`), username: `f${i}`, track: false })), 50)
-    await fanoutStep(servers, nextPhase++, 100) // warm-up (also lets the joins settle), not reported
-    const steps: Step[] = []
-    for (const rate of LADDER) {
-      const step = await fanoutStep(servers, nextPhase++, rate)
-      steps.push(step)
-      log(`${kind}: ${int(rate)} msg/s: p99 ${fmt(step.p99, 1)} ms, ${int(step.received)}/${int(step.expected)} delivered, generator ${fmt(step.generatorCpuPct, 0)}% CPU`)
-      if (!step.passed) break
-      await sleep(300)
-    }
-    await askAll({ type: 'close', group: 'fanout' })
     return {
       kind,
       nodeCount: servers.nodeCount,
