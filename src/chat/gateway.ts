@@ -88,12 +88,15 @@ export class ChatGateway {
   drain(members: Array<{ nodeAddress: string; httpUrl: string }>): void {
     // One frame for everyone: encoded once, not once per user.
     const moving = JSON.stringify({ type: 'moving', reason: 'service restart', members } satisfies ServerMessage)
-    for (const [id, session] of [...this.sessions]) {
-      this.sendJson(session.socket, moving)
-      this.drop(id, session, CloseCode.serviceRestart, 'service restart')
-    }
-    // The leaves go to the other members now, not at the end of a presence window.
+    const sessions = [...this.sessions]
+    // Every user leaves the room first, and the leaves go to the other members at once (not at
+    // the end of a presence window), before any user is told where to go.
+    for (const [id] of sessions) this.close(id)
     this.d.room.flushPresence()
+    for (const [, session] of sessions) {
+      this.sendJson(session.socket, moving)
+      session.socket.close(CloseCode.serviceRestart, 'service restart')
+    }
   }
 
   /** Admitted sessions now open. */
