@@ -16,7 +16,8 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { io, type Socket } from 'socket.io-client'
-import { freePort, REPO_ROOT, startCluster, stopAll } from '../test/support/cluster'
+import { freePort, startCluster, stopAll } from '../test/support/cluster'
+import { children, childrenStillRunning, findRedis, socketIoCommand, spawnChild, startedChildren, stopChild } from './children'
 import {
   aboveIdle,
   benchmark,
@@ -25,8 +26,6 @@ import {
   fmt,
   inBatches,
   int,
-  isRunning,
-  killQuietly,
   leftBehind,
   LOAD_FLAGS_HELP,
   loadTable,
@@ -59,86 +58,9 @@ ${LOAD_FLAGS_HELP}
                     --target node first) or bun`
 
 const NODES = 3
-const SERVER_SCRIPT = join(REPO_ROOT, 'bench/socketio-baseline/server.ts')
 const WATCHDOG_S = 180
-
-// ---------------------------------------------------------------- child processes
-
-interface Child {
-  name: string
-  pid: number
-  proc: Bun.Subprocess<'ignore', 'pipe', 'pipe'>
-}
-
-/** Every Socket.IO node and redis-server running, by pid. */
-const children = new Map<number, Child>()
-/** Pids of every Socket.IO node and redis-server started, checked after the final stop. */
-const startedChildren = new Set<number>()
+/** Socket.IO nodes and redis-server still running after the final stop (killed then). */
 let childrenLeft: number[] = []
-
-/**
- * Starts `command` and resolves once a line of its output contains `readyText`; rejects (and
- * kills it) if it exits first or takes longer than `timeoutMs`.
- */
-async function spawnChild(name: string, command: string[], readyText: string, timeoutMs = 10_000): Promise<Child> {
-  const proc = Bun.spawn(command, { cwd: REPO_ROOT, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' })
-  let output = ''
-  const child: Child = { name, pid: proc.pid, proc }
-  children.set(proc.pid, child)
-  startedChildren.add(proc.pid)
-  let ready!: () => void
-  const isReady = new Promise<void>((resolve) => (ready = resolve))
-  const pump = async (stream: ReadableStream<Uint8Array>) => {
-    const decoder = new TextDecoder()
-    for await (const chunk of stream) {
-      output = (output + decoder.decode(chunk, { stream: true })).slice(-64 * 1024)
-      if (output.includes(readyText)) ready()
-      if (process.env.CLUSTER_LOGS === '1') process.stdout.write(`[${name}] ${decoder.decode(chunk)}`)
-    }
-  }
-  void pump(proc.stdout).catch(() => {})
-  void pump(proc.stderr).catch(() => {})
-  const outcome = await Promise.race([
-    isReady.then(() => 'ready' as const),
-    proc.exited.then((code) => `exited with ${code}`),
-    sleep(timeoutMs).then(() => `not ready within ${timeoutMs} ms`),
-  ])
-  if (outcome !== 'ready') {
-    await stopChild(child)
-    throw new Error(`${name} (${command.join(' ')}): ${outcome}\n${output.trim()}`)
-  }
-  return child
-}
-
-/** SIGTERM, then SIGKILL after `graceMs`; resolves once it is gone. */
-async function stopChild(child: Child, graceMs = 3000): Promise<void> {
-  killQuietly(child.pid, 'SIGTERM')
-  const gone = await Promise.race([child.proc.exited.then(() => true), sleep(graceMs).then(() => false)])
-  if (!gone) {
-    killQuietly(child.pid)
-    await Promise.race([child.proc.exited, sleep(1000)])
-  }
-  children.delete(child.pid)
-}
-
-/** The command that runs one Socket.IO node under the chosen runtime. */
-function socketIoCommand(runtime: string, buildDir: string): string[] {
-  if (runtime === 'bun') return ['bun', 'run', SERVER_SCRIPT]
-  // Node 20 does not run TypeScript: bundle the server (and its packages) into one .mjs first.
-  const out = join(buildDir, 'socketio-server.mjs')
-  const build = Bun.spawnSync(['bun', 'build', SERVER_SCRIPT, '--target', 'node', '--outfile', out], { cwd: REPO_ROOT, stderr: 'pipe', stdout: 'pipe' })
-  if (!build.success) throw new Error(`bun build of the Socket.IO server failed:\n${build.stderr.toString()}`)
-  return ['node', out]
-}
-
-/** redis-server on PATH, else `scripts/deps.sh --bench` installs it; null (and why) if it cannot. */
-function findRedis(): string | null {
-  const which = () => shell('command -v redis-server')
-  if (which()) return which()
-  console.log('redis-server is missing: running scripts/deps.sh --bench to install it')
-  const deps = Bun.spawnSync(['bash', join(REPO_ROOT, 'scripts/deps.sh'), '--bench'], { stdout: 'inherit', stderr: 'inherit' })
-  return deps.success && which() ? which() : null
-}
 
 // ---------------------------------------------------------------- Socket.IO clients
 
@@ -330,8 +252,7 @@ onCleanup(async () => {
   try {
     await sioCloseAll([...sioSockets])
     await Promise.all([...children.values()].map((child) => stopChild(child)))
-    childrenLeft = [...startedChildren].filter((pid) => isRunning(pid, 'redis-server') || isRunning(pid, 'socketio'))
-    for (const pid of childrenLeft) killQuietly(pid)
+    childrenLeft = childrenStillRunning(['redis-server', 'socketio'])
   } finally {
     rmSync(buildDir, { recursive: true, force: true })
   }

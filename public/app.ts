@@ -75,11 +75,14 @@ interface UsersFrame {
   type: 'users'
   users: UserEntry[]
 }
-/** One change to the user list; the full list comes once, in `users`, on connect. */
+/**
+ * Changes to the user list since the last such frame (the full list comes once, in `users`, on
+ * connect): apply the leaves, then the joins. A frame may repeat what `users` already holds.
+ */
 interface PresenceFrame {
   type: 'presence'
-  event: 'join' | 'leave'
-  user: UserEntry
+  joins: UserEntry[]
+  leaves: UserEntry[]
 }
 interface WelcomeFrame {
   type: 'welcome'
@@ -836,9 +839,11 @@ function handleFrame(frame: ServerFrame): void {
       scheduleUsersRender()
       return
     case 'presence':
-      if (!frame.user || typeof frame.user.username !== 'string') return
-      if (frame.event === 'join') state.users.set(frame.user.username, frame.user)
-      else if (state.users.get(frame.user.username)?.nodeAddress === frame.user.nodeAddress) state.users.delete(frame.user.username)
+      if (!Array.isArray(frame.joins) || !Array.isArray(frame.leaves)) return
+      for (const user of frame.leaves) {
+        if (typeof user?.username === 'string' && state.users.get(user.username)?.nodeAddress === user.nodeAddress) state.users.delete(user.username)
+      }
+      for (const user of frame.joins) if (typeof user?.username === 'string') state.users.set(user.username, user)
       scheduleUsersRender()
       return
     case 'error':

@@ -71,6 +71,7 @@ export function createChatNode(config: ChatNodeConfig, io: NodeIo, fanout: Fanou
     selfId: () => cluster.selfId,
     leaderId: () => cluster.leaderId,
     historyOnJoin: config.historyOnJoin ?? DEFAULTS.historyOnJoin,
+    after: io.clock.after,
   })
   const load = new LagMonitor(io.clock)
   let stopLoad = () => {}

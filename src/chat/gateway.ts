@@ -112,7 +112,7 @@ export class ChatGateway {
     // Joined before it subscribes: the users frame (with this user in it) says what the presence
     // frames of the join would; then its history, then live lines, with none missing or repeated.
     this.d.room.join(username)
-    this.send(socket, this.d.room.usersMessage())
+    this.sendJson(socket, this.d.room.usersJson())
     this.d.room.admit(socket, resume)
   }
 
@@ -181,9 +181,14 @@ export class ChatGateway {
   drain(members: Array<{ nodeAddress: string; httpUrl: string }>): void {
     // One frame for everyone: encoded once, not once per user.
     const moving = JSON.stringify({ type: 'moving', reason: 'service restart', members } satisfies ServerMessage)
-    for (const [id, session] of [...this.sessions]) {
+    const sessions = [...this.sessions]
+    // Every user leaves the room first, and the leaves go to the other members at once (not at
+    // the end of a presence window), before any user is told where to go.
+    for (const [id] of sessions) this.close(id)
+    this.d.room.flushPresence()
+    for (const [, session] of sessions) {
       this.sendJson(session.socket, moving)
-      this.drop(id, session, CloseCode.serviceRestart, 'service restart')
+      session.socket.close(CloseCode.serviceRestart, 'service restart')
     }
     // The other nodes must hear every leave before the users reconnect there.
     this.leaveNow(Infinity)

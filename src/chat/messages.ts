@@ -14,8 +14,14 @@ export type ChatUser = Static<typeof ChatUser>
 export const PresenceSnapshot = T.Object({ type: T.Literal('presence_snapshot'), users: T.Array(ChatUser, { maxItems: 1_000_000 }) })
 export const PresenceJoin = T.Object({ type: T.Literal('presence_join'), user: ChatUser })
 export const PresenceLeave = T.Object({ type: T.Literal('presence_leave'), username: Str(128) })
+/** The sender's own users that joined or left since its last batch (presence-batch.ts); leaves apply first. */
+export const PresenceBatch = T.Object({
+  type: T.Literal('presence_batch'),
+  joins: T.Array(ChatUser, { maxItems: 100_000 }),
+  leaves: T.Array(Str(128), { maxItems: 100_000 }),
+})
 
-export const ChatMessage = T.Union([PresenceSnapshot, PresenceJoin, PresenceLeave])
+export const ChatMessage = T.Union([PresenceSnapshot, PresenceJoin, PresenceLeave, PresenceBatch])
 export type ChatMessage = Static<typeof ChatMessage>
 
 export const validateChatMessage = validatorFor<ChatMessage>(ChatMessage.anyOf)

@@ -82,5 +82,12 @@ export function checkPeerMessage(m: ChatMessage): Result<true> {
       const name = checkName(m.username)
       return name.ok ? ok(true) : name
     }
+    case 'presence_batch': {
+      for (const username of m.leaves) {
+        const name = checkName(username)
+        if (!name.ok) return name
+      }
+      return checkUsers(m.joins)
+    }
   }
 }

@@ -73,6 +73,24 @@ export class Presence {
     return this.refresh([key])
   }
 
+  /** A peer's batch of its own users' changes: leaves first, then joins, told as one set of changes. */
+  updateRemote(address: string, joins: ChatUser[], leaves: string[]): PresenceChange[] {
+    let users = this.remote.get(address)
+    if (!users) this.remote.set(address, (users = new Map()))
+    const keys: string[] = []
+    for (const username of leaves) {
+      const key = usernameKey(username)
+      users.delete(key)
+      keys.push(key)
+    }
+    for (const user of joins) {
+      const key = usernameKey(user.username)
+      users.set(key, user)
+      keys.push(key)
+    }
+    return this.refresh(keys)
+  }
+
   removeRemote(address: string, username: string): PresenceChange[] {
     const key = usernameKey(username)
     this.remote.get(address)?.delete(key)
@@ -91,7 +109,10 @@ export class Presence {
     const changes: PresenceChange[] = []
     for (const key of new Set(keys)) {
       const before = this.visible.get(key)
-      const after = this.winner(key)
+      const winner = this.winner(key)
+      // The same entry keeps its object: one per listed user, which presence-batch.ts tells apart by identity.
+      const same = before && winner && winner.nodeAddress === before.nodeAddress && winner.username === before.username && winner.connectedAt === before.connectedAt
+      const after = same ? before : winner
       if (after) this.visible.set(key, after)
       else this.visible.delete(key)
       const moved = before && after && (after.nodeAddress !== before.nodeAddress || after.username !== before.username)

@@ -32,7 +32,8 @@ export type ServerMessage =
   /** The sender's chat with this clientMsgId has its place in the transcript: `id`. */
   | { type: 'ack'; clientMsgId: string; id: number }
   | { type: 'users'; users: UserEntry[] }
-  | { type: 'presence'; event: 'join' | 'leave'; user: UserEntry }
+  /** Changes to the user list since the last such frame, to apply leaves first, then joins (presence-batch.ts). */
+  | { type: 'presence'; joins: UserEntry[]; leaves: UserEntry[] }
   | { type: 'welcome'; username: string; nodeAddress: string }
   /** Sent just before a drain closes the socket with 1012: where to reconnect, the other members. */
   | { type: 'moving'; reason: string; members: Array<{ nodeAddress: string; httpUrl: string }> }

@@ -8,14 +8,17 @@ import { err, ok, type Result } from '../result'
 import type { Line, TranscriptEntry } from '../transcript/entries'
 import type { Draft, Outbox } from '../transcript/outbox'
 import type { Transcript } from '../transcript/transcript'
-import type { ChatMessage } from './messages'
+import type { ChatMessage, ChatUser } from './messages'
 import { checkPeerMessage, checkProposal } from './peer-rules'
 import { FanoutBudget, messageCost } from './fanout-budget'
 import { Presence, type PresenceChange } from './presence'
+import { PEER_FRAME_USERS_MAX, PresenceBatch } from './presence-batch'
 import { CloseCode, hasForbiddenControl, lineFrame, type ChatLine, type HistoryFrame, type ServerMessage, type SystemMessage, type UserEntry } from './protocol'
 import type { ClientSocket } from './sockets'
 
-const SNAPSHOT_CHUNK = 5_000
+const SNAPSHOT_CHUNK = PEER_FRAME_USERS_MAX
+/** How long presence changes are gathered into one frame during a storm (presence-batch.ts). */
+const PRESENCE_WINDOW_MS = 50
 /** Most lines a page of /api/messages holds. */
 export const PAGE_MAX = 500
 /** How long a resume from a line this node has not applied yet may wait for it. */
@@ -47,6 +50,8 @@ export interface RoomDeps {
   leaderId: () => string | null
   /** Lines a new connection gets in its history frame; 0: none (a resume still replays). */
   historyOnJoin: number
+  /** Runs `fn` once after `ms`: presence changes are coalesced with it; absent, each is told at once. */
+  after?: (ms: number, fn: () => void) => unknown
 }
 
 /** Where a connection resumes: after line `since` of transcript `epoch` (both from an earlier history or line). */
@@ -74,18 +79,27 @@ export class ChatRoom {
   /** Makes keys for lines without a clientMsgId, unique within this process. */
   private made = 0
   private syncing = false
+  private readonly batch: PresenceBatch
 
   constructor(private readonly d: RoomDeps) {
     this.presence = new Presence(d.selfAddress)
     this.budget = new FanoutBudget(d.fanoutPerSecond ?? 0, d.now())
+    const broadcast = (b: { joins: ChatUser[]; leaves: string[] }) => d.broadcast({ type: 'presence_batch', ...b })
+    this.batch = new PresenceBatch({ windowMs: PRESENCE_WINDOW_MS, now: d.now, after: d.after, publish: d.publish, broadcast })
+  }
+
+  /** Tells pending presence changes now, to peers and local users (a drain). */
+  flushPresence(): void {
+    this.batch.flush()
   }
 
   users(): UserEntry[] {
     return this.presence.users()
   }
 
-  usersMessage(): ServerMessage {
-    return { type: 'users', users: this.users() }
+  /** The encoded `users` frame a new socket starts from; joins still waiting for their presence frame come in that frame. */
+  usersJson(): string {
+    return this.batch.usersFrame(() => this.users())
   }
 
   /** Whether nobody in the cluster (as far as this node knows) holds the name or a look-alike of it. */
@@ -97,7 +111,7 @@ export class ChatRoom {
   join(username: string): void {
     const user = { username, connectedAt: this.d.now() }
     this.apply(this.presence.addLocal(user))
-    this.d.broadcast({ type: 'presence_join', user })
+    this.batch.local(username, user)
     this.propose({ type: 'join', key: this.madeKey(), username, nodeAddress: this.d.selfAddress, timestamp: user.connectedAt })
   }
 
@@ -105,7 +119,7 @@ export class ChatRoom {
     // Exactly this name: a look-alike of it is another user (who may hold the key by now).
     if (this.presence.localUser(username)?.username !== username) return
     this.apply(this.presence.removeLocal(username))
-    this.d.broadcast({ type: 'presence_leave', username })
+    this.batch.local(username, null)
     this.proposeLeave(username)
   }
 
@@ -278,7 +292,7 @@ export class ChatRoom {
         const { socket, since } = w
         // Not subscribed while it waited: the user list may have changed meanwhile. A line this
         // node never reached (a made-up id, a node cut off for long) ends the wait all the same.
-        socket.send(JSON.stringify(this.usersMessage()))
+        socket.send(this.usersJson())
         const frame = !this.reached(since) || !ours(w) ? { ...(this.recentHistory() ?? this.emptyHistory()), complete: false } : w.fresh ? this.recentHistory() : this.historyAfter(since)
         if (frame) socket.send(JSON.stringify(frame))
         socket.subscribe()
@@ -343,6 +357,8 @@ export class ChatRoom {
         return this.apply(this.presence.addRemote(peer.address, m.user))
       case 'presence_leave':
         return this.apply(this.presence.removeRemote(peer.address, m.username))
+      case 'presence_batch':
+        return this.apply(this.presence.updateRemote(peer.address, m.joins, m.leaves))
     }
   }
 
@@ -351,7 +367,7 @@ export class ChatRoom {
     // Big rooms go in pieces so no frame nears the transport's frame size limit.
     const users = this.presence.localUsers()
     this.d.sendTo(address, { type: 'presence_snapshot', users: users.slice(0, SNAPSHOT_CHUNK) })
-    for (let i = SNAPSHOT_CHUNK; i < users.length; i++) this.d.sendTo(address, { type: 'presence_join', user: users[i]! })
+    for (let i = SNAPSHOT_CHUNK; i < users.length; i += SNAPSHOT_CHUNK) this.d.sendTo(address, { type: 'presence_batch', joins: users.slice(i, i + SNAPSHOT_CHUNK), leaves: [] })
   }
 
   /**
@@ -385,7 +401,7 @@ export class ChatRoom {
       if (!mine) continue
       this.d.disconnect(mine.username, CloseCode.usernameTaken, 'username taken')
       this.presence.removeLocal(mine.username)
-      this.d.broadcast({ type: 'presence_leave', username: mine.username })
+      this.batch.local(mine.username, null)
       this.proposeLeave(mine.username)
     }
   }
@@ -393,9 +409,9 @@ export class ChatRoom {
   /** Presence only: the join and leave lines users read are the transcript's (see sync). */
   private announce(changes: PresenceChange[]): void {
     for (const { event, user } of changes) {
-      // Clients keep their user list from these deltas: one small frame per change, never the
-      // whole list (that would make N joins cost N² bytes).
-      this.d.publish(JSON.stringify({ type: 'presence', event, user } satisfies ServerMessage))
+      // Clients keep their user list from these deltas, gathered into one frame per short window
+      // (presence-batch.ts), never the whole list (that would make N joins cost N² bytes).
+      this.batch.announce({ event, user })
     }
   }
 }

@@ -7,6 +7,7 @@ import { resolve } from 'node:path'
 import type { Page } from 'playwright-core'
 import { launchBrowser, type TestBrowser } from '../support/chromium'
 import { REPO_ROOT, startCluster, startNode, stopAll, waitFor, type NodeHandle } from '../support/cluster'
+import { userPool } from '../support/ws-client'
 
 setDefaultTimeout(60_000)
 
@@ -169,6 +170,35 @@ describe('chat page on a 2-node cluster', () => {
 
     await pageA.screenshot({ path: resolve(ARTIFACTS, 'chat-node1.png') })
     await pageB.screenshot({ path: resolve(ARTIFACTS, 'chat-node2.png') })
+  })
+
+  test('300 users joining at once, half on each node, then leaving at once: both pages list exactly who is online', async () => {
+    const storm = userPool()
+    try {
+      const names = Array.from({ length: 300 }, (_, i) => `storm${i}`)
+      const nodeOf = (i: number) => (i % 2 === 0 ? node1 : node2)
+      await Promise.all(names.map((name, i) => storm.connect(nodeOf(i).httpUrl, name)))
+      const expected = [
+        { name: ALICE, node: hostPort(node1) },
+        { name: MINSU, node: hostPort(node2) },
+        ...names.map((name, i) => ({ name, node: hostPort(nodeOf(i)) })),
+      ].sort((a, b) => a.name.localeCompare(b.name))
+      const listed = (page: Page, want: UserRow[], label: string) =>
+        waitFor(
+          async () => {
+            const rows = (await userRows(page)).sort((a, b) => a.name.localeCompare(b.name))
+            return JSON.stringify(rows) === JSON.stringify(want) ? rows : null
+          },
+          { timeoutMs: UI_TIMEOUT_MS, message: `${label}: users panel never listed exactly the ${want.length} users online` },
+        )
+      await Promise.all([listed(pageA, expected, 'page A'), listed(pageB, expected, 'page B')])
+      expect(await pageA.locator('#users-count').textContent()).toBe(String(expected.length))
+      await storm.closeAll()
+      const remaining = expected.filter((u) => u.name === ALICE || u.name === MINSU)
+      await Promise.all([listed(pageA, remaining, 'page A'), listed(pageB, remaining, 'page B')])
+    } finally {
+      await storm.closeAll()
+    }
   })
 
   test('HTML in a message is shown as text, never rendered', async () => {

@@ -15,8 +15,8 @@ describe('ChatRoom presence', () => {
     net.settle()
     const frames = net.node(1).published.filter((m) => m.type === 'presence')
     expect(frames).toEqual([
-      { type: 'presence', event: 'join', user: { username: 'alice', nodeAddress: addr(1), connectedAt: expect.any(Number) } },
-      { type: 'presence', event: 'join', user: { username: 'bob', nodeAddress: addr(2), connectedAt: expect.any(Number) } },
+      { type: 'presence', joins: [{ username: 'alice', nodeAddress: addr(1), connectedAt: expect.any(Number) }], leaves: [] },
+      { type: 'presence', joins: [{ username: 'bob', nodeAddress: addr(2), connectedAt: expect.any(Number) }], leaves: [] },
     ])
     expect(net.node(1).published.some((m) => m.type === 'users')).toBe(false)
   })
@@ -236,7 +236,7 @@ describe('ChatRoom transcript', () => {
     for (const n of net.nodes.slice(0, 2)) {
       const last = n.lines().at(-1)
       expect(last).toMatchObject({ type: 'system', event: 'leave', username: 'carol', usernames: ['carol', 'dave'], message: 'carol and dave left the chat' })
-      expect(n.published.filter((f) => f.type === 'presence' && f.event === 'leave').map((f) => f.user.username).sort()).toEqual(['carol', 'dave'])
+      expect(n.published.filter((f) => f.type === 'presence').flatMap((f) => f.leaves.map((u: { username: string }) => u.username)).sort()).toEqual(['carol', 'dave'])
     }
     expect(net.node(1).lines()).toEqual(net.node(2).lines())
   })
@@ -505,5 +505,55 @@ describe('ChatRoom and proposals from peers', () => {
     expect(node.room.users()).toEqual([])
     node.room.onPeerMessage(peer, { type: 'presence_join', user: { username: 'mallory', connectedAt: 5 } })
     expect(node.room.users()).toEqual([{ username: 'mallory', nodeAddress: addr(2), connectedAt: 5 }])
+  })
+})
+
+describe('ChatRoom presence batching', () => {
+  test('with a timer, a storm of joins and leaves goes out as one presence frame to users and one batch to each peer', () => {
+    const timers: Array<() => void> = []
+    const net = RoomCluster.form(2, { after: (_ms, fn) => timers.push(fn) })
+    for (const fire of timers.splice(0)) fire()
+    const node = net.node(1)
+    const before = node.published.length
+    const sent: any[] = []
+    const sendChat = net.sendChat.bind(net)
+    net.sendChat = (from, to, message) => {
+      if (from === node.address) sent.push(message)
+      sendChat(from, to, message)
+    }
+    for (let i = 0; i < 200; i++) node.room.join(`u${i}`)
+    node.room.leave('u0')
+    node.room.leave('u1')
+    node.room.join('u1')
+    // One turn for the peers, one window for the users.
+    expect(timers).toHaveLength(2)
+    expect(node.published.slice(before).filter((m) => m.type === 'presence')).toEqual([])
+    for (const fire of timers.splice(0)) fire()
+    const frames = node.published.slice(before).filter((m) => m.type === 'presence')
+    expect(frames).toHaveLength(1)
+    // u0 joined and left within the window: told as a leave; u1 as a leave and its latest self.
+    expect(frames[0].leaves.map((u: { username: string }) => u.username).sort()).toEqual(['u0', 'u1'])
+    expect(frames[0].joins.map((u: { username: string }) => u.username).sort()).toEqual(Array.from({ length: 199 }, (_, i) => `u${i + 1}`).sort())
+    const batches = sent.filter((m) => m.type === 'presence_batch')
+    expect(batches).toHaveLength(1)
+    expect(batches[0]).toMatchObject({ leaves: ['u0'] })
+    expect(batches[0].joins).toHaveLength(199)
+    // The join and leave lines are the transcript's: one per real change, once settled.
+    net.settle()
+    for (const fire of timers.splice(0)) fire()
+    expect(node.systems()).toHaveLength(203)
+  })
+
+  test("a new socket's users frame leaves out the joins still waiting for their presence frame", () => {
+    const timers: Array<() => void> = []
+    const { net, node } = singleNode({ after: (_ms, fn) => timers.push(fn) })
+    node.room.join('early')
+    for (const fire of timers.splice(0)) fire()
+    node.room.join('late')
+    const names = (json: string) => (JSON.parse(json) as { users: Array<{ username: string }> }).users.map((u) => u.username)
+    expect(names(node.room.usersJson())).toEqual(['early'])
+    for (const fire of timers.splice(0)) fire()
+    expect(names(node.room.usersJson()).sort()).toEqual(['early', 'late'])
+    void net
   })
 })

@@ -2,7 +2,7 @@
 // graceful leave, observed only through HTTP and WebSocket as a user would.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { startCluster, stopAll, waitFor, type NodeHandle } from '../support/cluster'
-import { connectUser, refusal, sees, userPool } from '../support/ws-client'
+import { connectUser, presenceOf, refusal, sees, userPool } from '../support/ws-client'
 
 let nodes: NodeHandle[] = []
 const users = userPool()
@@ -63,12 +63,14 @@ describe('a three-node cluster', () => {
     const dave = await connectUser(nodes[0]!.httpUrl, 'dave')
     const joined = await watcher.next((f) => f.type === 'system' && f.username === 'dave' && f.event === 'join')
     expect(joined.message).toBe('dave joined the chat')
-    expect(await watcher.next((f) => f.type === 'presence' && f.event === 'join' && f.user.username === 'dave')).toMatchObject({ user: { username: 'dave', nodeAddress: nodes[0]!.address } })
+    const presence = await watcher.next(presenceOf('joins', 'dave'))
+    expect(presence.joins.find((u: { username: string }) => u.username === 'dave')).toMatchObject({ username: 'dave', nodeAddress: nodes[0]!.address })
     expect(sees(watcher, 'dave')).toBe(true)
     expect(typeof joined.timestamp).toBe('number')
     await dave.close()
     const left = await watcher.next((f) => f.type === 'system' && f.username === 'dave' && f.event === 'leave')
     expect(left.message).toBe('dave left the chat')
+    await watcher.next(presenceOf('leaves', 'dave'))
     expect(sees(watcher, 'dave')).toBe(false)
   })
 

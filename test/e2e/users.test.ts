@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { exportSPKI, generateKeyPair, SignJWT } from 'jose'
 import { ENTRY, HOST, startNode, stopAll, waitFor, type NodeHandle } from '../support/cluster'
-import { chatUrl, connectUrl, refusal, refusalAt, userPool, type ChatClient } from '../support/ws-client'
+import { chatUrl, connectUrl, presenceOf, refusal, refusalAt, userPool, type ChatClient } from '../support/ws-client'
 
 const SECRET = 'an-e2e-secret-that-is-long-enough!'
 const users = userPool()

@@ -25,6 +25,8 @@ export interface NodeOptions {
   maxPending?: number
   fanoutPerSecond?: number
   compaction?: Compaction
+  /** Timers for the presence window (RoomDeps.after); absent, each presence change is told at once. */
+  after?: (ms: number, fn: () => void) => unknown
 }
 
 /** A socket that records what it was sent, parsed. */
@@ -98,6 +100,7 @@ export class RoomNode {
       selfId: () => this.core.selfId,
       leaderId: () => this.core.leaderId,
       historyOnJoin: options.historyOnJoin ?? 50,
+      after: options.after,
     }
     this.room = new ChatRoom(deps)
   }

@@ -285,13 +285,19 @@ export function userPool() {
   }
 }
 
-/** Whether the client's user list (the `users` frame on connect, then `presence` deltas) holds `name`. */
+/** Whether the client's user list (the `users` frame on connect, then `presence` frames: leaves, then joins) holds `name`. */
 export function sees(client: ChatClient, name: string): boolean {
   const list = new Map<string, Frame>()
   for (const f of client.frames) {
+    if (f.type === 'users') list.clear()
     if (f.type === 'users') for (const u of f.users) list.set(u.username, u)
-    if (f.type === 'presence' && f.event === 'join') list.set(f.user.username, f.user)
-    if (f.type === 'presence' && f.event === 'leave') list.delete(f.user.username)
+    if (f.type !== 'presence') continue
+    for (const u of f.leaves) if (list.get(u.username)?.nodeAddress === u.nodeAddress) list.delete(u.username)
+    for (const u of f.joins) list.set(u.username, u)
   }
   return list.has(name)
 }
+
+/** Whether a `presence` frame tells that `name` joined (`joins`) or left (`leaves`). */
+export const presenceOf = (event: 'joins' | 'leaves', name: string) => (f: Frame) =>
+  f.type === 'presence' && (f[event] as Array<{ username: string }>).some((u) => u.username === name)

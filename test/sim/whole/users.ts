@@ -148,15 +148,25 @@ export function readFrames(frames: readonly string[]): ClientView {
       case 'users':
         view.users = new Map(f.users.map((u: { username: string; nodeAddress: string }) => [u.username, u.nodeAddress]))
         break
-      case 'presence':
-        if (f.event === 'join') {
-          if (view.users.has(f.user.username)) view.presenceProblems.push(`presence join for ${f.user.username}, already listed at ${view.users.get(f.user.username)}`)
-          view.users.set(f.user.username, f.user.nodeAddress)
-        } else {
-          if (view.users.get(f.user.username) !== f.user.nodeAddress) view.presenceProblems.push(`presence leave for ${f.user.username}@${f.user.nodeAddress}, not listed there`)
-          view.users.delete(f.user.username)
+      case 'presence': {
+        // Leaves first, then joins. A frame may restate what the client's `users` frame already
+        // holds (it was sent while the changes waited for their window): a leave of an entry the
+        // client never listed is then a no-op, but only when the same frame joins the name where
+        // the client lists it; and no frame joins a name listed at another node without leaving it.
+        const joins = f.joins as Array<{ username: string; nodeAddress: string }>
+        for (const u of f.leaves as Array<{ username: string; nodeAddress: string }>) {
+          const listed = view.users.get(u.username)
+          const restated = joins.some((j) => j.username === u.username && j.nodeAddress === listed)
+          if (listed !== undefined && listed !== u.nodeAddress && !restated) view.presenceProblems.push(`presence leave for ${u.username}@${u.nodeAddress}, listed at ${listed}`)
+          if (listed === u.nodeAddress) view.users.delete(u.username)
+        }
+        for (const u of joins) {
+          const listed = view.users.get(u.username)
+          if (listed !== undefined && listed !== u.nodeAddress) view.presenceProblems.push(`presence join for ${u.username}@${u.nodeAddress}, listed at ${listed}`)
+          view.users.set(u.username, u.nodeAddress)
         }
         break
+      }
       case 'history':
         view.reads.push({ kind: 'history', epoch: f.epoch, complete: f.complete, count: f.messages.length })
         for (const line of f.messages) view.reads.push({ kind: 'line', line, live: false })
