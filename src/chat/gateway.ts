@@ -185,13 +185,13 @@ export class ChatGateway {
     // Every user leaves the room first, and the leaves go to the other members at once (not at
     // the end of a presence window), before any user is told where to go.
     for (const [id] of sessions) this.close(id)
+    // Leaves put off by a late turn (see close) are done now too, or they would miss the flush.
+    this.leaveNow(Infinity)
     this.d.room.flushPresence()
     for (const [, session] of sessions) {
       this.sendJson(session.socket, moving)
       session.socket.close(CloseCode.serviceRestart, 'service restart')
     }
-    // The other nodes must hear every leave before the users reconnect there.
-    this.leaveNow(Infinity)
   }
 
   /** Admitted sessions now open. */

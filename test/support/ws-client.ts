@@ -276,10 +276,23 @@ export async function refusalAt(url: string, label: string, timeoutMs = DEFAULT_
 export function userPool() {
   const clients: ChatClient[] = []
   return {
+    /**
+     * Connects as the page does: a node shedding a join storm refuses some sockets before the
+     * upgrade (HTTP 503, seen as close 1006) or just after it (1013), and the page tries again.
+     */
     async connect(httpUrl: string, username: string): Promise<ChatClient> {
-      const client = await connectUser(httpUrl, username)
-      clients.push(client)
-      return client
+      const deadline = performance.now() + 20_000
+      for (let attempt = 0; ; attempt++) {
+        try {
+          const client = await connectUser(httpUrl, username)
+          clients.push(client)
+          return client
+        } catch (error) {
+          const refused = /closed with (1006|1013)\b/.test(String(error))
+          if (!refused || performance.now() > deadline) throw error
+          await Bun.sleep(Math.min(500, 20 * 2 ** attempt)) // backoff between attempts, not a wait for a condition
+        }
+      }
     },
     closeAll: () => Promise.all(clients.splice(0).map((c) => c.close().catch(() => {}))),
   }
