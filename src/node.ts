@@ -178,7 +178,8 @@ export function createNode(config: Config, io: NodeIo, identify: Identify = anon
         .members.filter((m) => m.address !== chat.address && m.status === 'Up' && m.reachable)
         .map((m) => ({ nodeAddress: m.address, httpUrl: m.httpUrl }))
       const users = chat.gateway.sessionCount
-      chat.gateway.drain(others)
+      // Users move once the other members have their leaves (the links acknowledged everything), or after 300 ms.
+      await chat.gateway.drain(others, () => until(io.clock, () => chat.cluster.queuedBytes() === 0, DRAIN_DELIVERY_MS))
       io.log(`draining: ${users} users sent to ${others.length} other members`, { event: 'drain', users, members: others.length })
       const left = await chat.leave(leaveTimeoutMs)
       await app.stop(true)
@@ -190,6 +191,18 @@ export function createNode(config: Config, io: NodeIo, identify: Identify = anon
       await chat.stop()
     },
   }
+}
+
+/** How long a drain waits for the other members to acknowledge its users' leaves before moving them anyway. */
+const DRAIN_DELIVERY_MS = 300
+
+/** Resolves once `done()` holds (checked every 5 ms, the links' acknowledgement interval) or after `ms`. */
+function until(clock: NodeIo['clock'], done: () => boolean, ms: number): Promise<void> {
+  const deadline = clock.now() + ms
+  return new Promise((resolve) => {
+    const check = () => (done() || clock.now() >= deadline ? resolve() : clock.after(5, check))
+    check()
+  })
 }
 
 /** Ready for traffic: Up in a cluster that has a leader, and not shutting down. */

@@ -174,20 +174,22 @@ export class ChatGateway {
   }
 
   /**
-   * A drain: every user is told where else to go (the other members), its socket is closed with
-   * 1012, and it leaves the room at once, so the other nodes hear of the leave before the user
-   * reconnects there under the same name.
+   * A drain: every user leaves the room at once and the leaves go to the other members at once
+   * (not at the end of a presence window); once `delivered` says the other members have them
+   * (and every presence frame before them), each user is told where else to go (the other
+   * members) and its socket is closed with 1012. A user can outrun the cluster link: reconnecting
+   * at a node that had not yet heard of its join here, then of the leave, it would be taken for a
+   * second holder of its own name there and closed (4409).
    */
-  drain(members: Array<{ nodeAddress: string; httpUrl: string }>): void {
+  async drain(members: Array<{ nodeAddress: string; httpUrl: string }>, delivered: () => Promise<unknown> = async () => {}): Promise<void> {
     // One frame for everyone: encoded once, not once per user.
     const moving = JSON.stringify({ type: 'moving', reason: 'service restart', members } satisfies ServerMessage)
     const sessions = [...this.sessions]
-    // Every user leaves the room first, and the leaves go to the other members at once (not at
-    // the end of a presence window), before any user is told where to go.
     for (const [id] of sessions) this.close(id)
     // Leaves put off by a late turn (see close) are done now too, or they would miss the flush.
     this.leaveNow(Infinity)
     this.d.room.flushPresence()
+    if (sessions.length > 0) await delivered()
     for (const [, session] of sessions) {
       this.sendJson(session.socket, moving)
       session.socket.close(CloseCode.serviceRestart, 'service restart')

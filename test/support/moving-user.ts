@@ -96,7 +96,9 @@ export class MovingUser {
       for (const url of members) {
         try {
           const resume = this.epoch === null ? '' : `&since=${this.lastId}&epoch=${encodeURIComponent(this.epoch)}`
-          const client = await connectUrl(chatUrl(url, this.username) + resume, this.username, { timeoutMs: 2000 })
+          // Long enough for a loaded machine: an attempt given up on may still be admitted, and the same
+          // name then open at two nodes makes the later one give way (4409).
+          const client = await connectUrl(chatUrl(url, this.username) + resume, this.username, { timeoutMs: 8000 })
           this.client = client
           this.httpUrl = url
           this.watch(client)
