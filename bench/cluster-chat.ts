@@ -480,12 +480,18 @@ export async function runScenario(label: string, nodes: NodeHandle[], o: Options
       return
     }
     if (data.startsWith('{"type":"presence"')) {
-      const frame = JSON.parse(data) as { event: 'join' | 'leave'; user: { username: string; nodeAddress: string } }
+      // Batched frames (leaves, then joins); the one-change form of earlier releases too, so
+      // bench/transcript-cost.ts can run this against them.
+      type Entry = { username: string; nodeAddress: string }
+      const frame = JSON.parse(data) as { joins?: Entry[]; leaves?: Entry[]; event?: 'join' | 'leave'; user?: Entry }
+      const joins = frame.joins ?? (frame.event === 'join' ? [frame.user!] : [])
+      const leaves = frame.leaves ?? (frame.event === 'leave' ? [frame.user!] : [])
       const list = userLists[client]!
-      if (frame.event === 'join') {
-        list.set(frame.user.username, frame.user.nodeAddress)
-        joinWatch.get(frame.user.username)?.presence(client)
-      } else if (list.get(frame.user.username) === frame.user.nodeAddress) list.delete(frame.user.username)
+      for (const u of leaves) if (list.get(u.username) === u.nodeAddress) list.delete(u.username)
+      for (const u of joins) {
+        list.set(u.username, u.nodeAddress)
+        joinWatch.get(u.username)?.presence(client)
+      }
       usersSeen[client] = list.size
       return
     }
