@@ -260,6 +260,9 @@ export class ChatRoom {
       this.epoch = t.epoch
       this.cursor = first && this.presence.localCount === 0 ? t.lastId : 0
     }
+    // Connections waiting for this point are admitted before the new lines go out: they get them
+    // live (admitted after, a fresh one with no history on join would miss them).
+    this.admitWaiting()
     if (t.lastId > this.cursor) {
       if (this.presence.localCount === 0) this.cursor = t.lastId
       else {

@@ -10,6 +10,7 @@ import { createChatNode, type ChatNode, type ChatNodeConfig } from '../../../src
 import type { TranscriptEntry } from '../../../src/transcript/entries'
 import { Transcript } from '../../../src/transcript/transcript'
 import { Prng } from '../simulator'
+import { runWholeSeed } from './world'
 import { VirtualClock } from '../virtual-clock'
 import { readFrames, SimFanout, SimSocket, type Resume } from './users'
 
@@ -180,5 +181,14 @@ describe('transcript (src/transcript/transcript.ts)', () => {
     copy.restore(index, t.snapshot())
     copy.apply(++index, joinOrLeave('leave', 'cy', B, 4))
     expect(system(copy).slice(-1)).toEqual(['join cy'])
+  })
+})
+
+describe('seeds the simulator found', () => {
+  // A fresh connection (no history on join) to a node rebuilding its transcript after a rejoin
+  // waited, and was admitted only after the lines that ended the wait had gone out: it missed
+  // them (line 44 read after 22). Waiting connections are now admitted before new lines go out.
+  test('seed 46810: a fresh connection waiting out a rebuild misses no line', async () => {
+    await runWholeSeed(46810)
   })
 })
