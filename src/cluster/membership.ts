@@ -776,8 +776,11 @@ export class Membership {
   }
 
   private appendApp(data: unknown[]): boolean {
-    if (this.lastIndex() - this.commitIndex + data.length > MAX_UNCOMMITTED) return false
-    for (const d of data) this.push({ term: this.term, change: { type: 'app', data: d } })
+    // As many as fit, in order (the rest is proposed again by its origin): refusing a batch
+    // larger than the room left would refuse it for ever.
+    const room = MAX_UNCOMMITTED - (this.lastIndex() - this.commitIndex)
+    if (room <= 0) return false
+    for (const d of data.length > room ? data.slice(0, room) : data) this.push({ term: this.term, change: { type: 'app', data: d } })
     this.maybeCommit()
     this.replicateDue = true
     return true

@@ -256,8 +256,14 @@ describe('limits', () => {
     const net = cluster(3)
     const leader = net.leader()!
     for (const f of followers(net)) net.cut(addr(leader), addr(f))
+    // A batch larger than the room left is taken in part, in order, not refused whole (an origin
+    // with more pending than the cap would otherwise never get any of it in).
+    const before = leader.lastIndex()
+    expect(net.propose(addr(leader), Array.from({ length: 10 }, (_, i) => `first ${i}`))).toBe(true)
+    expect(leader.lastIndex()).toBe(before + 10)
     const room = 8_192 - (leader.lastIndex() - leader.commitIndex)
-    expect(net.propose(addr(leader), Array.from({ length: room }, (_, i) => i))).toBe(true)
+    expect(net.propose(addr(leader), Array.from({ length: room + 100 }, (_, i) => i))).toBe(true)
+    expect(leader.entryAt(leader.lastIndex())!.change).toEqual({ type: 'app', data: room - 1 })
     expect(net.propose(addr(leader), ['one more'])).toBe(false)
     expect(leader.lastIndex() - leader.commitIndex).toBe(8_192)
     // Forwarded ones are dropped too (their origin proposes them again later).
