@@ -78,7 +78,6 @@ export class ChatRoom {
   private waiting: Array<{ socket: ClientSocket; since: number; epoch: string | undefined; until: number; fresh?: boolean }> = []
   /** Makes keys for lines without a clientMsgId, unique within this process. */
   private made = 0
-  private syncing = false
   private readonly batch: PresenceBatch
 
   constructor(private readonly d: RoomDeps) {
@@ -194,19 +193,14 @@ export class ChatRoom {
    * moved for a while.
    */
   sync(): void {
-    if (this.syncing) return
-    this.syncing = true
-    try {
-      this.d.outbox.setOrigin(this.d.selfId())
-      this.settle()
-      this.deliver()
-      const leader = this.d.leaderId()
-      const due = this.d.outbox.due(this.d.now(), leader !== this.lastLeader)
-      this.lastLeader = leader
-      if (due.length > 0 && leader !== null) this.d.propose(due)
-    } finally {
-      this.syncing = false
-    }
+    this.d.outbox.setOrigin(this.d.selfId())
+    this.settle()
+    this.deliver()
+    const leader = this.d.leaderId()
+    const due = this.d.outbox.due(this.d.now(), leader !== this.lastLeader)
+    this.lastLeader = leader
+    // Proposed at the end of the turn (RoomDeps.propose), so this never runs inside itself.
+    if (due.length > 0 && leader !== null) this.d.propose(due)
   }
 
   /**
