@@ -40,7 +40,11 @@ export interface ChatNode {
 }
 
 export type ChatNodeConfig = Pick<Config, 'systemName' | 'host' | 'clusterPort' | 'httpPort' | 'seeds' | 'timing' | 'lang' | 'maxMessageLength' | 'rateLimit' | 'rateBurst'> &
-  Partial<Pick<Config, 'maxFanout' | 'historyOnJoin' | 'historySize' | 'maxPending'>> & { compaction?: Compaction }
+  Partial<Pick<Config, 'maxFanout' | 'historyOnJoin' | 'historySize' | 'maxPending'>> & {
+    compaction?: Compaction
+    /** Room size from which joins and leaves are gathered into shared lines (presence-lines.ts); the simulator sets it small. */
+    gatherFrom?: number
+  }
 
 export function createChatNode(config: ChatNodeConfig, io: NodeIo, fanout: Fanout): ChatNode {
   const address = formatAddress({ systemName: config.systemName, host: config.host, port: config.clusterPort })
@@ -72,6 +76,7 @@ export function createChatNode(config: ChatNodeConfig, io: NodeIo, fanout: Fanou
     leaderId: () => cluster.leaderId,
     historyOnJoin: config.historyOnJoin ?? DEFAULTS.historyOnJoin,
     after: io.clock.after,
+    gatherFrom: config.gatherFrom,
   })
   const load = new LagMonitor(io.clock)
   let stopLoad = () => {}

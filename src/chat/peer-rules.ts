@@ -62,8 +62,10 @@ export function checkProposal(peer: Peer, from: string, entries: TranscriptEntry
   for (const e of entries) {
     if (e.origin !== from) return err(`proposal from ${from.slice(0, 300)} claims origin ${JSON.stringify(e.origin.slice(0, 300))}`)
     if (e.nodeAddress !== peer.address) return err(`${e.type} claims node ${JSON.stringify(e.nodeAddress.slice(0, 256))}, sent by ${peer.address}`)
-    const name = checkName(e.username)
-    if (!name.ok) return name
+    for (const username of e.type === 'chat' ? [e.username] : e.usernames) {
+      const name = checkName(username)
+      if (!name.ok) return name
+    }
     if (e.type === 'chat') {
       const text = checkMessageText(e.message, maxMessageLength)
       if (!text.ok) return text

@@ -34,6 +34,11 @@ export class Presence {
     return this.local.get(usernameKey(username))
   }
 
+  /** Users online cluster-wide. */
+  get count(): number {
+    return this.visible.size
+  }
+
   get localCount(): number {
     return this.local.size
   }

@@ -8,6 +8,7 @@ import { err, ok, type Result } from '../result'
 import type { Line, TranscriptEntry } from '../transcript/entries'
 import type { Draft, Outbox } from '../transcript/outbox'
 import type { Transcript } from '../transcript/transcript'
+import { PresenceLines, type Gathered, type PresenceEvent } from '../transcript/presence-lines'
 import type { ChatMessage, ChatUser } from './messages'
 import { checkPeerMessage, checkProposal } from './peer-rules'
 import { FanoutBudget, messageCost } from './fanout-budget'
@@ -52,6 +53,8 @@ export interface RoomDeps {
   historyOnJoin: number
   /** Runs `fn` once after `ms`: presence changes are coalesced with it; absent, each is told at once. */
   after?: (ms: number, fn: () => void) => unknown
+  /** Users in the cluster from which joins and leaves are gathered into shared lines (default SMALL_ROOM). */
+  gatherFrom?: number
 }
 
 /** Where a connection resumes: after line `since` of transcript `epoch` (both from an earlier history or line). */
@@ -79,17 +82,22 @@ export class ChatRoom {
   /** Makes keys for lines without a clientMsgId, unique within this process. */
   private made = 0
   private readonly batch: PresenceBatch
+  /** This node's joins and leaves on their way to the transcript, gathered in a big room. */
+  private readonly lines: PresenceLines
+  private linesTimer = false
 
   constructor(private readonly d: RoomDeps) {
     this.presence = new Presence(d.selfAddress)
+    this.lines = new PresenceLines(d.gatherFrom)
     this.budget = new FanoutBudget(d.fanoutPerSecond ?? 0, d.now())
     const broadcast = (b: { joins: ChatUser[]; leaves: string[] }) => d.broadcast({ type: 'presence_batch', ...b })
     this.batch = new PresenceBatch({ windowMs: PRESENCE_WINDOW_MS, now: d.now, after: d.after, publish: d.publish, broadcast })
   }
 
-  /** Tells pending presence changes now, to peers and local users (a drain). */
+  /** Tells pending presence changes now, to peers and local users, and proposes the joins and leaves held (a drain). */
   flushPresence(): void {
     this.batch.flush()
+    this.flushLines()
   }
 
   users(): UserEntry[] {
@@ -111,7 +119,7 @@ export class ChatRoom {
     const user = { username, connectedAt: this.d.now() }
     this.apply(this.presence.addLocal(user))
     this.batch.local(username, user)
-    this.propose({ type: 'join', key: this.madeKey(), username, nodeAddress: this.d.selfAddress, timestamp: user.connectedAt })
+    this.gather('join', username)
   }
 
   leave(username: string): void {
@@ -180,6 +188,8 @@ export class ChatRoom {
     if (!this.budget.take(messageCost(this.presence.localCount, this.members.size), this.d.now())) {
       return err({ code: 'overloaded', message: 'this node is delivering all it can; this message was not delivered, send it again shortly' })
     }
+    // Joins and leaves held so far come first: a user's join is never told after its first line.
+    this.flushLines()
     const key = clientMsgId === undefined ? this.madeKey() : clientKey(username, clientMsgId)
     const proposed = this.propose({ type: 'chat', key, username, message: text, nodeAddress: this.d.selfAddress, timestamp: this.d.now() })
     if (!proposed) return err({ code: 'unavailable', message: 'this node cannot reach the cluster and holds too many unsent messages; this one was not taken, send it again later' })
@@ -196,6 +206,7 @@ export class ChatRoom {
     this.d.outbox.setOrigin(this.d.selfId())
     this.settle()
     this.deliver()
+    this.proposeLinesDue()
     const leader = this.d.leaderId()
     const due = this.d.outbox.due(this.d.now(), leader !== this.lastLeader)
     this.lastLeader = leader
@@ -220,7 +231,35 @@ export class ChatRoom {
   }
 
   private proposeLeave(username: string): void {
-    this.propose({ type: 'leave', key: this.madeKey(), username, nodeAddress: this.d.selfAddress, timestamp: this.d.now() })
+    this.gather('leave', username)
+  }
+
+  /** A user of ours joined or left: its line goes now or with others (presence-lines.ts). */
+  private gather(type: PresenceEvent, username: string): void {
+    for (const g of this.lines.add(type, username, this.d.now(), this.presence.count, this.d.outbox.presenceInFlight)) this.proposeGathered(g)
+    this.proposeLinesDue()
+  }
+
+  /** Proposes what is held once it may go; while only the spacing holds it back, a timer comes back for it. */
+  private proposeLinesDue(): void {
+    const wait = this.lines.due(this.d.now(), this.presence.count, this.d.outbox.presenceInFlight)
+    if (wait === 0 || (wait !== null && !this.d.after)) return this.flushLines()
+    if (wait === null || this.linesTimer) return
+    this.linesTimer = true
+    this.d.after!(wait, () => {
+      this.linesTimer = false
+      this.proposeLinesDue()
+    })
+  }
+
+  private flushLines(): void {
+    const g = this.lines.flush(this.d.now())
+    if (g) this.proposeGathered(g)
+  }
+
+  private proposeGathered(g: Gathered): void {
+    // Refused only when the outbox is full: the node cannot reach the cluster, and presence is told by presence frames meanwhile.
+    this.propose({ type: g.type, key: this.madeKey(), usernames: g.usernames, nodeAddress: this.d.selfAddress, timestamp: g.timestamp })
   }
 
   private madeKey(): string {
@@ -380,7 +419,7 @@ export class ChatRoom {
     for (const address of snapshotTo) this.sendSnapshot(address)
     // Back in after a removal, the transcript had our users leave: they join again. (Users it
     // still holds online at this node are taken as not having moved: no line.)
-    if (selfUp) for (const user of this.presence.localUsers()) this.propose({ type: 'join', key: this.madeKey(), username: user.username, nodeAddress: this.d.selfAddress, timestamp: this.d.now() })
+    if (selfUp) for (const user of this.presence.localUsers()) this.gather('join', user.username)
   }
 
   /** Settles names that another node's user holds, then tells local users what changed. */

@@ -4,7 +4,8 @@
 import { Type as T, type Static } from '@sinclair/typebox'
 import { typesOf, validatorFor, type Typed } from './validate'
 
-export const PROTOCOL_VERSION = 5
+// 6: join and leave entries carry a list of names (a storm is told in a few lines).
+export const PROTOCOL_VERSION = 6
 
 /**
  * Largest term or log index a peer may send. Far beyond anything real (a term a millisecond

@@ -28,11 +28,18 @@ export const ChatEntry = T.Object({
 })
 export type ChatEntry = Static<typeof ChatEntry>
 
+/** Most names one join or leave entry carries: a storm's joins go as a few entries, each well under a cluster frame. */
+export const PRESENCE_NAMES_MAX = 1_000
+
+/**
+ * Users of one node who joined (or left): one at a time in a small room, many at once in a storm
+ * (room.ts gathers them), so a storm costs its users a few lines, not one line each.
+ */
 export const PresenceEntry = T.Object({
   type: T.Union([T.Literal('join'), T.Literal('leave')]),
   ...Origin,
   ...Key,
-  username: Str(128),
+  usernames: T.Array(Str(128), { minItems: 1, maxItems: PRESENCE_NAMES_MAX }),
   nodeAddress: Str(256),
   timestamp: Nat(),
 })
@@ -48,7 +55,7 @@ export const Line = T.Union([
     type: T.Literal('system'),
     id: Nat(),
     event: T.Union([T.Literal('join'), T.Literal('leave')]),
-    /** One name for a user's own join or leave; several when a whole node's users left at once. */
+    /** One name for a user's own join or leave; several when many joined or left together, or a whole node's users left at once. */
     usernames: T.Array(Str(128), { maxItems: 1_000_000 }),
     timestamp: Nat(),
   }),

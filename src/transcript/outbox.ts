@@ -21,6 +21,8 @@ export class Outbox {
   private origin = ''
   private nextSeq = 1
   private pending: TranscriptEntry[] = []
+  /** How many of `pending` are joins or leaves (presence-lines.ts holds the next ones back while any are). */
+  private presence = 0
   /** When something was last accepted or the pending entries were last proposed. */
   private movedAt = 0
 
@@ -28,6 +30,11 @@ export class Outbox {
 
   get size(): number {
     return this.pending.length
+  }
+
+  /** Whether a join or leave entry is proposed and not yet in the transcript. */
+  get presenceInFlight(): boolean {
+    return this.presence > 0
   }
 
   get full(): boolean {
@@ -51,6 +58,7 @@ export class Outbox {
     const entry = { ...draft, origin: this.origin, seq: this.nextSeq++ } as TranscriptEntry
     if (this.pending.length === 0) this.movedAt = now
     this.pending.push(entry)
+    if (entry.type !== 'chat') this.presence++
     return entry
   }
 
@@ -61,7 +69,7 @@ export class Outbox {
       if (a.origin !== this.origin) continue
       // Taken in sequence: everything before it was taken too (or settled already).
       while (this.pending.length > 0 && this.pending[0]!.seq <= a.seq) {
-        const entry = this.pending.shift()!
+        const entry = this.shift()
         if (entry.seq === a.seq) done.push({ entry, id: a.id })
       }
       this.movedAt = now
@@ -76,11 +84,17 @@ export class Outbox {
   settleUpTo(nextSeq: number, idOf: (key: string) => number | undefined, now: number): Array<{ entry: TranscriptEntry; id: number | undefined }> {
     const done: Array<{ entry: TranscriptEntry; id: number | undefined }> = []
     while (this.pending.length > 0 && this.pending[0]!.seq < nextSeq) {
-      const entry = this.pending.shift()!
+      const entry = this.shift()
       done.push({ entry, id: idOf(entry.key) })
     }
     if (done.length > 0) this.movedAt = now
     return done
+  }
+
+  private shift(): TranscriptEntry {
+    const entry = this.pending.shift()!
+    if (entry.type !== 'chat') this.presence--
+    return entry
   }
 
   /** Everything pending, when it is time to propose it again: on `leaderChanged`, or after retryMs without progress. */

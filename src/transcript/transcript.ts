@@ -9,10 +9,11 @@
 //     a retry never overtakes an earlier message of the same node;
 //   - an entry whose key was applied within the last DEDUP_WINDOW keys is a repeat: it gets the
 //     id the first one got, and no new line (a user's clientMsgId sent again, to any node);
-//   - a name is online at a set of nodes: a join makes a line only when the set was empty (a
+//   - a name is online at a set of nodes: a join tells of a name only when the set was empty (a
 //     user moving between nodes joins the next node before it leaves the last one; a name
-//     admitted on two nodes at once is closed on one, see presence.ts), a leave makes one only
-//     when it empties the set; when a node is removed from the cluster, its users online nowhere
+//     admitted on two nodes at once is closed on one, see presence.ts), a leave only when it
+//     empties the set; one entry (one or many names of one node) makes at most one line, with
+//     the names it tells of; when a node is removed from the cluster, its users online nowhere
 //     else leave in one line.
 import type { Entry } from '../cluster/messages'
 import type { StateMachine } from '../cluster/membership'
@@ -191,18 +192,26 @@ export class Transcript implements StateMachine {
     if (e.type === 'chat') {
       this.push({ type: 'chat', id, username: e.username, message: e.message, nodeAddress: e.nodeAddress, timestamp: e.timestamp })
     } else if (e.type === 'join') {
-      const nodes = this.online.get(e.username)
-      if (nodes) nodes.add(e.nodeAddress)
-      else {
-        this.online.set(e.username, new Set([e.nodeAddress]))
-        this.push({ type: 'system', id, event: 'join', usernames: [e.username], timestamp: e.timestamp })
+      const joined: string[] = []
+      for (const name of e.usernames) {
+        const nodes = this.online.get(name)
+        if (nodes) nodes.add(e.nodeAddress)
+        else {
+          this.online.set(name, new Set([e.nodeAddress]))
+          joined.push(name)
+        }
       }
+      if (joined.length > 0) this.push({ type: 'system', id, event: 'join', usernames: joined, timestamp: e.timestamp })
     } else {
-      const nodes = this.online.get(e.username)
-      if (nodes?.delete(e.nodeAddress) && nodes.size === 0) {
-        this.online.delete(e.username)
-        this.push({ type: 'system', id, event: 'leave', usernames: [e.username], timestamp: e.timestamp })
+      const left: string[] = []
+      for (const name of e.usernames) {
+        const nodes = this.online.get(name)
+        if (nodes?.delete(e.nodeAddress) && nodes.size === 0) {
+          this.online.delete(name)
+          left.push(name)
+        }
       }
+      if (left.length > 0) this.push({ type: 'system', id, event: 'leave', usernames: left, timestamp: e.timestamp })
     }
   }
 

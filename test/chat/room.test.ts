@@ -487,11 +487,12 @@ describe('ChatRoom and proposals from peers', () => {
       entry({ message: 'bell\u0007' }),
       entry({ message: 'esc\u001b[2J' }),
       entry({ message: '   ' }),
-      entry({ type: 'join', username: '\u202Eevil' }),
-      entry({ type: 'leave', username: '' }),
+      entry({ type: 'join', usernames: ['\u202Eevil'] }),
+      entry({ type: 'leave', usernames: [''] }),
+      entry({ type: 'join', usernames: ['fine', 'bad\u0000name'] }), // every name of a gathered entry
     ]
     for (const e of refused) expect(node.room.checkProposal(peer, from, [e]).ok).toBe(false)
-    for (const e of [entry({ message: 'line one\n\tline two' }), entry({ username: '김철수', message: '안녕하세요' }), entry({ message: 'x'.repeat(20) }), entry({ type: 'leave' })]) {
+    for (const e of [entry({ message: 'line one\n\tline two' }), entry({ username: '김철수', message: '안녕하세요' }), entry({ message: 'x'.repeat(20) }), entry({ type: 'leave', usernames: ['bob'] }), entry({ type: 'join', usernames: ['bob', 'carol'] })]) {
       expect(node.room.checkProposal(peer, from, [e])).toEqual({ ok: true, value: undefined })
     }
   })
@@ -538,10 +539,20 @@ describe('ChatRoom presence batching', () => {
     expect(batches).toHaveLength(1)
     expect(batches[0]).toMatchObject({ leaves: ['u0'] })
     expect(batches[0].joins).toHaveLength(199)
-    // The join and leave lines are the transcript's: one per real change, once settled.
+    // The join and leave lines are the transcript's: every real change told once, in order, in
+    // far fewer lines than changes (a room of 100 or more gathers them, presence-lines.ts).
+    for (let round = 0; round < 20 && (round === 0 || timers.length > 0); round++) {
+      net.settle()
+      for (const fire of timers.splice(0)) fire()
+    }
     net.settle()
-    for (const fire of timers.splice(0)) fire()
-    expect(node.systems()).toHaveLength(203)
+    const lines = node.lines().filter((l) => l.type === 'system')
+    const told = lines.flatMap((l: { event: string; usernames?: string[]; username: string }) => (l.usernames ?? [l.username]).map((u) => `${l.event} ${u}`))
+    expect(told.filter((t: string) => t.startsWith('join'))).toHaveLength(201)
+    expect(told.filter((t: string) => t.startsWith('leave')).sort()).toEqual(['leave u0', 'leave u1'])
+    expect(told.indexOf('join u0')).toBeLessThan(told.indexOf('leave u0'))
+    expect(told.lastIndexOf('join u1')).toBeGreaterThan(told.indexOf('leave u1'))
+    expect(lines.length).toBeLessThan(110)
   })
 
   test("a new socket's users frame leaves out the joins still waiting for their presence frame", () => {

@@ -114,7 +114,7 @@ if (args.whole) {
   console.log(
     [
       `whole-node simulator, profile ${options.profile}${args.strict ? ', presence judged' : ''}: ${head}, ${((t.virtualMs ?? 0) / 1000).toFixed(0)} virtual s`,
-      `  ${t.users} connections (${t.resumes} resumes), ${t.chats} chat messages (${t.acked} acks), ${t.lines} transcript lines, ${t.deliveries} line deliveries checked`,
+      `  ${t.users} connections (${t.resumes} resumes), ${t.chats} chat messages (${t.acked} acks), ${t.lines} transcript lines (${t.sharedLines} telling of several users), ${t.deliveries} line deliveries checked`,
       `  ${t.snapshots} snapshot installs seen, ${t.incomplete} history frames saying complete:false`,
       `  faults: ${t.partitions} partitions, ${t.crashes} crashes, ${t.leaves} leaves, ${t.resets} connection resets, ${t.dropped} frames dropped, ${t.duplicated} duplicated`,
       ...(slowest ? [`  slowest convergence after the faults stopped: ${slowest.value} ms (seed ${slowest.seed})`] : []),

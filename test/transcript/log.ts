@@ -45,11 +45,12 @@ export class HandLog {
     return this.app({ type: 'chat', origin: origin(n), seq, key, username, message, nodeAddress: node(n), timestamp: ++this.clock })
   }
 
-  join(n: number, seq: number, username: string, key = `join:${n}:${seq}`): number {
-    return this.app({ type: 'join', origin: origin(n), seq, key, username, nodeAddress: node(n), timestamp: ++this.clock })
+  /** One name, or several that joined together. */
+  join(n: number, seq: number, username: string | string[], key = `join:${n}:${seq}`): number {
+    return this.app({ type: 'join', origin: origin(n), seq, key, usernames: [username].flat(), nodeAddress: node(n), timestamp: ++this.clock })
   }
 
-  leave(n: number, seq: number, username: string, key = `leave:${n}:${seq}`): number {
-    return this.app({ type: 'leave', origin: origin(n), seq, key, username, nodeAddress: node(n), timestamp: ++this.clock })
+  leave(n: number, seq: number, username: string | string[], key = `leave:${n}:${seq}`): number {
+    return this.app({ type: 'leave', origin: origin(n), seq, key, usernames: [username].flat(), nodeAddress: node(n), timestamp: ++this.clock })
   }
 }

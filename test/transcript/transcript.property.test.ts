@@ -20,11 +20,13 @@ const entry: fc.Arbitrary<Entry> = fc.oneof(
     seq: fc.integer({ min: 1, max: 8 }),
     key: fc.integer({ min: 0, max: 12 }),
     name: fc.constantFrom(...NAMES),
+    // Joins and leaves of several names at once, repeats among them, as a storm gathers them.
+    more: fc.array(fc.constantFrom(...NAMES), { maxLength: 3 }),
     size: fc.integer({ min: 0, max: 40 }),
     timestamp: fc.nat({ max: 1_000_000 }),
-  }).map(({ type, n, incarnation, seq, key, name, size, timestamp }): Entry => {
-    const base = { origin: origin(n, incarnation), seq, key: `k${key}`, username: name, nodeAddress: node(n), timestamp }
-    const data: TranscriptEntry = type === 'chat' ? { type, ...base, message: 'x'.repeat(size) } : { type, ...base }
+  }).map(({ type, n, incarnation, seq, key, name, more, size, timestamp }): Entry => {
+    const base = { origin: origin(n, incarnation), seq, key: `k${key}`, nodeAddress: node(n), timestamp }
+    const data: TranscriptEntry = type === 'chat' ? { type, ...base, username: name, message: 'x'.repeat(size) } : { type, ...base, usernames: [name, ...more] }
     return { term: 1, change: { type: 'app', data } }
   }) },
   { weight: 1, arbitrary: fc.constant<Entry>({ term: 1, change: { type: 'noop' } }) },

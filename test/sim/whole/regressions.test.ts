@@ -147,7 +147,7 @@ describe('transcript (src/transcript/transcript.ts)', () => {
   const entry = (data: Omit<TranscriptEntry, 'timestamp'>): Entry => ({ term: 1, change: { type: 'app', data: { ...data, timestamp: 1000 + index } } })
   const apply = (t: Transcript, e: Entry) => t.apply(++index, e)
   const joinOrLeave = (type: 'join' | 'leave', username: string, nodeAddress: string, seq: number) =>
-    entry({ type, origin: `${nodeAddress}#1`, seq, key: `${nodeAddress}:${seq}`, username, nodeAddress } as Omit<TranscriptEntry, 'timestamp'>)
+    entry({ type, origin: `${nodeAddress}#1`, seq, key: `${nodeAddress}:${seq}`, usernames: [username], nodeAddress } as Omit<TranscriptEntry, 'timestamp'>)
   const system = (t: Transcript) => t.after(0).map((l) => (l.type === 'system' ? `${l.event} ${l.usernames.join(',')}` : l.message))
 
   // Seed 12 (tcp): two nodes admitted the same name at once; the later one gave way and said the

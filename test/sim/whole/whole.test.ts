@@ -24,7 +24,7 @@ async function run(label: string, count: number, options: Omit<WholeOptions, 'tr
   const t = totals.sums
   console.log(
     `whole-node simulator, ${label}: ${totals.seeds} seeds in ${seconds.toFixed(1)} s (${(totals.seeds / seconds).toFixed(1)} seeds/s), ` +
-      `${t.chats ?? 0} chat messages (${t.acked ?? 0} acks), ${t.resumes ?? 0} resumes, ${t.lines ?? 0} transcript lines, ${t.deliveries ?? 0} line deliveries checked, ` +
+      `${t.chats ?? 0} chat messages (${t.acked ?? 0} acks), ${t.resumes ?? 0} resumes, ${t.lines ?? 0} transcript lines (${t.sharedLines ?? 0} telling of several users), ${t.deliveries ?? 0} line deliveries checked, ` +
       `${t.snapshots ?? 0} snapshots installed, ${t.crashes ?? 0} crashes, ${t.partitions ?? 0} partitions, ${t.leaves ?? 0} leaves, ${t.dropped ?? 0} frames dropped, ${t.duplicated ?? 0} duplicated`,
   )
   return totals
