@@ -3,7 +3,6 @@
 // boundary, before the room sees it. Time comes from `now` (the node's clock), never from Date.
 import type { Claim } from './identity'
 import { CloseCode, parseClientMessage, validateUsername, type ServerMessage } from './protocol'
-import { FanoutBudget } from './fanout-budget'
 import { FLOOD, MessageLimiter, type RateLimit } from './rate-limit'
 import type { ChatRoom, Resume } from './room'
 import type { ClientSocket, Sockets } from './sockets'
@@ -54,14 +53,6 @@ const FRAMES_IN_TURN = 16
 /** How late a turn may run before a frame of any socket is refused (see `message`). */
 const LATE_TURN_MS = 100
 
-/**
- * Deliveries joins may cost a second (a tenth of it at once, fanout-budget.ts): a join tells every
- * local user (a presence frame and a system message), so 500 sockets opening at once cost 250,000
- * and stalled a node's loop for 2.8 s. Past it, new sockets are refused (HTTP 503; the page tries
- * again), but never the first of a turn of the loop. A burst of a few dozen joins on a small node
- * never gets near.
- */
-const JOIN_DELIVERIES_PER_SECOND = 50_000
 
 /** The first pause lasts until the loop catches up (a probe, ~20 ms); a socket that keeps filling turns is paused up to this long. */
 const PAUSE_MIN_MS = 20
@@ -85,13 +76,10 @@ export class ChatGateway {
    * the next turns instead, a turn's budget at a time.
    */
   private leaving: string[] = []
-  /** What the sockets admitted in this turn of the loop will cost when they join. */
-  private joins = { turn: -1, deliveries: 0 }
-  private readonly joinBudget: FanoutBudget
+  /** The turn of the loop (LagMonitor.turn) that last admitted a socket. */
+  private joinTurn = -1
 
-  constructor(private readonly d: GatewayDeps) {
-    this.joinBudget = new FanoutBudget(JOIN_DELIVERIES_PER_SECOND, d.now())
-  }
+  constructor(private readonly d: GatewayDeps) {}
 
   /**
    * A socket opened, claiming a name (from its `username` parameter or its token, see
@@ -117,16 +105,22 @@ export class ChatGateway {
   }
 
   /**
-   * Whether a new socket may go ahead now (see JOIN_DELIVERIES_PER_SECOND); counts it when so. The
-   * first of a turn of the loop always may. Asked once per socket, before the upgrade.
+   * Whether a new socket may go ahead now. Asked once per socket, before the upgrade. A join costs
+   * its own socket a `users` frame and a history, and the room a share of one presence frame and
+   * one line (presence-batch.ts, presence-lines.ts), never a frame to every user: what bounds a
+   * storm is how long the loop spends on it. So sockets are admitted while the turn is on time
+   * (the first of a turn always is, so a storm goes on a turn at a time) and refused past the
+   * turn's budget or while the node sheds load: HTTP 503, and the page tries again.
    */
   admitsJoin(): boolean {
-    const turn = this.d.load?.turn() ?? 0
-    if (this.joins.turn !== turn) this.joins = { turn, deliveries: 0 }
-    const cost = 2 * this.sessions.size
-    if (!this.joinBudget.take(cost, this.d.now()) && this.joins.deliveries > 0) return false
-    this.joins.deliveries += Math.max(1, cost)
-    return true
+    const load = this.d.load
+    if (!load) return true
+    const turn = load.turn()
+    if (turn !== this.joinTurn) {
+      this.joinTurn = turn
+      return true
+    }
+    return !load.overloaded() && !load.behind()
   }
 
   message(id: string, data: unknown): void {

@@ -57,6 +57,31 @@ interface MessageRow {
   own: boolean
 }
 
+/** How many storm users a line tells of: "storm1 joined…", "storm1 and storm2 joined…", "storm1, storm2, storm3 and 47 others joined…". */
+function namesIn(text: string, verb: string): number {
+  const who = new RegExp(`^(.*?) ${verb} the chat`).exec(text)?.[1]
+  if (!who?.includes('storm')) return 0
+  const others = / and (\d+) others$/.exec(who)
+  return others ? who.slice(0, others.index).split(', ').length + Number(others[1]) : who.split(/, | and /).length
+}
+
+/** Waits until the page's system lines tell of `count` storm users (joined or left); returns how many lines did. */
+async function toldOnce(page: Page, verb: string, count: number): Promise<number> {
+  let lines = 0
+  await waitFor(
+    async () => {
+      const texts = await page.locator('[data-testid="system-message"] .system-text').allTextContents()
+      const told = texts.map((t) => namesIn(t, verb)).filter((n) => n > 0)
+      lines = told.length
+      const total = told.reduce((a, b) => a + b, 0)
+      if (total > count) throw new Error(`the page tells of ${total} storm users who ${verb}, only ${count} did`)
+      return total === count ? true : null
+    },
+    { timeoutMs: UI_TIMEOUT_MS, message: `the page never told of all ${count} storm users who ${verb}` },
+  )
+  return lines
+}
+
 async function messageRows(page: Page): Promise<MessageRow[]> {
   return page.getByTestId('message').evaluateAll((rows) =>
     rows.map((row) => ({
@@ -193,9 +218,16 @@ describe('chat page on a 2-node cluster', () => {
         )
       await Promise.all([listed(pageA, expected, 'page A'), listed(pageB, expected, 'page B')])
       expect(await pageA.locator('#users-count').textContent()).toBe(String(expected.length))
+      // The chat tells of each join once, in lines shared by many once the room holds 100 users.
+      const joinLines = await toldOnce(pageA, 'joined', names.length)
+      console.log(`300 joins told in ${joinLines} lines`)
+      expect(joinLines).toBeLessThan(200)
       await storm.closeAll()
       const remaining = expected.filter((u) => u.name === ALICE || u.name === MINSU)
       await Promise.all([listed(pageA, remaining, 'page A'), listed(pageB, remaining, 'page B')])
+      const leaveLines = await toldOnce(pageA, 'left', names.length)
+      console.log(`300 leaves told in ${leaveLines} lines`)
+      expect(leaveLines).toBeLessThan(200)
     } finally {
       await storm.closeAll()
     }
