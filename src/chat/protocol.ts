@@ -12,9 +12,17 @@ export interface UserEntry {
 
 /**
  * A join or leave line. `id` is its place in the transcript (absent only in the unit tests of
- * the text); `usernames` lists everyone when several left at once (a node went down).
+ * the text). A line about several users (a storm's joins gathered, a node's users leaving when it
+ * went down) has `count`, how many, and `usernames`, the first NAMES_IN_FRAME of them.
  */
-export type SystemMessage = { type: 'system'; id?: number; message: string; timestamp: number; event: 'join' | 'leave'; username: string; usernames?: string[] }
+export type SystemMessage = { type: 'system'; id?: number; message: string; timestamp: number; event: 'join' | 'leave'; username: string; usernames?: string[]; count?: number }
+
+/**
+ * Names a line about several users carries. Every line reaches every user and joins a history
+ * frame, and the `presence` frames already tell each name: a storm's line with all of its
+ * names would send every name to every user twice.
+ */
+export const NAMES_IN_FRAME = 20
 
 export type ChatLine = { type: 'chat'; id: number; username: string; message: string; nodeAddress: string; timestamp: number }
 
@@ -124,7 +132,10 @@ export function systemMessage(lang: Lang, event: 'join' | 'leave', usernames: st
   const t = TEXTS[lang]
   const who = names.length === 1 ? names[0]! : t.many(names.slice(0, NAMES_SHOWN), Math.max(0, names.length - NAMES_SHOWN))
   const line: SystemMessage = { type: 'system', ...(id === undefined ? {} : { id }), message: t[event](who), timestamp, event, username: names[0]! }
-  if (names.length > 1) line.usernames = names
+  if (names.length > 1) {
+    line.usernames = names.length > NAMES_IN_FRAME ? names.slice(0, NAMES_IN_FRAME) : names
+    line.count = names.length
+  }
   return line
 }
 

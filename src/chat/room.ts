@@ -82,6 +82,8 @@ export class ChatRoom {
   /** Makes keys for lines without a clientMsgId, unique within this process. */
   private made = 0
   private readonly batch: PresenceBatch
+  /** Lines' encoded frames, while the transcript holds the lines. */
+  private readonly encoded = new WeakMap<Line, string>()
   /** This node's joins and leaves on their way to the transcript, gathered in a big room. */
   private readonly lines: PresenceLines
   private linesTimer = false
@@ -148,8 +150,8 @@ export class ChatRoom {
       this.waiting.push({ socket, since: this.cursor, epoch: undefined, until: this.d.now() + RESUME_WAIT_MS, fresh: true })
       return
     }
-    const frame = since === undefined ? this.recentHistory() : sameEpoch ? this.historyAfter(since) : { ...this.recentHistory(), complete: false }
-    if (frame) socket.send(JSON.stringify(frame))
+    const history = since === undefined ? this.recentHistory() : sameEpoch ? this.historyAfter(since) : { ...(this.recentHistory() ?? NO_LINES), complete: false }
+    if (history) socket.send(this.historyJson(history))
     socket.subscribe()
   }
 
@@ -299,7 +301,7 @@ export class ChatRoom {
     if (t.lastId > this.cursor) {
       if (this.presence.localCount === 0) this.cursor = t.lastId
       else {
-        if (!t.covers(this.cursor)) this.d.publish(JSON.stringify(this.emptyHistory()))
+        if (!t.covers(this.cursor)) this.d.publish(this.historyJson(NO_LINES))
         for (const line of t.after(this.cursor)) this.publishLine(line)
       }
     }
@@ -329,8 +331,8 @@ export class ChatRoom {
         // Not subscribed while it waited: the user list may have changed meanwhile. A line this
         // node never reached (a made-up id, a node cut off for long) ends the wait all the same.
         socket.send(this.usersJson())
-        const frame = !this.reached(since) || !ours(w) ? { ...(this.recentHistory() ?? this.emptyHistory()), complete: false } : w.fresh ? this.recentHistory() : this.historyAfter(since)
-        if (frame) socket.send(JSON.stringify(frame))
+        const history = !this.reached(since) || !ours(w) ? { ...(this.recentHistory() ?? NO_LINES), complete: false } : w.fresh ? this.recentHistory() : this.historyAfter(since)
+        if (history) socket.send(this.historyJson(history))
         socket.subscribe()
       }
     }
@@ -345,28 +347,36 @@ export class ChatRoom {
       }
       this.stats.chatDelivered += this.presence.localCount
     }
-    this.d.publish(JSON.stringify(this.frameOf(line)))
+    this.d.publish(this.lineJson(line))
   }
 
-  private recentHistory(): HistoryFrame | null {
+  private recentHistory(): History | null {
     const n = this.d.historyOnJoin
     if (n === 0) return null
     // Up to the cursor: lines applied and not yet delivered reach this socket live, once it subscribes.
     const lines = this.d.transcript.before(this.cursor + 1, n)
-    return { type: 'history', epoch: this.epoch, messages: lines.map((l) => this.frameOf(l)), complete: lines.length === n || this.d.transcript.covers(0) }
+    return { lines, complete: lines.length === n || this.d.transcript.covers(0) }
   }
 
-  private emptyHistory(): HistoryFrame {
-    return { type: 'history', epoch: this.epoch, messages: [], complete: false }
-  }
-
-  private historyAfter(since: number): HistoryFrame {
+  private historyAfter(since: number): History {
     const t = this.d.transcript
     const lines = t.after(since)
     // Lines past the cursor are not delivered yet; they arrive live.
     const upTo = lines.findIndex((l) => l.id > this.cursor)
     const replay = upTo < 0 ? lines : lines.slice(0, upTo)
-    return { type: 'history', epoch: this.epoch, messages: replay.map((l) => this.frameOf(l)), complete: t.covers(since) }
+    return { lines: replay, complete: t.covers(since) }
+  }
+
+  /** The `history` frame (HistoryFrame), from the lines' own encodings: every joiner gets the same recent lines. */
+  private historyJson(h: History): string {
+    return `{"type":"history","epoch":${JSON.stringify(this.epoch)},"messages":[${h.lines.map((l) => this.lineJson(l)).join(',')}],"complete":${h.complete}}`
+  }
+
+  /** A line's frame, encoded once: published to every local user, then part of the histories new connections get. */
+  private lineJson(line: Line): string {
+    let json = this.encoded.get(line)
+    if (json === undefined) this.encoded.set(line, (json = JSON.stringify(this.frameOf(line))))
+    return json
   }
 
   private frameOf(line: Line): ChatLine | SystemMessage {
@@ -451,6 +461,13 @@ export class ChatRoom {
     }
   }
 }
+
+/** Lines of a history frame, and whether nothing before them is missing. */
+interface History {
+  lines: Line[]
+  complete: boolean
+}
+const NO_LINES: History = { lines: [], complete: false }
 
 /** A user's clientMsgId as a transcript key: scoped to the user, so two users' ids never collide. */
 function clientKey(username: string, clientMsgId: string): string {

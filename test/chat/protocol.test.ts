@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { lineFrame, parseClientMessage, systemMessage, validateUsername } from '../../src/chat/protocol'
+import { NAMES_IN_FRAME, lineFrame, parseClientMessage, systemMessage, validateUsername } from '../../src/chat/protocol'
 
 describe('validateUsername', () => {
   test('accepts letters and digits of any script, spaces, _ - .', () => {
@@ -58,8 +58,10 @@ describe('systemMessage', () => {
 })
 
 describe('system lines about several users, and transcript lines as frames', () => {
-  test('a whole node leaving: the first three names, then a count; every name listed', () => {
-    expect(systemMessage('en', 'leave', ['a', 'b'], 5, 9)).toEqual({ type: 'system', id: 9, message: 'a and b left the chat', timestamp: 5, event: 'leave', username: 'a', usernames: ['a', 'b'] })
+  test('a line about several users: the first three names in the text, then a count; up to NAMES_IN_FRAME names listed, and how many', () => {
+    expect(systemMessage('en', 'leave', ['a', 'b'], 5, 9)).toEqual({ type: 'system', id: 9, message: 'a and b left the chat', timestamp: 5, event: 'leave', username: 'a', usernames: ['a', 'b'], count: 2 })
+    const storm = Array.from({ length: 1000 }, (_, i) => `u${i}`)
+    expect(systemMessage('en', 'join', storm, 5, 10)).toEqual({ type: 'system', id: 10, message: 'u0, u1, u2 and 997 others joined the chat', timestamp: 5, event: 'join', username: 'u0', usernames: storm.slice(0, NAMES_IN_FRAME), count: 1000 })
     expect(systemMessage('en', 'leave', ['a', 'b', 'c'], 5).message).toBe('a, b and c left the chat')
     expect(systemMessage('en', 'leave', ['a', 'b', 'c', 'd', 'e'], 5).message).toBe('a, b, c and 2 others left the chat')
     expect(systemMessage('ko', 'leave', ['a', 'b', 'c', 'd'], 5).message).toBe('a, b, c 외 1명 님이 채팅을 떠났습니다')

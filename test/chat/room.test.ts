@@ -546,8 +546,10 @@ describe('ChatRoom presence batching', () => {
       for (const fire of timers.splice(0)) fire()
     }
     net.settle()
+    // Names from the transcript (a frame lists at most NAMES_IN_FRAME of them), counts from the frames.
     const lines = node.lines().filter((l) => l.type === 'system')
-    const told = lines.flatMap((l: { event: string; usernames?: string[]; username: string }) => (l.usernames ?? [l.username]).map((u) => `${l.event} ${u}`))
+    expect(lines.reduce((n, l) => n + (l.count ?? 1), 0)).toBe(203)
+    const told = node.transcript.after(0).flatMap((l) => (l.type === 'system' ? l.usernames.map((u) => `${l.event} ${u}`) : []))
     expect(told.filter((t: string) => t.startsWith('join'))).toHaveLength(201)
     expect(told.filter((t: string) => t.startsWith('leave')).sort()).toEqual(['leave u0', 'leave u1'])
     expect(told.indexOf('join u0')).toBeLessThan(told.indexOf('leave u0'))

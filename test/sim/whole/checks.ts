@@ -18,6 +18,7 @@
 //   - presence (optional under the hostile transport): every node's user list and every client's
 //     equal the users actually connected, nothing told twice; and the transcript's join and leave
 //     lines, folded, leave exactly the connected users online.
+import { NAMES_IN_FRAME } from '../../../src/chat/protocol'
 import type { ChatRoom } from '../../../src/chat/room'
 import type { Membership } from '../../../src/cluster/membership'
 import type { Line } from '../../../src/transcript/entries'
@@ -71,13 +72,13 @@ export function membershipNotConverged(cores: Membership[]): string | null {
 function lineKey(line: Line): string {
   return line.type === 'chat'
     ? `chat ${line.username}@${line.nodeAddress} ${JSON.stringify(line.message)} ${line.timestamp}`
-    : `system ${line.event} ${line.usernames.join(',')} ${line.timestamp}`
+    : `system ${line.event} ${line.usernames.slice(0, NAMES_IN_FRAME).join(',')} (${line.usernames.length}) ${line.timestamp}`
 }
 
 function frameKey(f: LineFrame): string {
   return f.type === 'chat'
     ? `chat ${f.username}@${f.nodeAddress} ${JSON.stringify(f.message)} ${f.timestamp}`
-    : `system ${f.event} ${(f.usernames ?? [f.username]).join(',')} ${f.timestamp}`
+    : `system ${f.event} ${(f.usernames ?? [f.username]).join(',')} (${f.count ?? 1}) ${f.timestamp}`
 }
 
 /**

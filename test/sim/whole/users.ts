@@ -113,6 +113,7 @@ export interface SystemLineFrame {
   event: 'join' | 'leave'
   username: string
   usernames?: string[]
+  count?: number
   timestamp: number
   message: string
 }
