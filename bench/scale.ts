@@ -15,7 +15,7 @@
 //   SCALE_JOIN_USERS=2000  SCALE_JOIN_WIDTH=500  SCALE_FANOUT_CLIENTS=300  SCALE_SENDERS=30
 //   SCALE_WORKERS=2  SCALE_STEP_MS=1500  SCALE_P99_MS=100  SCALE_SYSTEMS=ours,ceiling,sio
 //   SCALE_TRACK_MAX=2500 (storm clients whose lists are kept exactly; beyond it, that many are sampled)
-//   SCALE_WATCHDOG_S=600
+//   SCALE_WATCHDOG_S=600  SCALE_NODES=3 (nodes of ours and of Socket.IO: 5 and 7 show how the cost grows with N)
 // e.g. SCALE_JOIN_USERS=20000 SCALE_WORKERS=4 make bench. It asserts nothing about timings.
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -60,7 +60,9 @@ const S = {
 }
 /** Offered rates of the fan-out ladder, msg/s; it stops at the first that fails. */
 const LADDER = [100, 200, 350, 500, 750, 1000, 1400, 2000, 2800, 4000, 5600, 8000]
-const NODES = 3
+const NODES = envInt('SCALE_NODES', 3, 1)
+/** Users who join node 1 one at a time, each timed until every node's observer lists it. */
+const PROBES = 20
 
 // ---------------------------------------------------------------- open files
 
@@ -282,6 +284,8 @@ interface SystemResult {
   kind: ServerKind
   nodeCount: number
   idleCpuNoClients: number[]
+  /** One join to node 1 -> every node's observer lists it (connect included), ms, sorted; ours only. */
+  joinVisibleMs: number[]
   storm: {
     users: number
     openMs: number
@@ -390,6 +394,7 @@ async function runSystem(kind: ServerKind, log: (line: string) => void, redisSer
     const observers = kind === 'ours' ? nodeIndexes.length : 0
     if (observers) await openAll(kind, 'observer', nodeIndexes.map((n) => ({ url: servers.url(n, `obs${n}`), username: `obs${n}`, track: true })), observers)
     await sleep(500)
+    const joinVisibleMs = observers ? await joinsVisible(servers, observers) : []
     const rssBeforeKiB = servers.pids.map(rssKiB)
 
     // Join storm: N users to node 1, with up to `joinWidth` handshakes in flight.
@@ -446,6 +451,7 @@ async function runSystem(kind: ServerKind, log: (line: string) => void, redisSer
       kind,
       nodeCount: servers.nodeCount,
       idleCpuNoClients,
+      joinVisibleMs,
       storm: {
         users: N,
         openMs,
@@ -469,6 +475,26 @@ async function runSystem(kind: ServerKind, log: (line: string) => void, redisSer
   }
 }
 
+/**
+ * PROBES users join node 1 one at a time, each timed from opening its socket until every node's
+ * observer lists it (a join's presence crossing the cluster); then they leave. Polled every 2 ms.
+ */
+async function joinsVisible(servers: Servers, observers: number): Promise<number[]> {
+  const times: number[] = []
+  for (let i = 0; i < PROBES; i++) {
+    const start = now()
+    await openAll(servers.kind, 'probe', [{ url: servers.url(0, `probe${i}`), username: `probe${i}`, track: false }], 1)
+    while ((await listsAt('observer', observers + i + 1)).atExpected !== observers) {
+      if (now() - start > 10_000) throw new Error(`probe${i} was not listed everywhere within 10 s`)
+      await sleep(2)
+    }
+    times.push(now() - start)
+  }
+  await askAll({ type: 'close', group: 'probe' })
+  await timeUntil(async () => (await listsAt('observer', observers)).atExpected === observers, 10_000)
+  return times.sort((a, b) => a - b)
+}
+
 async function measureIdle(pids: number[]): Promise<number[]> {
   const meter = new CpuMeter(pids)
   await sleep(S.idleMs)
@@ -486,7 +512,7 @@ function diffTraffic(a: Traffic, b: Traffic): Traffic {
 
 // ---------------------------------------------------------------- report
 
-const TITLES: Record<ServerKind, string> = { ours: 'this project (3 nodes)', ceiling: 'Bun ceiling (1 process)', sio: 'Socket.IO + Redis (3 nodes)' }
+const TITLES: Record<ServerKind, string> = { ours: `this project (${NODES} nodes)`, ceiling: 'Bun ceiling (1 process)', sio: `Socket.IO + Redis (${NODES} nodes)` }
 
 function report(machine: string[], notes: string[], results: SystemResult[], totalMs: number): void {
   const out = ['', '='.repeat(100), 'scale: join storm, memory, idle CPU and fan-out; ours against the Bun ceiling and Socket.IO + Redis', '='.repeat(100)]
@@ -502,6 +528,7 @@ function report(machine: string[], notes: string[], results: SystemResult[], tot
   const MiB = (b: number) => fmt(b / 2 ** 20, 1)
   const rows: string[][] = [
     ['', ...col((r) => TITLES[r.kind])],
+    [`one join -> listed on every node, ms (median / worst of ${PROBES})`, ...col((r) => (r.joinVisibleMs.length ? `${fmt(r.joinVisibleMs[Math.floor(r.joinVisibleMs.length / 2)]!, 1)} / ${fmt(r.joinVisibleMs.at(-1)!, 1)}` : '-'))],
     ['join storm: joins/s to one node', ...col((r) => int(r.storm.users / (r.storm.openMs / 1000)))],
     ['  time to open all, s (handshakes refused and retried)', ...col((r) => `${fmt(r.storm.openMs / 1000, 2)} (${int(r.storm.retries)})`)],
     ['  last welcome -> every node and every tracked list holds all, ms', ...col((r) => (r.kind === 'ours' ? `${fmt(r.storm.consistentMs, 0)} (${int(r.storm.tracked)} lists)` : 'no lists'))],
@@ -526,6 +553,8 @@ function report(machine: string[], notes: string[], results: SystemResult[], tot
     ['  deliveries/s at it', ...col((r) => (best(r) ? int(best(r)!.rate * S.fanoutClients) : '-'))],
     ['  p50 / p99 at it, ms', ...col((r) => (best(r) ? `${fmt(best(r)!.p50, 1)} / ${fmt(best(r)!.p99, 1)}` : '-'))],
     ['  server CPU % per process at it', ...col((r) => (best(r) ? pcts(best(r)!.serverCpuPct) : '-'))],
+    // All server processes' CPU over the deliveries made: how a message's cost grows with the node count.
+    ['  server CPU µs per delivery, all processes', ...col((r) => (best(r) ? fmt((sum(best(r)!.serverCpuPct) / 100) * 1e6 / (best(r)!.rate * S.fanoutClients), 2) : '-'))],
     ['  generator CPU % of a core at it (all / busiest worker)', ...col((r) => (best(r) ? `${fmt(best(r)!.generatorCpuPct, 0)} / ${fmt(best(r)!.generatorMaxWorkerPct, 0)}` : '-'))],
     ['  first failing rate: msg/s, p99 ms, lost', ...col((r) => {
       const f = r.steps.find((s) => !s.passed)

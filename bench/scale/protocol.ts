@@ -3,8 +3,8 @@
 
 /** Which server a client speaks to: ours (Elysia WebSocket), the bare Bun ceiling (same frames), Socket.IO. */
 export type ServerKind = 'ours' | 'ceiling' | 'sio'
-/** A client's role: storm clients come and go at once; observers stay; fan-out clients chat. */
-export type Group = 'storm' | 'observer' | 'fanout'
+/** A client's role: storm clients come and go at once; observers stay; fan-out clients chat; probes join one at a time. */
+export type Group = 'storm' | 'observer' | 'fanout' | 'probe'
 
 export interface Target {
   url: string
