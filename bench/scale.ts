@@ -477,11 +477,14 @@ async function runSystem(kind: ServerKind, log: (line: string) => void, redisSer
 
 /**
  * PROBES users join node 1 one at a time, each timed from opening its socket until every node's
- * observer lists it (a join's presence crossing the cluster); then they leave. Polled every 2 ms.
+ * observer lists it (a join's presence crossing the cluster), 100 ms apart; then they leave.
+ * Polled every 2 ms.
  */
 async function joinsVisible(servers: Servers, observers: number): Promise<number[]> {
   const times: number[] = []
   for (let i = 0; i < PROBES; i++) {
+    // A quiet room: past the last one's presence window (50 ms), so each is told at once.
+    await sleep(100)
     const start = now()
     await openAll(servers.kind, 'probe', [{ url: servers.url(0, `probe${i}`), username: `probe${i}`, track: false }], 1)
     while ((await listsAt('observer', observers + i + 1)).atExpected !== observers) {
