@@ -41,6 +41,10 @@ const io: NodeIo = {
   random: Math.random,
   newIncarnation: () => crypto.randomUUID().slice(0, 8),
   log,
+  cpuMs: () => {
+    const { user, system } = process.cpuUsage()
+    return (user + system) / 1000
+  },
 }
 
 const security = [

@@ -31,6 +31,8 @@ export interface NodeIo {
   /** A fresh incarnation id for each start and each rejoin of this node. */
   newIncarnation: () => string
   log: Log
+  /** CPU time this process has used, ms (load.ts tells its own lag from a machine that did not run it); the simulator has none. */
+  cpuMs?: () => number
 }
 
 export const realClock: Clock = {

@@ -30,6 +30,12 @@ const WARM_UP_MS = 1000
  * probe late.
  */
 const SUSTAINED_PROBES = 3
+/**
+ * Share of the time between two probes this process must have spent on a CPU for their lateness
+ * to be its own. Less, and the machine did not run it (other processes on the same cores): the
+ * loop was not busy, and refusing its users would not give it the CPU back.
+ */
+const OWN_SHARE = 0.5
 
 export class LagMonitor {
   /** Recent lag: the latest drift, or a decaying memory of a larger one (shedding outlasts a spike a little). */
@@ -45,26 +51,33 @@ export class LagMonitor {
   private probes = 0
   /** Called at the next probe that comes on time (see `whenOnTime`). */
   private waiting: Array<() => void> = []
+  /** This process's CPU time at the last probe, ms. */
+  private lastCpu = 0
 
+  /** `cpuMs`: CPU time this process has used (all its threads), ms; absent, every lateness counts as its own. */
   constructor(
     private readonly clock: Clock,
     private readonly options: LoadOptions = DEFAULT_LOAD,
+    private readonly cpuMs?: () => number,
   ) {}
 
   start(): () => void {
     this.last = this.startedAt = this.clock.now()
+    this.lastCpu = this.cpuMs?.() ?? 0
     return this.clock.every(this.options.intervalMs, () => this.probe())
   }
 
   private probe(): void {
     const now = this.clock.now()
     const drift = Math.max(0, now - this.last - this.options.intervalMs)
+    const own = this.ownShare(now)
     this.last = now
+    this.lastCpu = this.cpuMs?.() ?? 0
     this.probes++
     if (now - this.startedAt < WARM_UP_MS) return
     this.lagMs = Math.max(drift, this.lagMs * 0.5)
     this.maxLagMs = Math.max(this.maxLagMs, drift)
-    this.lateInARow = drift > this.options.thresholdMs ? this.lateInARow + 1 : 0
+    this.lateInARow = drift > this.options.thresholdMs && own >= OWN_SHARE ? this.lateInARow + 1 : 0
     // Shedding starts once the loop is behind, not stalled once, and lasts while the memory of
     // the lag does (a little past the last late probe).
     if (this.lateInARow >= SUSTAINED_PROBES) this.shedding = true
@@ -84,6 +97,20 @@ export class LagMonitor {
    */
   behind(budgetMs = this.options.turnMs): boolean {
     return this.last > this.startedAt && this.clock.now() - this.last > this.options.intervalMs + budgetMs
+  }
+
+  /**
+   * `behind`, and through this process's own work (not a machine that did not run it): the test
+   * for work that is rarer than frames and costs more to refuse wrongly, such as new sockets.
+   */
+  busyBehind(budgetMs?: number): boolean {
+    return this.behind(budgetMs) && this.ownShare(this.clock.now()) >= OWN_SHARE
+  }
+
+  /** Share of the time since the last probe this process spent on a CPU (1 without `cpuMs`). */
+  private ownShare(now: number): number {
+    if (!this.cpuMs) return 1
+    return (this.cpuMs() - this.lastCpu) / Math.max(1, now - this.last)
   }
 
   /** Which turn of the loop this is: probes so far (the turns between two probes share it). */

@@ -19,7 +19,7 @@ import { createApp, TopicFanout } from './http/app'
 import type { NodeIo } from './io'
 import type { MembershipView } from './cluster/membership'
 import { createMetrics } from './metrics'
-import { LagMonitor } from './load'
+import { DEFAULT_LOAD, LagMonitor } from './load'
 import { err, ok, type Result } from './result'
 
 /** Everything of a node but HTTP: what the whole-node simulator runs. */
@@ -78,7 +78,7 @@ export function createChatNode(config: ChatNodeConfig, io: NodeIo, fanout: Fanou
     after: io.clock.after,
     gatherFrom: config.gatherFrom,
   })
-  const load = new LagMonitor(io.clock)
+  const load = new LagMonitor(io.clock, DEFAULT_LOAD, io.cpuMs)
   let stopLoad = () => {}
   const gateway = new ChatGateway({
     room,

@@ -79,3 +79,43 @@ test('a turn late past its budget is `behind`; `whenOnTime` runs at the first pr
   expect(caughtUp).toBe(1)
   expect(load.behind()).toBe(false)
 })
+
+test('late probes while this process hardly ran are the machine\'s, not load to shed; late while it was busy, they are', () => {
+  const { clock, fire } = manualClock()
+  let cpu = 0
+  const load = new LagMonitor(clock, { intervalMs: 20, thresholdMs: 50, turnMs: 30 }, () => cpu)
+  load.start()
+  fire(990)
+  fire(1010)
+  // Three probes 120 ms late, with 10 ms of CPU each: other processes had the cores.
+  for (const t of [1150, 1290, 1430]) {
+    cpu += 10
+    fire(t)
+  }
+  expect(load.lagMs).toBe(120)
+  expect(load.overloaded()).toBe(false)
+  // Caught up, then three late probes with this process on a CPU all along.
+  for (let t = 1450; t <= 1600; t += 20) fire(t)
+  for (const t of [1740, 1880, 2020]) {
+    cpu += 130
+    fire(t)
+  }
+  expect(load.overloaded()).toBe(true)
+})
+
+test('busyBehind: a long turn counts only when this process spent it on a CPU', () => {
+  let now = 0
+  let cpu = 0
+  const clock: Clock = { now: () => now, every: (_ms, fn) => ((tick = fn), () => {}), after: () => () => {}, defer: (fn) => fn() }
+  let tick = () => {}
+  const load = new LagMonitor(clock, { intervalMs: 20, thresholdMs: 50, turnMs: 30 }, () => cpu)
+  load.start()
+  now = 1000
+  tick()
+  now = 1060 // 40 ms past the probe's due time, 10 ms of it on a CPU
+  cpu += 10
+  expect(load.behind()).toBe(true)
+  expect(load.busyBehind()).toBe(false)
+  cpu += 40 // now 50 of the 60 ms
+  expect(load.busyBehind()).toBe(true)
+})

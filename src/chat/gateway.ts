@@ -23,6 +23,8 @@ export interface Load {
   overloaded(): boolean
   /** True when the turn now running has gone on too long: sockets still sending in it are paused. */
   behind(budgetMs?: number): boolean
+  /** `behind` through the node's own work, not a machine that did not run it. */
+  busyBehind(budgetMs?: number): boolean
   /** Calls `fn` once the loop has caught up. */
   whenOnTime(fn: () => void): void
   /** Which turn of the loop this is: the same number until the next probe. */
@@ -120,7 +122,7 @@ export class ChatGateway {
       this.joinTurn = turn
       return true
     }
-    return !load.overloaded() && !load.behind()
+    return !load.overloaded() && !load.busyBehind()
   }
 
   message(id: string, data: unknown): void {
