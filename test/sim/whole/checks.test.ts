@@ -2,7 +2,7 @@
 // twice, a resume that skips a line, an ack with the wrong id, a dedup that forgets, one node's
 // line that differs, a false `complete: false`) and expects the simulator to name it within a
 // few seeds. Run in-process (the patches live in this thread), one seed after another.
-import { afterEach, expect, test } from 'bun:test'
+import { afterEach, expect, setDefaultTimeout, test } from 'bun:test'
 import { ChatRoom } from '../../../src/chat/room'
 import { Transcript } from '../../../src/transcript/transcript'
 import { SimulationFailure } from '../simulator'
@@ -35,6 +35,9 @@ async function firstFailure(seeds = 40): Promise<SimulationFailure | null> {
   return null
 }
 
+// Each runs whole seeds until one fails: seconds on a busy 2-core machine.
+setDefaultTimeout(60_000)
+
 let calls = 0
 const now = (every: number) => ++calls % every === 0
 
@@ -51,8 +54,8 @@ test('a line published twice to a node\'s users is caught', async () => {
 test('a resume that skips the first line after `since` is caught', async () => {
   patch(ChatRoom.prototype, 'historyAfter', (original) =>
     function (this: unknown, since: number) {
-      const frame = original.call(this, since) as { messages: unknown[] }
-      return { ...frame, messages: frame.messages.slice(1) }
+      const history = original.call(this, since) as { lines: unknown[] }
+      return { ...history, lines: history.lines.slice(1) }
     },
   )
   expect((await firstFailure())?.invariant).toBe('Client: no gap')
