@@ -1,12 +1,13 @@
 // RSS per idle chat socket, on the node that holds it: N idle connections opened from this process
-// to one node of this tree, to one node of a baseline tree (optional) and to the one-process Bun
+// to one node of this tree, to one node of each baseline tree (optional) and to the one-process Bun
 // ceiling (bench/scale/ceiling-server.ts), in turn, in one run, so all see the same machine.
 //
-//   bun run bench/memory.ts [--users 5000] [--rounds 2] [--baseline <git ref>] [--types 20] [--node-args='--history-on-join 0']
+//   bun run bench/memory.ts [--users 5000] [--rounds 2] [--baseline <git ref>,<git ref>...] [--types 20] [--node-args='--history-on-join 0']
 //
 // Each server is a fresh process. Its RSS is read before the connections (idle 2 s after start)
 // and once they are quiet (no frame for 1 s, then 3 s more): "steady". Then it is asked over IPC
-// (bench/memory/stats.ts) for a full GC and its JS heap: "after GC", heap and JSC's extra memory
+// (bench/memory/stats.ts) for a full GC and its JS heap: "after GC" (and "GC+3 s", once the
+// allocators had time to return freed pages), heap and JSC's extra memory
 // (strings, buffers held by JS objects), and the live objects by type, so the bytes can be told
 // apart: JS heap against native (Bun's sockets, uWS, the allocator). Our node runs with the join
 // budget off (bench/memory/node.ts). The baseline is exported with `git archive` into the temp
@@ -165,6 +166,7 @@ interface Sample {
   round: number
   steadyKiB: number
   gcKiB: number
+  settledKiB: number
   heapKiB: number
   heapCapacityKiB: number
   extraKiB: number
@@ -181,6 +183,8 @@ async function measure(system: System, round: number): Promise<Sample> {
     await sleep(2000) // start-up garbage and the first GC, as a node just started
     const before = rssKiB(server.pid)
     const beforeGc = await server.memory(true)
+    await sleep(STEADY_MS) // the allocators give freed pages back to the system in their own time
+    const beforeSettled = rssKiB(server.pid)
     const t0 = performance.now()
     frames = 0
     retries = 0
@@ -200,6 +204,8 @@ async function measure(system: System, round: number): Promise<Sample> {
     await sleep(STEADY_MS)
     const steady = rssKiB(server.pid)
     const after = await server.memory(true)
+    await sleep(STEADY_MS)
+    const settled = rssKiB(server.pid)
     const types: Record<string, number> = {}
     for (const [t, c] of Object.entries(after.types)) {
       const d = c - (beforeGc.types[t] ?? 0)
@@ -210,6 +216,7 @@ async function measure(system: System, round: number): Promise<Sample> {
       round,
       steadyKiB: (steady - before) / N,
       gcKiB: (after.rssKiB - beforeGc.rssKiB) / N,
+      settledKiB: (settled - beforeSettled) / N,
       heapKiB: (after.heapKiB - beforeGc.heapKiB) / N,
       heapCapacityKiB: (after.heapCapacityKiB - beforeGc.heapCapacityKiB) / N,
       extraKiB: (after.extraKiB - beforeGc.extraKiB) / N,
@@ -229,7 +236,7 @@ async function measure(system: System, round: number): Promise<Sample> {
 }
 
 const systems: System[] = [{ label: 'ceiling', kind: 'ceiling' }]
-if (values.baseline) systems.push({ label: `base ${git(['rev-parse', '--short', values.baseline])}`, kind: 'ours', tree: exportTree(values.baseline) })
+for (const ref of values.baseline ? values.baseline.split(',') : []) systems.push({ label: `base ${git(['rev-parse', '--short', ref])}`, kind: 'ours', tree: exportTree(ref) })
 systems.push({ label: `this tree${git(['status', '--porcelain', 'src']) ? ' (uncommitted changes)' : ` ${git(['rev-parse', '--short', 'HEAD'])}`}`, kind: 'ours', tree: REPO })
 
 console.log(`${N} idle connections, ${ROUNDS} rounds${values['node-args'] ? `, our node with ${values['node-args']}` : ''}; ${navigator.hardwareConcurrency} cores, Bun ${Bun.version}; load ${loadavg()}`)
@@ -240,7 +247,7 @@ for (let round = 1; round <= ROUNDS; round++) {
     samples.push(s)
     const f = (x: number) => x.toFixed(2).padStart(6)
     console.log(
-      `${s.label.padEnd(34)} round ${round}: KiB/conn steady ${f(s.steadyKiB)}  after GC ${f(s.gcKiB)}  JS heap ${f(s.heapKiB)} (capacity ${f(s.heapCapacityKiB)})  extra ${f(s.extraKiB)}  objects/conn ${s.objects.toFixed(1)}  (${s.seconds.toFixed(1)} s to quiet, ${s.retries} retries, load ${s.load})`,
+      `${s.label.padEnd(34)} round ${round}: KiB/conn steady ${f(s.steadyKiB)}  after GC ${f(s.gcKiB)}  GC+3 s ${f(s.settledKiB)}  JS heap ${f(s.heapKiB)} (capacity ${f(s.heapCapacityKiB)})  extra ${f(s.extraKiB)}  objects/conn ${s.objects.toFixed(1)}  (${s.seconds.toFixed(1)} s to quiet, ${s.retries} retries, load ${s.load})`,
     )
   }
 }
