@@ -8,6 +8,7 @@
 // `ws://127.0.0.1:PORT/ws/chat?username=NAME` answers with a welcome frame, as our node does.
 // Prints `ready PORT` once it listens; exits at once on SIGTERM/SIGINT.
 import { parseArgs } from 'node:util'
+import { answerMemoryRequests } from '../memory/stats'
 
 const { values } = parseArgs({ args: Bun.argv.slice(2), options: { port: { type: 'string' } }, strict: true })
 const port = Number(values.port)
@@ -41,6 +42,7 @@ const server = Bun.serve<{ username: string }>({
     },
   },
 })
+answerMemoryRequests()
 console.log(`ready ${server.port}`)
 process.on('SIGTERM', () => process.exit(0))
 process.on('SIGINT', () => process.exit(0))

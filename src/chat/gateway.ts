@@ -3,7 +3,7 @@
 // boundary, before the room sees it. Time comes from `now` (the node's clock), never from Date.
 import type { Claim } from './identity'
 import { CloseCode, parseClientMessage, validateUsername, type ServerMessage } from './protocol'
-import { FLOOD, MessageLimiter, type RateLimit } from './rate-limit'
+import { FLOOD, TokenBucket, type RateLimit } from './rate-limit'
 import type { ChatRoom, Resume } from './room'
 import type { ClientSocket, Sockets } from './sockets'
 
@@ -31,19 +31,26 @@ export interface Load {
   turn(): number
 }
 
-interface Session {
-  username: string
-  socket: ClientSocket
-  limiter: MessageLimiter
+/** An admitted user's session; its message rate's bucket is part of it (one object per connection, not two). */
+class Session extends TokenBucket {
   /** Not read from (TCP backpressure) until the loop catches up; frames it had sent already are refused. */
-  paused: boolean
+  paused = false
   /** Pauses in a row, each within PAUSE_MAX_MS of the last: each one lasts twice as long. */
-  strikes: number
-  pausedAt: number
-  resumeAt: number
+  strikes = 0
+  pausedAt = -Infinity
+  resumeAt = 0
   /** Frames it sent in the current turn of the loop (`turn`). */
-  turn: number
-  framesInTurn: number
+  turn = -1
+  framesInTurn = 0
+
+  constructor(
+    readonly username: string,
+    readonly socket: ClientSocket,
+    limit: RateLimit,
+    now: number,
+  ) {
+    super(limit, now)
+  }
 }
 
 /**
@@ -96,7 +103,7 @@ export class ChatGateway {
     if (this.leaving.length > 0 && !this.d.room.available(username)) this.leaveNow(Infinity)
     if (!this.d.room.available(username)) return this.refuse('username_taken', () => socket.close(CloseCode.usernameTaken, 'username taken'))
     this.stats.admitted++
-    this.sessions.set(id, { username, socket, limiter: new MessageLimiter(this.d.rateLimit, this.d.now()), paused: false, strikes: 0, pausedAt: -Infinity, resumeAt: 0, turn: -1, framesInTurn: 0 })
+    this.sessions.set(id, new Session(username, socket, this.d.rateLimit, this.d.now()))
     this.d.sockets.add(username, socket)
     this.send(socket, { type: 'welcome', username, nodeAddress: this.d.selfAddress })
     // Joined before it subscribes: the users frame (with this user in it) says what the presence
@@ -138,7 +145,7 @@ export class ChatGateway {
     // Many sockets a frame each: the turn is bounded too, by refusing (not pausing) past a later mark.
     if (this.d.load?.behind(LATE_TURN_MS)) return this.refuse('overloaded', () => this.sendJson(session.socket, OVERLOADED))
     // Rate first: a flood of bad frames costs as little as a flood of good ones.
-    const verdict = session.limiter.take(this.d.now())
+    const verdict = session.take(this.d.rateLimit, this.d.now())
     if (verdict === 'flood') {
       return this.refuse('flooding', () => this.drop(id, session, CloseCode.flooding, `over the rate limit more than ${FLOOD.refusalsMax} times in ${FLOOD.windowMs / 1000} s`))
     }

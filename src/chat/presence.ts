@@ -12,8 +12,9 @@ import { usernameKey } from './username'
 export type PresenceChange = { event: 'join' | 'leave'; user: UserEntry }
 
 export class Presence {
-  // Every map is keyed by usernameKey(username).
-  private readonly local = new Map<string, ChatUser>()
+  // Every map is keyed by usernameKey(username). A local user's entry is the one `visible` lists
+  // while it holds its name: one object per local user, not one here and a copy there.
+  private readonly local = new Map<string, UserEntry>()
   private readonly remote = new Map<string, Map<string, ChatUser>>()
   private members = new Set<string>()
   private readonly visible = new Map<string, UserEntry>()
@@ -43,8 +44,9 @@ export class Presence {
     return this.local.size
   }
 
+  /** As peers are told of them: without this node's address, which they file them under anyway. */
   localUsers(): ChatUser[] {
-    return [...this.local.values()]
+    return [...this.local.values()].map(({ username, connectedAt }) => ({ username, connectedAt }))
   }
 
   isLocal(username: string): boolean {
@@ -53,7 +55,7 @@ export class Presence {
 
   addLocal(user: ChatUser): PresenceChange[] {
     const key = usernameKey(user.username)
-    this.local.set(key, user)
+    this.local.set(key, { username: user.username, nodeAddress: this.selfAddress, connectedAt: user.connectedAt })
     return this.refresh([key])
   }
 
@@ -128,16 +130,14 @@ export class Presence {
   }
 
   private winner(key: string): UserEntry | undefined {
-    let best: UserEntry | undefined
-    const consider = (nodeAddress: string, user: ChatUser | undefined) => {
-      if (!user) return
-      const candidate = { username: user.username, nodeAddress, connectedAt: user.connectedAt }
-      if (!best || candidate.connectedAt < best.connectedAt || (candidate.connectedAt === best.connectedAt && nodeAddress < best.nodeAddress)) {
-        best = candidate
+    let best = this.local.get(key)
+    for (const [address, users] of this.remote) {
+      if (!this.members.has(address) || address === this.selfAddress) continue
+      const user = users.get(key)
+      if (user && (!best || user.connectedAt < best.connectedAt || (user.connectedAt === best.connectedAt && address < best.nodeAddress))) {
+        best = { username: user.username, nodeAddress: address, connectedAt: user.connectedAt }
       }
     }
-    consider(this.selfAddress, this.local.get(key))
-    for (const [address, users] of this.remote) if (this.members.has(address) && address !== this.selfAddress) consider(address, users.get(key))
     return best
   }
 }

@@ -16,27 +16,29 @@ export const FLOOD = { refusalsMax: 20, windowMs: 10_000 } as const
 
 export type Verdict = 'accept' | 'refuse' | 'flood'
 
-export class MessageLimiter {
+/**
+ * One connection's bucket. The limit is the node's, passed in on each frame, not kept here; and
+ * the state is meant to be inherited (the gateway's session is a bucket), so an idle connection
+ * costs no object of its own for it.
+ */
+export class TokenBucket {
   private tokens: number
   private last: number
   private windowStart = Number.NEGATIVE_INFINITY
   private refusals = 0
 
-  constructor(
-    private readonly limit: RateLimit,
-    now: number,
-  ) {
+  constructor(limit: RateLimit, now: number) {
     this.tokens = limit.burst
     this.last = now
   }
 
   /** One frame arrived at `now` (milliseconds, never earlier than the previous call's). */
-  take(now: number): Verdict {
-    if (this.limit.perSecond <= 0) return 'accept'
+  take(limit: RateLimit, now: number): Verdict {
+    if (limit.perSecond <= 0) return 'accept'
     // A clock that steps back (NTP) must not drain or overfill the bucket.
     const elapsed = Math.max(0, now - this.last)
     this.last = Math.max(this.last, now)
-    this.tokens = Math.min(this.limit.burst, this.tokens + (elapsed * this.limit.perSecond) / 1000)
+    this.tokens = Math.min(limit.burst, this.tokens + (elapsed * limit.perSecond) / 1000)
     if (this.tokens >= 1) {
       this.tokens -= 1
       return 'accept'

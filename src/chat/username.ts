@@ -46,7 +46,9 @@ export function validateUsername(raw: unknown): Result<string> {
 
 /** The identity of a name for uniqueness: equal keys mean names a reader could take for each other. */
 export function usernameKey(name: string): string {
-  return unhomoglyph(name.normalize('NFKC').normalize('NFD')).normalize('NFD').replace(/ +/g, ' ')
+  const key = unhomoglyph(name.normalize('NFKC').normalize('NFD')).normalize('NFD').replace(/ +/g, ' ')
+  // The name itself when it is its own key (most are): maps keyed by it then hold no second copy.
+  return key === name ? name : key
 }
 
 function marksWithinLimit(name: string): boolean {

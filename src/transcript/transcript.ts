@@ -51,8 +51,13 @@ export class Transcript implements StateMachine {
   private heldAfter = Infinity
   private keys = new Map<string, number>()
   private next = new Map<string, number>()
-  /** Who is online, by name, and the node addresses they are on (more than one while moving). */
-  private online = new Map<string, Set<string>>()
+  /**
+   * Who is online, by name, and the node address it is on: a set only while it is on more than
+   * one (moving), since a Set per online user cost more than the rest of its entry.
+   */
+  private online = new Map<string, string | Set<string>>()
+  /** One copy of each node address: every decoded entry brings its own, and each online name keeps one. */
+  private addresses = new Map<string, string>()
 
   constructor(private readonly historySize: number) {}
 
@@ -67,7 +72,7 @@ export class Transcript implements StateMachine {
   snapshot(): TranscriptSnapshot {
     const online = new Map<string, string[]>()
     for (const [name, nodes] of this.online) {
-      for (const node of nodes) {
+      for (const node of typeof nodes === 'string' ? [nodes] : nodes) {
         const names = online.get(node)
         if (names) names.push(name)
         else online.set(node, [name])
@@ -103,13 +108,8 @@ export class Transcript implements StateMachine {
     this.keys = new Map(s?.keys ?? [])
     this.next = new Map(s?.next ?? [])
     this.online = new Map()
-    for (const [node, names] of s?.online ?? []) {
-      for (const name of names) {
-        const nodes = this.online.get(name)
-        if (nodes) nodes.add(node)
-        else this.online.set(name, new Set([node]))
-      }
-    }
+    this.addresses = new Map()
+    for (const [node, names] of s?.online ?? []) for (const name of names) this.goOnline(name, node)
   }
 
   takeAccepted(): Accepted[] {
@@ -192,27 +192,37 @@ export class Transcript implements StateMachine {
     if (e.type === 'chat') {
       this.push({ type: 'chat', id, username: e.username, message: e.message, nodeAddress: e.nodeAddress, timestamp: e.timestamp })
     } else if (e.type === 'join') {
-      const joined: string[] = []
-      for (const name of e.usernames) {
-        const nodes = this.online.get(name)
-        if (nodes) nodes.add(e.nodeAddress)
-        else {
-          this.online.set(name, new Set([e.nodeAddress]))
-          joined.push(name)
-        }
-      }
+      const joined = e.usernames.filter((name) => this.goOnline(name, e.nodeAddress))
       if (joined.length > 0) this.push({ type: 'system', id, event: 'join', usernames: joined, timestamp: e.timestamp })
     } else {
-      const left: string[] = []
-      for (const name of e.usernames) {
-        const nodes = this.online.get(name)
-        if (nodes?.delete(e.nodeAddress) && nodes.size === 0) {
-          this.online.delete(name)
-          left.push(name)
-        }
-      }
+      const left = e.usernames.filter((name) => this.goOffline(name, e.nodeAddress))
       if (left.length > 0) this.push({ type: 'system', id, event: 'leave', usernames: left, timestamp: e.timestamp })
     }
+  }
+
+  /** `name` is online at `node` too; true when it was online nowhere before. */
+  private goOnline(name: string, node: string): boolean {
+    let address = this.addresses.get(node)
+    if (address === undefined) this.addresses.set(node, (address = node))
+    const nodes = this.online.get(name)
+    if (nodes === undefined) this.online.set(name, address)
+    else if (typeof nodes !== 'string') nodes.add(address)
+    else if (nodes !== address) this.online.set(name, new Set([nodes, address]))
+    return nodes === undefined
+  }
+
+  /** `name` is no longer online at `node`; true when that leaves it online nowhere. */
+  private goOffline(name: string, node: string): boolean {
+    const nodes = this.online.get(name)
+    if (nodes === undefined) return false
+    if (typeof nodes === 'string') {
+      if (nodes !== node) return false
+      this.online.delete(name)
+      return true
+    }
+    if (!nodes.delete(node)) return false
+    if (nodes.size === 1) this.online.set(name, nodes.values().next().value!)
+    return false
   }
 
   /** A member is gone: its entries end here, and its users still online leave in one line. */
@@ -220,9 +230,8 @@ export class Transcript implements StateMachine {
     this.next.delete(member)
     const address = addressOf(member)
     const gone: string[] = []
-    for (const [name, nodes] of this.online) if (nodes.delete(address) && nodes.size === 0) gone.push(name)
+    for (const name of [...this.online.keys()]) if (this.goOffline(name, address)) gone.push(name)
     if (gone.length === 0) return
-    for (const name of gone) this.online.delete(name)
     // The removal carries no time of its own; the last line's is the closest the log knows.
     const timestamp = this.lines[this.lines.length - 1]?.timestamp ?? 0
     this.push({ type: 'system', id, event: 'leave', usernames: gone, timestamp })
