@@ -73,7 +73,13 @@ export class OutboundLink {
   /** How many retained frames (from the head) are already in `queue` or written on this connection. */
   private written = 0
   private lastHeard = 0
-  private pingTimer: ReturnType<typeof setInterval> | null = null
+  /**
+   * Sends a ping when none went for a ping interval. A ping rides along with frames written
+   * anyway once most of an interval has passed (see flush), and the timer starts over: a link
+   * that carries heartbeats needs no wake-up of its own to ping, only an idle one does.
+   */
+  private pingTimer: ReturnType<typeof setTimeout> | null = null
+  private pingedAt = 0
   private dialTimer: ReturnType<typeof setTimeout> | null = null
   private attempt = 0
   private dialing = false
@@ -167,6 +173,8 @@ export class OutboundLink {
 
   flush() {
     if (!this.ready || this.queue.empty) return
+    if (this.pingTimer && Date.now() - this.pingedAt >= (this.pingIntervalMs * 3) / 4) this.ping(this.socket!, false)
+    if (!this.socket) return // the ping found the link silent and dropped it
     const { frames, bytes } = this.queue.writeTo(this.socket!)
     this.countOut(frames, bytes)
   }
@@ -240,7 +248,7 @@ export class OutboundLink {
   }
 
   private stopTimers() {
-    if (this.pingTimer) clearInterval(this.pingTimer)
+    if (this.pingTimer) clearTimeout(this.pingTimer)
     if (this.dialTimer) clearTimeout(this.dialTimer)
     this.pingTimer = this.dialTimer = null
   }
@@ -360,12 +368,20 @@ export class OutboundLink {
     this.pongDecoder = null
   }
 
-  private ping(socket: Socket<OutboundData>) {
+  private get pingIntervalMs(): number {
+    return pingIntervalMs(this.context.linkTimeoutMs)
+  }
+
+  /** Pings (and first drops the connection if it went silent); `write`: on its own, not with frames being written. */
+  private ping(socket: Socket<OutboundData>, write = true) {
     if (socket !== this.socket) return
-    const silentMs = Date.now() - this.lastHeard
+    const now = Date.now()
+    const silentMs = now - this.lastHeard
     if (silentMs > this.context.linkTimeoutMs) return this.dropConnection(socket, `silent for ${silentMs} ms`)
+    this.pingedAt = now
+    this.pingTimer?.refresh()
     this.queue.pushUrgent(PING_FRAME)
-    this.flush()
+    if (write) this.flush()
   }
 
   private authenticated(socket: Socket<OutboundData>, authFrame: Uint8Array, decoder: FrameDecoder) {
@@ -373,7 +389,13 @@ export class OutboundLink {
     this.dialTimer = null
     this.connectedAt = this.lastHeard = Date.now()
     this.pongDecoder = decoder
-    this.pingTimer = setInterval(() => this.ping(socket), pingIntervalMs(this.context.linkTimeoutMs))
+    this.pingedAt = this.connectedAt
+    const timer: ReturnType<typeof setTimeout> = setTimeout(() => {
+      if (this.pingTimer !== timer) return
+      this.ping(socket)
+      // refresh() in ping re-armed it, unless the connection was dropped.
+    }, this.pingIntervalMs)
+    this.pingTimer = timer
     this.context.stats.connects++
     this.peer.connects++
     const after = [this.failedDials && `${this.failedDials} failed attempts`, this.failedHandshakes && `${this.failedHandshakes} failed handshakes`]
