@@ -26,6 +26,14 @@ const STABLE_CONNECTION_MS = 2000
 const DROP_LOG_INTERVAL_MS = 1000
 /** Urgent frames held for a peer that is away; more would be stale by the time it is back. */
 const URGENT_HELD_MAX = 1000
+/**
+ * A ping rides with frames written once half a ping interval has passed since the last one; the
+ * timer sends one alone after a quarter more than an interval. The leader's heartbeats come once
+ * an interval (by default), so a timer of exactly an interval would race them, and one that fired
+ * first would keep its own phase for ever; a longer one falls behind them and gives way.
+ */
+const PING_RIDES_AFTER = 1 / 2
+const PING_ALONE_AFTER = 5 / 4
 
 export type OutboundData = { link: OutboundLink; attempt: number }
 
@@ -74,9 +82,9 @@ export class OutboundLink {
   private written = 0
   private lastHeard = 0
   /**
-   * Sends a ping when none went for a ping interval. A ping rides along with frames written
-   * anyway once most of an interval has passed (see flush), and the timer starts over: a link
-   * that carries heartbeats needs no wake-up of its own to ping, only an idle one does.
+   * Sends a ping when none went for a while (PING_ALONE_AFTER). A ping rides along with frames
+   * written anyway (PING_RIDES_AFTER, see flush), and the timer starts over: a link that carries
+   * heartbeats needs no wake-up of its own to ping, only an idle one does.
    */
   private pingTimer: ReturnType<typeof setTimeout> | null = null
   private pingedAt = 0
@@ -173,7 +181,7 @@ export class OutboundLink {
 
   flush() {
     if (!this.ready || this.queue.empty) return
-    if (this.pingTimer && Date.now() - this.pingedAt >= (this.pingIntervalMs * 3) / 4) this.ping(this.socket!, false)
+    if (this.pingTimer && Date.now() - this.pingedAt >= this.pingIntervalMs * PING_RIDES_AFTER) this.ping(this.socket!, false)
     if (!this.socket) return // the ping found the link silent and dropped it
     const { frames, bytes } = this.queue.writeTo(this.socket!)
     this.countOut(frames, bytes)
@@ -394,7 +402,7 @@ export class OutboundLink {
       if (this.pingTimer !== timer) return
       this.ping(socket)
       // refresh() in ping re-armed it, unless the connection was dropped.
-    }, this.pingIntervalMs)
+    }, this.pingIntervalMs * PING_ALONE_AFTER)
     this.pingTimer = timer
     this.context.stats.connects++
     this.peer.connects++
