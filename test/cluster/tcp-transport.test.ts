@@ -310,6 +310,24 @@ describe('tcp transport send queue', () => {
     })
   }
 
+  test('an idle link pings slowly and stays up; its next frame goes at once', async () => {
+    const linkTimeoutMs = 150 // pings every 62 ms while in use; idle after 450 ms, then every 225 ms
+    const [a, b] = await Promise.all([startNode({ tcp: { linkTimeoutMs } }), startNode({ tcp: { linkTimeoutMs } })])
+    a.transport.send([b.address], leave('first'))
+    await waitFor(() => b.received.length === 1, 5000, 'the first frame')
+    await Bun.sleep(700) // idle by now
+    const framesIn = () => b.transport.stats.framesIn - b.received.length // pings (and the handshake's, counted before)
+    const before = framesIn()
+    await Bun.sleep(1000)
+    const idlePings = framesIn() - before
+    expect(idlePings).toBeGreaterThanOrEqual(1)
+    expect(idlePings).toBeLessThanOrEqual(6) // at the usual pace: 16
+    expect(a.logs.filter((line) => line.includes('silent for'))).toEqual([])
+    a.transport.send([b.address], leave('second'))
+    await waitFor(() => b.received.length === 2, 1000, 'a frame on the idle link')
+    expect(usernames(b)).toEqual(['first', 'second'])
+  })
+
   test('a peer that stops reading makes the queue hit the cap; it drains intact when the peer reads again', async () => {
     // No pings: this hand-made peer never answers them, and must not be redialled as silent.
     const a = await startNode({ maxQueueBytes: 256 * 1024, tcp: { linkTimeoutMs: 60_000 } })
