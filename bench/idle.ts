@@ -5,6 +5,7 @@
 //   bun run bench/idle.ts                          # this tree
 //   bun run bench/idle.ts --trees /tmp/base,.      # an older tree (e.g. `git archive`) against this one
 //   bun run bench/idle.ts --seconds 60 --rounds 3  # rounds: clusters restarted, measured again
+//   bun run bench/idle.ts --warmup 120             # seconds between forming and measuring (default 3)
 //   bun run bench/idle.ts --trees .,. --args '|--heartbeat-ms 200'  # flags per cluster, '|' between
 import { parseArgs } from 'node:util'
 import { resolve } from 'node:path'
@@ -16,6 +17,7 @@ const { values } = parseArgs({
     args: { type: 'string', default: '' },
     seconds: { type: 'string', default: '30' },
     rounds: { type: 'string', default: '1' },
+    warmup: { type: 'string', default: '3' },
     'base-port': { type: 'string', default: '27100' },
   },
 })
@@ -23,6 +25,7 @@ const trees = values.trees!.split(',').map((t) => resolve(t))
 const extraArgs = values.args!.split('|').map((a) => a.split(' ').filter(Boolean))
 const seconds = Number(values.seconds)
 const rounds = Number(values.rounds)
+const warmupMs = Number(values.warmup) * 1000
 const basePort = Number(values['base-port'])
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
@@ -65,13 +68,20 @@ const loadavg = async () => (await Bun.file('/proc/loadavg').text()).split(' ').
 for (let round = 1; round <= rounds; round++) {
   const clusters = trees.map((tree, slot) => startCluster(tree, slot, extraArgs[slot] ?? []))
   try {
-    const deadline = Date.now() + 30_000
-    for (const c of clusters) while (!(await converged(c))) {
-      if (Date.now() > deadline) throw new Error(`${c.tree}: no 3-node cluster within 30 s`)
-      await sleep(200)
+    const startedAt = Date.now()
+    const deadline = startedAt + 30_000
+    const formedMs: number[] = []
+    for (const c of clusters) {
+      while (!(await converged(c))) {
+        if (Date.now() > deadline) throw new Error(`${c.tree}: no 3-node cluster within 30 s`)
+        await sleep(50)
+      }
+      formedMs.push(Date.now() - startedAt)
     }
-    // Start-up compiling and the join's traffic are not idle.
-    await sleep(3000)
+    console.log(`round ${round}: clusters formed (processes started to all Up, in order of checking) after ${formedMs.join(' / ')} ms`)
+    // Start-up compiling and the join's traffic are not idle (nor, for a minute or two, the JIT
+    // compiling what the heartbeats run: --warmup 120 leaves it out).
+    await sleep(warmupMs)
     const before = clusters.map((c) => c.procs.map((p) => cpuSeconds(p.pid)))
     const load = await loadavg()
     const t0 = performance.now()
