@@ -2,6 +2,9 @@
 // whether the node is overloaded and should shed client work (refuse new chat frames and new
 // sockets) so the cluster's own traffic is still handled on time. A node that falls behind
 // answers heartbeats late and is voted out; shedding its users' extra load is the cheaper loss.
+// Only client work is shed, so the probe runs only while clients are about: every question the
+// gateway and the HTTP layer ask (on each frame, each new socket) wakes it, and it stops after a
+// quiet second. An idle node then has no timer firing 20 times a second for nobody.
 import type { Clock } from './io'
 
 export interface LoadOptions {
@@ -24,6 +27,8 @@ export interface LoadOptions {
 export const DEFAULT_LOAD: LoadOptions = { intervalMs: 50, thresholdMs: 100, turnMs: 30 }
 /** Start-up (loading and compiling code, joining) stalls the loop once; it is not load to shed. */
 const WARM_UP_MS = 1000
+/** The probe stops once nobody has asked for this long (and nothing is shed or waiting). */
+const QUIET_MS = 1000
 /**
  * Late probes in a row before the node sheds. One late probe is a stall (a GC, a busy neighbour
  * on a shared machine): refusing users for it would fail them for nothing. A flood keeps every
@@ -53,6 +58,10 @@ export class LagMonitor {
   private waiting: Array<() => void> = []
   /** This process's CPU time at the last probe, ms. */
   private lastCpu = 0
+  private started = false
+  /** Stops the probe timer; null while it is not running. */
+  private stopProbe: (() => void) | null = null
+  private askedAt = 0
 
   /** `cpuMs`: CPU time this process has used (all its threads), ms; absent, every lateness counts as its own. */
   constructor(
@@ -62,12 +71,33 @@ export class LagMonitor {
   ) {}
 
   start(): () => void {
-    this.last = this.startedAt = this.clock.now()
+    this.startedAt = this.clock.now()
+    this.started = true
+    this.asked()
+    return () => {
+      this.started = false
+      this.sleep()
+    }
+  }
+
+  /** A client is about: the probe runs (from now, if it was not running). */
+  private asked(): void {
+    this.askedAt = this.clock.now()
+    if (this.stopProbe || !this.started) return
+    this.last = this.askedAt
     this.lastCpu = this.cpuMs?.() ?? 0
-    return this.clock.every(this.options.intervalMs, () => this.probe())
+    this.stopProbe = this.clock.every(this.options.intervalMs, () => this.probe())
+  }
+
+  private sleep(): void {
+    this.stopProbe?.()
+    this.stopProbe = null
+    this.lagMs = 0
+    this.lateInARow = 0
   }
 
   private probe(): void {
+    if (!this.stopProbe) return
     const now = this.clock.now()
     const drift = Math.max(0, now - this.last - this.options.intervalMs)
     const own = this.ownShare(now)
@@ -87,6 +117,7 @@ export class LagMonitor {
       this.waiting = []
       for (const fn of waiting) fn()
     }
+    if (now - this.askedAt > QUIET_MS && !this.shedding && this.waiting.length === 0 && this.lagMs <= this.options.thresholdMs) this.sleep()
   }
 
   /**
@@ -96,6 +127,7 @@ export class LagMonitor {
    * probes later. `budgetMs` instead of `turnMs`: for work that costs more to refuse wrongly.
    */
   behind(budgetMs = this.options.turnMs): boolean {
+    this.asked()
     return this.last > this.startedAt && this.clock.now() - this.last > this.options.intervalMs + budgetMs
   }
 
@@ -115,15 +147,18 @@ export class LagMonitor {
 
   /** Which turn of the loop this is: probes so far (the turns between two probes share it). */
   turn(): number {
+    this.asked()
     return this.probes
   }
 
   /** Calls `fn` once, at the next probe that is not late past the threshold: the loop caught up. */
   whenOnTime(fn: () => void): void {
+    this.asked()
     this.waiting.push(fn)
   }
 
   overloaded(): boolean {
+    this.asked()
     return this.shedding
   }
 }

@@ -52,8 +52,9 @@ function gaugeOf(registry: Registry, name: string, help: string, read: () => num
 export function createMetrics(s: MetricSources): Registry {
   const r = new Registry()
   // prom-client samples event-loop delay with a native timer, every 10 ms by default: about 0.6 % of
-  // a core on an idle node here. Every 100 ms costs a tenth of that and still shows a loop that is behind.
-  collectDefaultMetrics({ register: r, eventLoopMonitoringPrecision: 100 })
+  // a core on an idle node here, and at 100 ms still 10 wake-ups a second of an idle node's few
+  // dozen. Once a second still shows a loop that is behind (what sheds load is src/load.ts).
+  collectDefaultMetrics({ register: r, eventLoopMonitoringPrecision: 1000 })
   const g = s.gateway.stats
   gaugeOf(r, 'websocket_connections', 'WebSocket users admitted and connected to this node', () => s.gateway.sessionCount)
   counterOf(r, 'websocket_joins_total', 'WebSocket users admitted', () => g.admitted)

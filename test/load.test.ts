@@ -1,19 +1,21 @@
 // The lag monitor on a hand-driven clock: a timer that fires late is lag; lag past the threshold
-// is overload, which fades a few probes after the loop catches up.
+// is overload, which fades a few probes after the loop catches up. The probe runs while clients
+// are about (the monitor is asked something) and stops after a quiet second.
 import { expect, test } from 'bun:test'
 import type { Clock } from '../src/io'
 import { LagMonitor } from '../src/load'
 
+/** `fire` runs the probe timer, if it is set; `probing` tells whether it is. */
 function manualClock() {
   let now = 0
-  let tick: () => void = () => {}
+  let tick: (() => void) | null = null
   const clock: Clock = {
     now: () => now,
-    every: (_ms, fn) => ((tick = fn), () => {}),
+    every: (_ms, fn) => ((tick = fn), () => void (tick = null)),
     after: () => () => {},
     defer: (fn) => fn(),
   }
-  return { clock, fire: (atMs: number) => ((now = atMs), tick()) }
+  return { clock, fire: (atMs: number) => ((now = atMs), tick?.()), probing: () => tick !== null }
 }
 
 test('one late probe is a stall, not overload', () => {
@@ -21,6 +23,7 @@ test('one late probe is a stall, not overload', () => {
   const load = new LagMonitor(clock, { intervalMs: 20, thresholdMs: 50, turnMs: 30 })
   load.start()
   fire(990) // still warming up
+  load.overloaded() // a client frame
   fire(1010)
   fire(1170) // 140 ms late, once
   expect(load.lagMs).toBe(140)
@@ -61,7 +64,7 @@ test('a turn late past its budget is `behind`; `whenOnTime` runs at the first pr
   const c: Clock = { ...clock, now: () => now }
   const load = new LagMonitor(c, { intervalMs: 20, thresholdMs: 100, turnMs: 30 })
   load.start()
-  for (now = 20; now < 1100; now += 20) fire(now) // the last probe at 1080
+  for (now = 20; now < 1100; now += 20) fire(now), load.overloaded() // the last probe at 1080; clients about
   const turn = load.turn()
   now = 1080 + 40 // 40 ms into the turn after the probe at 1080: the next probe is 20 ms late
   expect(load.behind()).toBe(false)
@@ -81,10 +84,12 @@ test('a turn late past its budget is `behind`; `whenOnTime` runs at the first pr
 })
 
 test('late probes while this process hardly ran are the machine\'s, not load to shed; late while it was busy, they are', () => {
-  const { clock, fire } = manualClock()
+  const { clock, fire: fireAt } = manualClock()
   let cpu = 0
   const load = new LagMonitor(clock, { intervalMs: 20, thresholdMs: 50, turnMs: 30 }, () => cpu)
   load.start()
+  // A client asks before each probe: the probe stays awake.
+  const fire = (t: number) => (load.turn(), fireAt(t))
   fire(990)
   fire(1010)
   // Three probes 120 ms late, with 10 ms of CPU each: other processes had the cores.
@@ -118,4 +123,32 @@ test('busyBehind: a long turn counts only when this process spent it on a CPU', 
   expect(load.busyBehind()).toBe(false)
   cpu += 40 // now 50 of the 60 ms
   expect(load.busyBehind()).toBe(true)
+})
+
+test('the probe stops after a quiet second and starts again when a client is about', () => {
+  const { clock, fire, probing } = manualClock()
+  let now = 0
+  const c: Clock = { ...clock, now: () => now }
+  const load = new LagMonitor(c, { intervalMs: 20, thresholdMs: 100, turnMs: 30 })
+  load.start()
+  for (now = 20; now <= 1000; now += 20) fire(now)
+  expect(probing()).toBe(true)
+  now = 1020
+  fire(now)
+  expect(probing()).toBe(false)
+  // Long after the last probe, a client frame: the turn is not `behind` for the probe that slept.
+  now = 60_000
+  expect(load.behind()).toBe(false)
+  expect(probing()).toBe(true)
+  now += 51 + 20
+  expect(load.behind()).toBe(true)
+  // A loop that is behind keeps the probe running without clients until it is on time again.
+  for (let i = 0; i < 3; i++) fire((now += 150))
+  expect(load.overloaded()).toBe(true)
+  now += 2000
+  fire(now)
+  expect(probing()).toBe(true)
+  while (load.overloaded()) fire((now += 20))
+  for (let i = 0; i < 60 && probing(); i++) fire((now += 20))
+  expect(probing()).toBe(false)
 })

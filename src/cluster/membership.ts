@@ -170,6 +170,11 @@ export class Membership {
     this.app.restore(0, null)
   }
 
+  /** Members the leader finds unreachable (its own failure detector, or the last one it told us). */
+  get unreachableIds(): readonly string[] {
+    return this.unreachable
+  }
+
   /** Index of the last compacted entry (0: nothing compacted); `entries` starts after it. */
   get logStart(): number {
     return this.base.index
@@ -215,8 +220,76 @@ export class Membership {
     this.retryElapsed = this.o.joinRetryTicks
   }
 
-  tick(): void {
-    if (this.removed) return
+  /**
+   * `n` ticks of time, exactly as `n` calls of one tick each would be. The shell sleeps until
+   * nextDeadline() and then owes the core every tick it slept through.
+   */
+  tick(n = 1): void {
+    for (let i = 0; i < n && !this.removed; i++) this.tickOnce()
+  }
+
+  /**
+   * How many ticks from now the first tick that may do something comes: send a message, change
+   * the role, the term, the view or the log, or remove this node. The ticks before it only count,
+   * so the shell can sleep until then instead of waking every tick (an idle node then wakes for
+   * its heartbeats, not 100 times a second). Never later than that tick; it may be earlier (the
+   * shell then sleeps again). A step may bring it closer: ask again after every step.
+   */
+  nextDeadline(): number {
+    if (this.removed) return Infinity
+    // Each `due` is the tick at which a counter that grows by one a tick reaches its limit.
+    const due = (elapsed: number, limit: number) => Math.max(1, limit - elapsed)
+    let next = this.leaving ? due(this.retryElapsed, this.o.joinRetryTicks) : Infinity
+    if (this.role === 'leader') {
+      next = Math.min(next, due(this.heartbeatElapsed, this.o.heartbeatTicks), due(this.electionElapsed, this.o.electionTicksMin), this.failureDeadline())
+    } else if (this.isVoter()) {
+      next = Math.min(next, due(this.electionElapsed, this.electionTimeout))
+      if (!this.leaving) {
+        // Asking to join: every tick while our addition is not committed, else from the tick
+        // at which downTicks pass without a word from a leader.
+        const from = this.isCommittedMember() ? due(this.silenceElapsed, this.o.downTicks) : 1
+        next = Math.min(next, this.joinRequestDeadline(from))
+      }
+    } else if (!this.leaving) {
+      if (this.o.bootstrap && this.lastIndex() === 0) {
+        const alone = this.o.seeds.every((s) => s === this.o.self.address)
+        next = Math.min(next, alone ? 1 : due(this.silenceElapsed, this.o.bootstrapTicks))
+      }
+      next = Math.min(next, this.joinRequestDeadline(1))
+    }
+    return next
+  }
+
+  /** The tick at which askToJoin sends, when it is called on every tick from tick `from` on. */
+  private joinRequestDeadline(from: number): number {
+    if (this.o.seeds.every((s) => s === this.o.self.address)) return Infinity // askToJoin sends to nobody, counts nothing
+    return from + Math.max(0, this.o.joinRetryTicks - this.retryElapsed - 1)
+  }
+
+  /**
+   * Leader: the first tick at which detectFailures may decide differently from the last time:
+   * a member's silence crosses the unreachable or the down timeout, or an answer (a step) changed
+   * what the unreachable list would be. While a member is silent past the down timeout its
+   * removal waits on conditions steps change (commits, answers), so that is looked at every tick.
+   */
+  private failureDeadline(): number {
+    const others = this.voters().filter((id) => id !== this.selfId)
+    let next = Infinity
+    const unreachableNext: string[] = []
+    for (const id of others) {
+      const p = this.progress.get(id)
+      if (!p) return 1 // detectFailures would make its progress
+      const silentFor = this.now + 1 - p.lastHeard // at the next tick
+      if (silentFor > this.o.downTicks) return 1
+      if (silentFor > this.o.unreachableTicks) unreachableNext.push(id)
+      else next = Math.min(next, this.o.unreachableTicks + 1 - silentFor + 1)
+      next = Math.min(next, this.o.downTicks + 1 - silentFor + 1)
+    }
+    if (unreachableNext.join(',') !== this.unreachable.join(',')) return 1
+    return next
+  }
+
+  private tickOnce(): void {
     this.now++
     if (this.role === 'leader') this.tickLeader()
     else if (this.isVoter()) this.tickVoter()

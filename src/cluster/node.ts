@@ -1,4 +1,4 @@
-// The imperative shell around the membership core: a timer turns milliseconds into ticks, the
+// The imperative shell around the membership core: one timer turns milliseconds into ticks, the
 // transport carries the core's messages and the application's (chat), and view changes come out
 // as ClusterListener-style events. A node removed behind its back (pause, partition) rejoins as a
 // new incarnation. Every outside dependency (transport, clock, randomness, incarnation ids, log)
@@ -15,13 +15,18 @@ import type { Typed, Validator } from './validate'
 
 const HELD_MESSAGES_MAX = 10_000
 /**
- * A busy event loop fires the tick timer late, and counting firings would slow the core's clock
- * with it: at one firing per 50 ms turn a leader's heartbeats went out every 500 ms and its
- * followers held elections. So a leader's late firing counts the ticks that passed, but at most a
- * third of the shortest election timeout: a quorum check then always spans two turns of reading
- * the sockets, so a long stall never jumps it past replies still unread in them. Other roles count
- * firings: a starved follower that caught up would time out before reading the heartbeats waiting
- * in its socket (measured: momentary pre-votes, no leader shown, on a loaded machine).
+ * The shell does not wake every tick: it sleeps until the core's next deadline (a heartbeat, an
+ * election timeout, a failure-detection threshold) and then gives it every tick that passed. An
+ * idle node so wakes for its heartbeats, not 100 times a second (measured: most of its idle CPU).
+ *
+ * A busy event loop fires the timer late. A leader's late firing counts the ticks that passed
+ * (counting firings slowed its heartbeats to one per 500 ms at 50 ms turns, and its followers held
+ * elections), but at most a third of the shortest election timeout: a quorum check then always
+ * spans two turns of reading the sockets, so a long stall never jumps it past replies still unread
+ * in them. Another role's late firing takes only the ticks that do nothing, drops the rest of the
+ * stall, and leaves the tick that acts to a timer one tick later, after the loop has read its
+ * sockets: a starved follower that caught up at once would time out before reading the heartbeats
+ * waiting there (measured: momentary pre-votes, no leader shown, on a loaded machine).
  */
 const catchUpTicksMax = (t: Timing) => Math.max(1, Math.floor(t.electionTicksMin / 3))
 
@@ -77,7 +82,12 @@ export class ClusterNode<A extends Typed> {
   private core!: Membership
   private transport!: Transport<RaftMessage | A>
   private listener!: ClusterListener<A>
-  private stopTicking: (() => void) | null = null
+  /** Started and not stopped, removed or gone after leaving. */
+  private running = false
+  /** The one timer, due at `at` (ms): the core's next deadline, or earlier. */
+  private wake: { at: number; cancel: () => void } | null = null
+  /** A late firing left the acting tick to the next one (see catchUpTicksMax). */
+  private deferred = false
   /** When the core's clock last advanced: the ticks owed are counted from here. */
   private tickedAt = 0
   private lastView: MembershipView | undefined
@@ -122,7 +132,8 @@ export class ClusterNode<A extends Typed> {
     this.core = this.newCore(incarnation, this.settings.seeds[0] === this.address)
     this.io.log(`node ${this.address} starting as incarnation ${incarnation}, seeds ${this.settings.seeds.join(', ')}`, { event: 'starting', incarnation })
     this.tickedAt = this.io.clock.now()
-    this.stopTicking = this.io.clock.every(TICK_MS, () => this.tick())
+    this.running = true
+    this.arm()
     this.publishView()
   }
 
@@ -176,7 +187,7 @@ export class ClusterNode<A extends Typed> {
    * committing them), so the application keeps them until it sees them applied.
    */
   propose(entries: unknown[]): void {
-    if (this.stopTicking === null) return
+    if (!this.running) return
     for (const e of entries) this.proposing.push(e)
     this.afterStep()
   }
@@ -205,8 +216,10 @@ export class ClusterNode<A extends Typed> {
   async leave(timeoutMs: number): Promise<boolean> {
     if (this.core.removed) return true
     const done = new Promise<boolean>((resolve) => (this.leaving = { resolve, heardAt: this.io.clock.now() }))
+    this.catchUp()
     this.core.leave()
     this.flush()
+    this.arm()
     let cancel = () => {}
     const timedOut = new Promise<false>((resolve) => (cancel = this.io.clock.after(timeoutMs, () => resolve(false))))
     const left = await Promise.race([done, timedOut])
@@ -220,15 +233,24 @@ export class ClusterNode<A extends Typed> {
     if (from === this.core.leaderId || this.core.role === 'leader') this.leaving.heardAt = this.io.clock.now()
   }
 
+  private get leaveGiveUpMs(): number {
+    return 3 * this.settings.timing.heartbeatTicks * TICK_MS
+  }
+
   private leaveStalled(): boolean {
     if (!this.leaving) return false
-    return this.io.clock.now() - this.leaving.heardAt > 3 * this.settings.timing.heartbeatTicks * TICK_MS
+    return this.io.clock.now() - this.leaving.heardAt > this.leaveGiveUpMs
   }
 
   async stop(): Promise<void> {
-    this.stopTicking?.()
-    this.stopTicking = null
+    this.halt()
     await this.transport?.close()
+  }
+
+  private halt(): void {
+    this.running = false
+    this.wake?.cancel()
+    this.wake = null
   }
 
   private newCore(incarnation: string, bootstrap: boolean): Membership {
@@ -253,32 +275,89 @@ export class ClusterNode<A extends Typed> {
     return ok(m)
   }
 
-  private tick(): void {
-    const owed = Math.floor((this.io.clock.now() - this.tickedAt) / TICK_MS)
-    const max = this.core.role === 'leader' ? catchUpTicksMax(this.settings.timing) : 1
-    const ticks = Math.min(max, Math.max(1, owed))
-    this.tickedAt = owed > max ? this.io.clock.now() : this.tickedAt + ticks * TICK_MS
-    for (let i = 0; i < ticks && !this.core.removed; i++) this.core.tick()
-    this.afterStep()
+  /**
+   * Gives the core the ticks that passed and do nothing (before the deadline), so a step sees the
+   * time it comes at (how long a member has been silent, whether a leader's lease is still on).
+   * The tick that acts is left to the timer.
+   */
+  private catchUp(): void {
+    const owed = this.owedTicks(this.io.clock.now())
+    if (owed <= 0) return
+    const quiet = Math.min(owed, this.core.nextDeadline() - 1)
+    if (quiet <= 0) return
+    this.core.tick(quiet)
+    this.tickedAt += quiet * TICK_MS
+  }
+
+  /** Whole ticks since the core's clock last advanced (a wall clock set back restarts the count). */
+  private owedTicks(now: number): number {
+    if (now < this.tickedAt) this.tickedAt = now
+    return Math.floor((now - this.tickedAt) / TICK_MS)
+  }
+
+  /** The timer: the core's deadline came (or an earlier one that a step has since moved on). */
+  private onWake(): void {
+    this.wake = null
+    if (!this.running) return
+    const now = this.io.clock.now()
+    const owed = this.owedTicks(now)
+    const deadline = this.core.nextDeadline()
+    if (owed < deadline) {
+      this.catchUp()
+      this.deferred = false
+    } else if (this.core.role === 'leader') {
+      const ticks = Math.min(owed, catchUpTicksMax(this.settings.timing))
+      this.core.tick(ticks)
+      this.tickedAt = owed > ticks ? now : this.tickedAt + ticks * TICK_MS
+    } else if (owed > deadline + 1 && !this.deferred && deadline > 1) {
+      // Late: the loop was busy, and its sockets may hold what would make this tick moot.
+      this.core.tick(deadline - 1)
+      this.tickedAt = now
+      this.deferred = true
+    } else {
+      const late = owed > deadline + 1
+      this.core.tick(late ? deadline : owed)
+      this.tickedAt = late ? now : this.tickedAt + owed * TICK_MS
+      this.deferred = false
+    }
     if (this.leaveStalled()) {
-      this.io.log(`node ${this.address} is leaving but no leader has answered for ${3 * this.settings.timing.heartbeatTicks * TICK_MS} ms; giving up on a confirmation`, { level: 'warn', event: 'leave_abandoned' })
-      this.stopTicking?.()
-      this.stopTicking = null
+      this.io.log(`node ${this.address} is leaving but no leader has answered for ${this.leaveGiveUpMs} ms; giving up on a confirmation`, { level: 'warn', event: 'leave_abandoned' })
+      this.halt()
       this.leaving!.resolve(false)
       this.leaving = undefined
+      return
     }
+    this.afterStep()
+    this.arm()
+  }
+
+  /**
+   * Sets the timer for the core's next deadline (and a leave's give-up time). A timer already due
+   * sooner is kept: steps move a follower's election deadline on at every heartbeat, and a timer
+   * that comes early costs one wake-up where re-arming would cost one per heartbeat.
+   */
+  private arm(): void {
+    if (!this.running || this.core.removed) return
+    let at = this.tickedAt + this.core.nextDeadline() * TICK_MS
+    if (this.leaving) at = Math.min(at, this.leaving.heardAt + this.leaveGiveUpMs + 1)
+    if (!Number.isFinite(at) || (this.wake && this.wake.at <= at)) return
+    this.wake?.cancel()
+    const wake = { at, cancel: () => {} }
+    wake.cancel = this.io.clock.after(Math.max(0, at - this.io.clock.now()), () => this.onWake())
+    this.wake = wake
   }
 
   private onMessage(peer: Peer, message: RaftMessage | A): Verdict {
     if (!isRaftMessage(message)) return this.listener.onMessage(peer, message as A)
     // A peer speaks only for itself: a frame claiming another sender is not a mistake a node makes.
     if (addressOf(message.from) !== peer.address) return err(`${message.type} claims to come from ${message.from.slice(0, 300)}`)
-    if (this.stopTicking === null) return ACCEPTED
+    if (!this.running) return ACCEPTED
     if (message.type === 'proposal') {
       const verdict = this.listener.checkProposal(peer, message.from, message.entries)
       if (!verdict.ok) return verdict
     }
     this.heardWhileLeaving(message.from)
+    this.catchUp()
     this.core.step(message)
     this.afterStep()
     return ACCEPTED
@@ -294,7 +373,7 @@ export class ClusterNode<A extends Typed> {
     this.stepsPending = true
     this.io.clock.defer(() => {
       this.stepsPending = false
-      if (this.stopTicking === null) return
+      if (!this.running) return
       if (this.proposing.length > 0) {
         const entries = this.proposing
         this.proposing = []
@@ -304,6 +383,7 @@ export class ClusterNode<A extends Typed> {
       if (this.core.removed) this.onRemoved()
       this.publishView()
       this.listener.afterStep()
+      this.arm()
     })
   }
 
@@ -314,13 +394,12 @@ export class ClusterNode<A extends Typed> {
   private onRemoved(): void {
     if (this.leaving) {
       this.io.log(`node ${this.address} left the cluster`)
-      this.stopTicking?.()
-      this.stopTicking = null
+      this.halt()
       this.leaving.resolve(true)
       this.leaving = undefined
       return
     }
-    if (this.stopTicking === null) return
+    if (!this.running) return
     // Removed while alive: the cluster moved on without us. Join again as a new incarnation;
     // local WebSocket users stay connected throughout.
     const incarnation = this.io.newIncarnation()
@@ -328,6 +407,8 @@ export class ClusterNode<A extends Typed> {
     this.stats.electionsBefore += this.core.electionsStarted
     this.io.log(`node ${this.address} was removed from the cluster; rejoining as incarnation ${incarnation}`, { level: 'warn', event: 'rejoin', incarnation })
     this.core = this.newCore(incarnation, false)
+    this.tickedAt = this.io.clock.now()
+    this.deferred = false
     // The new incarnation starts from an empty view: report its events afresh rather than
     // logging every member as removed.
     this.lastView = undefined

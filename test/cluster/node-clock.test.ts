@@ -11,21 +11,19 @@ import { ok } from '../../src/result'
 import type { Clock, NodeIo } from '../../src/io'
 import { VirtualClock } from '../sim/virtual-clock'
 
-/** `clock`, but while `busy.ms` is set its repeating timers fire at most once per that many ms. */
+/** `clock`, but while `busy.ms` is set its timers fire at most once per that many ms (late, not lost). */
 function busyClock(clock: VirtualClock, busy: { ms: number }): Clock {
-  return {
-    now: clock.now,
-    after: clock.after,
-    defer: clock.defer,
-    every: (ms, fn) => {
-      let last = clock.now()
-      return clock.every(ms, () => {
-        if (clock.now() - last < busy.ms) return
-        last = clock.now()
-        fn()
-      })
-    },
+  let last = clock.now()
+  const after = (ms: number, fn: () => void): (() => void) => {
+    let cancel = clock.after(ms, function fire() {
+      const wait = last + busy.ms - clock.now()
+      if (wait > 0) return void (cancel = clock.after(wait, fire))
+      last = clock.now()
+      fn()
+    })
+    return () => cancel()
   }
+  return { now: clock.now, after, defer: clock.defer, every: clock.every }
 }
 
 async function threeNodes(leaderBusy: { ms: number }) {

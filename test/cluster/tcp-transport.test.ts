@@ -253,6 +253,81 @@ describe('tcp transport send queue', () => {
     expect(b.transport.stats.invalid).toBe(0)
   })
 
+  /** A listener that completes each handshake and then never answers: records every connection's pings (arrival times). */
+  function mutePeer() {
+    const port = freePort()
+    const address = formatAddress({ systemName: SYSTEM, host: HOST, port })
+    const connections: { pings: number[]; frames: number }[] = []
+    const listener = Bun.listen<{ decoder: FrameDecoder; state: ListenerState | null; open: boolean; seen: { pings: number[]; frames: number } }>({
+      hostname: HOST,
+      port,
+      socket: {
+        open(socket) {
+          socket.data = { decoder: new FrameDecoder(DEFAULT_MAX_FRAME_BYTES), state: null, open: false, seen: { pings: [], frames: 0 } }
+        },
+        data(socket, chunk) {
+          const d = socket.data
+          for (const value of d.decoder.push(chunk)) {
+            if (d.open) {
+              if ((value as { type?: unknown }).type === 'link_ping') d.seen.pings.push(performance.now())
+              else d.seen.frames++
+            } else if (!d.state) {
+              const answer = listenerOnHello({ systemName: SYSTEM, address, incarnation: 'mute', secrets: [] }, value, new Uint8Array(NONCE_BYTES))
+              if (!answer.ok) throw new Error(answer.error)
+              d.state = answer.value.state
+              socket.write(encodeFrame(answer.value.ack))
+            } else {
+              if (!listenerOnAuth(d.state, value).ok) throw new Error('auth refused')
+              d.open = true
+              connections.push(d.seen)
+            }
+          }
+        },
+      },
+    })
+    cleanups.push(() => listener.stop(true))
+    return { address, connections }
+  }
+
+  for (const busy of [false, true]) {
+    test(`a link whose peer stops answering is dropped as silent and redialled, ${busy ? 'busy (pings ride with its frames)' : 'idle (pings on their own)'}`, async () => {
+      const linkTimeoutMs = 150 // pings at most every 50 ms
+      const a = await startNode({ tcp: { linkTimeoutMs } })
+      const peer = mutePeer()
+      let sent = 0
+      const sending = busy ? setInterval(() => a.transport.send([peer.address], leave(`u${sent++}`)), 10) : undefined
+      if (!busy) a.transport.send([peer.address], leave('hello'))
+      cleanups.push(() => clearInterval(sending))
+      await waitFor(() => peer.connections.length >= 3, 5000, 'two redials after silence')
+      clearInterval(sending)
+      expect(a.logs.filter((line) => line.includes('silent for')).length).toBeGreaterThanOrEqual(2)
+      // Pings went, at most one per half a ping interval however busy the link (not one per
+      // frame): a connection dropped after 150 ms of silence carried at most seven.
+      const dropped = peer.connections.slice(0, -1)
+      expect(dropped.reduce((n, c) => n + c.pings.length, 0)).toBeGreaterThan(0)
+      for (const c of dropped) expect(c.pings.length).toBeLessThanOrEqual(7)
+      if (busy) expect(dropped.reduce((n, c) => n + c.frames, 0)).toBeGreaterThan(dropped.reduce((n, c) => n + c.pings.length, 0))
+    })
+  }
+
+  test('an idle link pings slowly and stays up; its next frame goes at once', async () => {
+    const linkTimeoutMs = 150 // pings every 62 ms while in use; idle after 450 ms, then every 225 ms
+    const [a, b] = await Promise.all([startNode({ tcp: { linkTimeoutMs } }), startNode({ tcp: { linkTimeoutMs } })])
+    a.transport.send([b.address], leave('first'))
+    await waitFor(() => b.received.length === 1, 5000, 'the first frame')
+    await Bun.sleep(700) // idle by now
+    const framesIn = () => b.transport.stats.framesIn - b.received.length // pings (and the handshake's, counted before)
+    const before = framesIn()
+    await Bun.sleep(1000)
+    const idlePings = framesIn() - before
+    expect(idlePings).toBeGreaterThanOrEqual(1)
+    expect(idlePings).toBeLessThanOrEqual(6) // at the usual pace: 16
+    expect(a.logs.filter((line) => line.includes('silent for'))).toEqual([])
+    a.transport.send([b.address], leave('second'))
+    await waitFor(() => b.received.length === 2, 1000, 'a frame on the idle link')
+    expect(usernames(b)).toEqual(['first', 'second'])
+  })
+
   test('a peer that stops reading makes the queue hit the cap; it drains intact when the peer reads again', async () => {
     // No pings: this hand-made peer never answers them, and must not be redialled as silent.
     const a = await startNode({ maxQueueBytes: 256 * 1024, tcp: { linkTimeoutMs: 60_000 } })

@@ -56,7 +56,9 @@
 //   committed in an earlier term); past the committed history at most one add or remove in any
 //   log (§4.1); only incarnations that sent a join_request or bootstrapped are ever added, and
 //   each id is added at most once per log. Every AUDIT_EVERY_TICKS ticks each live node's whole
-//   committed prefix is compared again.
+//   committed prefix is compared again. A tick before the node's nextDeadline() does nothing but
+//   count: no message, and the same role, term, vote, log, commit and view (the shell sleeps
+//   through such ticks).
 import { DEFAULT_COMPACTION, Membership, type Compaction, type MembershipOptions, type Role, type StateMachine } from '../../src/cluster/membership'
 import { addressOf, nodeId } from '../../src/cluster/address'
 import type { Change, Entry, RaftMessage } from '../../src/cluster/messages'
@@ -362,6 +364,16 @@ function deepFreeze<T>(value: T): T {
   return value
 }
 
+/**
+ * What a tick that only counts leaves as it was (see nextDeadline): what the view is made of, and
+ * more. Primitives in an array, not a string: built after every tick, a string doubled the time.
+ */
+function quietState(m: Membership): unknown[] {
+  return [m.role, m.term, m.leaderId, m.votedFor, m.logStart, m.lastIndex(), m.commitIndex, m.electionsStarted, m.removed, ...m.unreachableIds]
+}
+
+const sameState = (a: unknown[], b: unknown[]) => a.length === b.length && a.every((x, i) => x === b[i])
+
 // ---- the simulated cluster ----
 
 export class SimulationFailure extends Error {
@@ -438,6 +450,8 @@ class SimNode {
   /** Log length after the last step, to trace a leader's proposals. */
   proposed = 0
   appSeq = 0
+  /** Ticks still due to be quiet (nextDeadline), and the state they must keep; null after any other step. */
+  quiet: { ticks: number; state: unknown[] } | null = null
   constructor(
     readonly slot: Slot,
     readonly m: Membership,
@@ -614,9 +628,10 @@ class Simulation {
   }
 
   /** Called after every step of a node: send what it produced, check, and trace. */
-  private afterStep(node: SimNode): void {
+  private afterStep(node: SimNode, produced = node.m.takeMessages()): void {
     this.stats.steps++
-    for (const out of node.m.takeMessages()) this.send(out.message)
+    node.quiet = null
+    for (const out of produced) this.send(out.message)
     try {
       this.checker.observe(node.m)
     } catch (error) {
@@ -667,8 +682,24 @@ class Simulation {
       node.clock += node.rate
       while (node.clock >= 1 && node.alive) {
         node.clock -= 1
+        // The deadline is asked once per stretch of ticks with no other step between (it is
+        // what the shell does, and asking before every tick made the simulator half as fast).
+        let quiet = node.quiet
+        if (!quiet) {
+          const deadline = node.m.nextDeadline()
+          quiet = deadline > 1 ? { ticks: deadline - 1, state: quietState(node.m) } : null
+        }
         node.m.tick()
-        this.afterStep(node)
+        const produced = node.m.takeMessages()
+        if (quiet) {
+          const after = quietState(node.m)
+          if (produced.length > 0 || !sameState(after, quiet.state)) {
+            const did = produced.length > 0 ? `sent ${produced.map((o) => o.message.type).join(', ')}` : `changed ${quiet.state.join('|')} to ${after.join('|')}`
+            this.failure('Deadline', `${node.id} (${node.m.role}) had ${quiet.ticks} ticks to go before its deadline but its next tick ${did}`)
+          }
+        }
+        this.afterStep(node, produced)
+        if (quiet && --quiet.ticks > 0) node.quiet = quiet
       }
       // Application entries (their own PRNG, so seeds without them replay as they always did).
       if (!this.healed && node.alive && this.cfg.proposeRate > 0 && this.appRng.chance(this.cfg.proposeRate)) {
@@ -816,6 +847,7 @@ class Simulation {
     if (!node || !this.mayLose(node)) return
     node.leaving = true
     node.m.leave()
+    node.quiet = null
     this.stats.leaves++
     this.log(`${node.id} asks to leave`)
   }

@@ -26,6 +26,21 @@ const STABLE_CONNECTION_MS = 2000
 const DROP_LOG_INTERVAL_MS = 1000
 /** Urgent frames held for a peer that is away; more would be stale by the time it is back. */
 const URGENT_HELD_MAX = 1000
+/**
+ * A ping rides with frames written once half a ping interval has passed since the last one; the
+ * timer sends one alone after a quarter more than an interval. The leader's heartbeats come once
+ * an interval (by default), so a timer of exactly an interval would race them, and one that fired
+ * first would keep its own phase for ever; a longer one falls behind them and gives way.
+ */
+const PING_RIDES_AFTER = 1 / 2
+const PING_ALONE_AFTER = 5 / 4
+/**
+ * A link that carried nothing but pings for this many link timeouts is idle (between two
+ * followers, say): it pings every IDLE_PINGS_EVERY link timeouts, under the listener's sweep
+ * (three). Nothing waits on it, and its first frame takes a ping along and the usual pace back.
+ */
+const IDLE_AFTER = 3
+const IDLE_PINGS_EVERY = 3 / 2
 
 export type OutboundData = { link: OutboundLink; attempt: number }
 
@@ -72,8 +87,17 @@ export class OutboundLink {
   private retainedBytes = 0
   /** How many retained frames (from the head) are already in `queue` or written on this connection. */
   private written = 0
-  private lastHeard = 0
-  private pingTimer: ReturnType<typeof setInterval> | null = null
+  /**
+   * Sends a ping when none went for a while (PING_ALONE_AFTER). A ping rides along with frames
+   * written anyway (PING_RIDES_AFTER, see flush), and the timer starts over: a link that carries
+   * heartbeats needs no wake-up of its own to ping, only an idle one does.
+   */
+  private pingTimer: ReturnType<typeof setTimeout> | null = null
+  private pingedAt = 0
+  /** When the oldest ping not yet answered went; null: every ping was answered. Silence counts from here. */
+  private awaitingSince: number | null = null
+  /** When a frame other than a ping was last queued: a link without one for a while is idle. */
+  private framesAt = 0
   private dialTimer: ReturnType<typeof setTimeout> | null = null
   private attempt = 0
   private dialing = false
@@ -104,6 +128,7 @@ export class OutboundLink {
    * or kept for a resend: at most once, like the cluster's own messages that are sent again anyway.
    */
   enqueue(frame: Uint8Array, urgent = false): boolean {
+    this.framesAt = Date.now()
     if (urgent) {
       if (this.onConnectedSends) this.queue.push(frame)
       else if (this.ready) {
@@ -167,6 +192,8 @@ export class OutboundLink {
 
   flush() {
     if (!this.ready || this.queue.empty) return
+    if (this.pingTimer && this.awaitingSince === null && Date.now() - this.pingedAt >= this.pingIntervalMs * PING_RIDES_AFTER) this.ping(this.socket!, false)
+    if (!this.socket) return // the ping found the link silent and dropped it
     const { frames, bytes } = this.queue.writeTo(this.socket!)
     this.countOut(frames, bytes)
   }
@@ -240,7 +267,7 @@ export class OutboundLink {
   }
 
   private stopTimers() {
-    if (this.pingTimer) clearInterval(this.pingTimer)
+    if (this.pingTimer) clearTimeout(this.pingTimer)
     if (this.dialTimer) clearTimeout(this.dialTimer)
     this.pingTimer = this.dialTimer = null
   }
@@ -326,7 +353,10 @@ export class OutboundLink {
   /** After the handshake a listener sends only pongs: each says the link is alive and what it delivered. */
   private pongDecoder: FrameDecoder | null = null
   private receivedPongs(socket: Socket<OutboundData>, chunk: Uint8Array) {
-    this.lastHeard = Date.now()
+    if (this.awaitingSince !== null) {
+      this.awaitingSince = null
+      this.armPing(socket) // the next ping's time, not a check for this one's pong
+    }
     let values: unknown[]
     try {
       values = this.pongDecoder!.push(chunk)
@@ -360,20 +390,69 @@ export class OutboundLink {
     this.pongDecoder = null
   }
 
-  private ping(socket: Socket<OutboundData>) {
+  private get pingIntervalMs(): number {
+    return pingIntervalMs(this.context.linkTimeoutMs)
+  }
+
+  /** Whether the link carried nothing but pings lately (see IDLE_AFTER). */
+  private idle(now: number): boolean {
+    return now - this.framesAt > IDLE_AFTER * this.context.linkTimeoutMs
+  }
+
+  /**
+   * Sets the ping timer: while a ping waits for its pong, for the moment it has waited the link
+   * timeout; otherwise for the next ping, at the usual pace or, idle, the slow one.
+   */
+  private armPing(socket: Socket<OutboundData>) {
+    if (this.pingTimer) clearTimeout(this.pingTimer)
+    const now = Date.now()
+    const alone = this.pingIntervalMs * PING_ALONE_AFTER
+    const every = this.awaitingSince === null && this.idle(now) ? IDLE_PINGS_EVERY * this.context.linkTimeoutMs : alone
+    const delay = Math.max(1, this.awaitingSince === null ? this.pingedAt + every - now : this.awaitingSince + this.context.linkTimeoutMs + 1 - now)
+    const timer: ReturnType<typeof setTimeout> = setTimeout(() => {
+      if (this.pingTimer !== timer) return
+      this.pingTimer = null
+      this.onPingTimer(socket)
+    }, delay)
+    this.pingTimer = timer
+  }
+
+  private onPingTimer(socket: Socket<OutboundData>) {
     if (socket !== this.socket) return
-    const silentMs = Date.now() - this.lastHeard
-    if (silentMs > this.context.linkTimeoutMs) return this.dropConnection(socket, `silent for ${silentMs} ms`)
+    const now = Date.now()
+    const every = this.idle(now) ? IDLE_PINGS_EVERY * this.context.linkTimeoutMs : this.pingIntervalMs * PING_ALONE_AFTER
+    if (this.awaitingSince === null && now - this.pingedAt < every) return this.armPing(socket) // the link went idle meanwhile
+    this.ping(socket)
+    if (this.socket === socket && !this.pingTimer) this.armPing(socket)
+  }
+
+  /**
+   * Drops the connection if a ping went unanswered for the link timeout; else pings, unless a ping
+   * still waits for its pong (one is enough: TCP loses nothing). `write`: on its own, not with
+   * frames being written.
+   */
+  private ping(socket: Socket<OutboundData>, write = true) {
+    if (socket !== this.socket) return
+    const now = Date.now()
+    if (this.awaitingSince !== null) {
+      const silentMs = now - this.awaitingSince
+      if (silentMs > this.context.linkTimeoutMs) return this.dropConnection(socket, `silent for ${silentMs} ms`)
+      return
+    }
+    this.pingedAt = this.awaitingSince = now
+    this.armPing(socket)
     this.queue.pushUrgent(PING_FRAME)
-    this.flush()
+    if (write) this.flush()
   }
 
   private authenticated(socket: Socket<OutboundData>, authFrame: Uint8Array, decoder: FrameDecoder) {
     if (this.dialTimer) clearTimeout(this.dialTimer)
     this.dialTimer = null
-    this.connectedAt = this.lastHeard = Date.now()
+    this.connectedAt = Date.now()
     this.pongDecoder = decoder
-    this.pingTimer = setInterval(() => this.ping(socket), pingIntervalMs(this.context.linkTimeoutMs))
+    this.pingedAt = this.framesAt = this.connectedAt
+    this.awaitingSince = null
+    this.armPing(socket)
     this.context.stats.connects++
     this.peer.connects++
     const after = [this.failedDials && `${this.failedDials} failed attempts`, this.failedHandshakes && `${this.failedHandshakes} failed handshakes`]
