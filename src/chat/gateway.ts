@@ -118,11 +118,18 @@ export class ChatGateway {
 
   /**
    * Whether a new socket may go ahead now (see JOIN_DELIVERIES_PER_SECOND); counts it when so. The
-   * first of a turn of the loop always may. Asked once per socket, before the upgrade.
+   * first of a turn of the loop always may. Asked once per socket, just before its upgrade and
+   * open (Bun runs each request's handler to its upgrade before the next request's).
    */
   admitsJoin(): boolean {
     const turn = this.d.load?.turn() ?? 0
     if (this.joins.turn !== turn) this.joins = { turn, deliveries: 0 }
+    // A join also costs work of its own that the deliveries leave out (the upgrade, the welcome,
+    // the user list, the history, a proposal): about 1.5 ms each on a loaded machine. At a node
+    // with few users those are nearly free by the count, and 500 sockets opening at once were
+    // admitted 130-150 to a turn that then ran 0.3-0.8 s, and the leader's heartbeats with it
+    // (followers held an election). So no socket after the first once the turn is past its budget.
+    if (this.joins.deliveries > 0 && this.d.load?.behind()) return false
     const cost = 2 * this.sessions.size
     if (!this.joinBudget.take(cost, this.d.now()) && this.joins.deliveries > 0) return false
     this.joins.deliveries += Math.max(1, cost)

@@ -128,6 +128,25 @@ describe('ChatGateway under load', () => {
     expect(burst).toBe(100)
   })
 
+  test('a storm of new sockets at a node with few users: admitted while the turn is within its budget, then refused until the next turn', () => {
+    const { gateway, socket, advance, probe } = setup()
+    // Each socket is admitted, then opened (its upgrade, welcome, users and history frames, a
+    // proposal), which takes time the join's deliveries (2 per local user) do not count.
+    const storm = (openMs: number) => {
+      let n = 0
+      for (let i = 0; i < 500 && gateway.admitsJoin(); i++, n++) {
+        gateway.open(`s${openMs}-${i}`, socket().client, ok(`s${openMs}x${i}`))
+        advance(openMs)
+      }
+      return n
+    }
+    // The probe (every 20 ms here) is 30 ms late 50 ms after the last one: 25 joins of 2 ms.
+    expect(storm(2)).toBe(26)
+    expect(gateway.admitsJoin()).toBe(false)
+    probe(0) // the timers' turn
+    expect(storm(5)).toBe(11)
+  })
+
   test('users whose sockets close in a turn past its budget leave over the next turns, in order; one back at once under the same name is admitted', () => {
     const { gateway, room, socket, advance, probe } = setup()
     const names = ['ann', 'ben', 'cat', 'dan']
