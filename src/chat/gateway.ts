@@ -63,6 +63,14 @@ const LATE_TURN_MS = 100
  */
 const JOIN_DELIVERIES_PER_SECOND = 50_000
 
+/**
+ * Sockets a turn of the loop admits (within the delivery budget) however late it runs: the first
+ * opens of a process are slow (100-300 ms compiling), and a loaded machine makes any turn late, so
+ * without them a few users connecting together (a test's 20 at once) were refused for nothing. 32
+ * joins are 50-100 ms of work on a loaded machine, well inside an election timeout.
+ */
+const JOINS_IN_TURN = 32
+
 /** The first pause lasts until the loop catches up (a probe, ~20 ms); a socket that keeps filling turns is paused up to this long. */
 const PAUSE_MIN_MS = 20
 const PAUSE_MAX_MS = 1000
@@ -86,7 +94,7 @@ export class ChatGateway {
    */
   private leaving: string[] = []
   /** What the sockets admitted in this turn of the loop will cost when they join. */
-  private joins = { turn: -1, deliveries: 0 }
+  private joins = { turn: -1, deliveries: 0, sockets: 0 }
   private readonly joinBudget: FanoutBudget
 
   constructor(private readonly d: GatewayDeps) {
@@ -123,16 +131,17 @@ export class ChatGateway {
    */
   admitsJoin(): boolean {
     const turn = this.d.load?.turn() ?? 0
-    if (this.joins.turn !== turn) this.joins = { turn, deliveries: 0 }
+    if (this.joins.turn !== turn) this.joins = { turn, deliveries: 0, sockets: 0 }
     // A join also costs work of its own that the deliveries leave out (the upgrade, the welcome,
     // the user list, the history, a proposal): about 1.5 ms each on a loaded machine. At a node
     // with few users those are nearly free by the count, and 500 sockets opening at once were
     // admitted 130-150 to a turn that then ran 0.3-0.8 s, and the leader's heartbeats with it
-    // (followers held an election). So no socket after the first once the turn is past its budget.
-    if (this.joins.deliveries > 0 && this.d.load?.behind()) return false
+    // (followers held an election). So past JOINS_IN_TURN no socket once the turn is past its budget.
+    if (this.joins.sockets >= JOINS_IN_TURN && this.d.load?.behind()) return false
     const cost = 2 * this.sessions.size
     if (!this.joinBudget.take(cost, this.d.now()) && this.joins.deliveries > 0) return false
     this.joins.deliveries += Math.max(1, cost)
+    this.joins.sockets++
     return true
   }
 
