@@ -66,10 +66,10 @@ const JOIN_DELIVERIES_PER_SECOND = 50_000
 /**
  * Sockets a turn of the loop admits (within the delivery budget) however late it runs: the first
  * opens of a process are slow (100-300 ms compiling), and a loaded machine makes any turn late, so
- * without them a few users connecting together (a test's 20 at once) were refused for nothing. 32
- * joins are 50-100 ms of work on a loaded machine, well inside an election timeout.
+ * without them a few users connecting together were refused for nothing. 32 cost 0.6-0.9 s on a
+ * machine at load 7 (and an election); 16 are 30-60 ms of work there.
  */
-const JOINS_IN_TURN = 32
+const JOINS_IN_TURN = 16
 
 /** The first pause lasts until the loop catches up (a probe, ~20 ms); a socket that keeps filling turns is paused up to this long. */
 const PAUSE_MIN_MS = 20

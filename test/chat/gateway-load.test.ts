@@ -140,9 +140,9 @@ describe('ChatGateway under load', () => {
       }
       return n
     }
-    // The probe (every 20 ms here) is 30 ms late 50 ms after the last one, but the first 32 of a
+    // The probe (every 20 ms here) is 30 ms late 50 ms after the last one, but the first 16 of a
     // turn go in however late it runs.
-    expect(storm(5)).toBe(32)
+    expect(storm(5)).toBe(16)
     expect(gateway.admitsJoin()).toBe(false)
     probe(0) // the timers' turn
     expect(storm(1)).toBe(51) // joins of 1 ms: until the turn is 50 ms old
