@@ -79,3 +79,26 @@ test('a turn late past its budget is `behind`; `whenOnTime` runs at the first pr
   expect(caughtUp).toBe(1)
   expect(load.behind()).toBe(false)
 })
+
+test('the fan-out share: cut by 30 % at every probe a turn over 100 ms made late, down to 5 %; back by 5 % at every probe on time', () => {
+  const { clock, fire } = manualClock()
+  const load = new LagMonitor(clock, { intervalMs: 50, thresholdMs: 100, turnMs: 30 })
+  load.start()
+  let t = 990
+  fire(t) // still warming up
+  const probe = (lateMs: number) => fire((t += 50 + lateMs))
+  probe(0)
+  expect(load.fanoutShare).toBe(1)
+  probe(40) // a turn of 90 ms: not late enough to cut
+  expect(load.fanoutShare).toBe(1)
+  probe(60)
+  expect(load.fanoutShare).toBeCloseTo(0.7)
+  probe(300)
+  expect(load.fanoutShare).toBeCloseTo(0.49)
+  for (let i = 0; i < 20; i++) probe(500)
+  expect(load.fanoutShare).toBe(0.05)
+  probe(0)
+  expect(load.fanoutShare).toBeCloseTo(0.1)
+  for (let i = 0; i < 19; i++) probe(0) // about a second on time: all of it again
+  expect(load.fanoutShare).toBe(1)
+})

@@ -39,6 +39,8 @@ export interface RoomDeps {
   disconnect: (username: string, code: number, reason: string) => void
   /** Chat deliveries to local users a second this node takes on (fanout-budget.ts); 0 or absent: no limit. */
   fanoutPerSecond?: number
+  /** The part of that budget the node can serve now (LagMonitor.fanoutShare); absent: all of it. */
+  fanoutShare?: () => number
   /** Sends one encoded frame to one local user (acks). */
   sendToUser: (username: string, json: string) => void
   transcript: Transcript
@@ -184,7 +186,7 @@ export class ChatRoom {
     if (text.length > this.d.maxMessageLength && [...text].length > this.d.maxMessageLength) {
       return err({ code: 'message_too_long', message: `messages are limited to ${this.d.maxMessageLength} characters` })
     }
-    if (!this.budget.take(messageCost(this.presence.localCount, this.members.size), this.d.now())) {
+    if (!this.budget.take(messageCost(this.presence.localCount, this.members.size), this.d.now(), this.d.fanoutShare?.())) {
       return err({ code: 'overloaded', message: 'this node is delivering all it can; this message was not delivered, send it again shortly' })
     }
     const key = clientMsgId === undefined ? this.madeKey() : clientKey(username, clientMsgId)
@@ -309,7 +311,7 @@ export class ChatRoom {
     if (line.type === 'chat') {
       if (line.nodeAddress !== this.d.selfAddress) {
         this.stats.chatFromPeers++
-        this.budget.spend(this.presence.localCount, this.d.now())
+        this.budget.spend(this.presence.localCount, this.d.now(), this.d.fanoutShare?.())
       }
       this.stats.chatDelivered += this.presence.localCount
     }
