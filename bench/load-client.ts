@@ -16,7 +16,16 @@ const perSecond = flood ? 0 : Number(rateArg)
 const end = performance.now() + seconds * 1000
 let sent = 0
 const sockets: WebSocket[] = []
-await Promise.all(
+// At a rate, each client speaks as soon as it is in, as real ones do (a node that sheds new sockets
+// lets them in over seconds); a flood starts once every client is in.
+let timer: ReturnType<typeof setInterval> | undefined
+if (!flood) {
+  timer = setInterval(() => {
+    if (performance.now() > end) return clearInterval(timer), finish()
+    for (const ws of sockets) if (ws.readyState === WebSocket.OPEN) ws.send(`load ${sent++}`)
+  }, 1000 / perSecond)
+}
+const allIn = Promise.all(
   Array.from({ length: clients }, (_, i) => new Promise<void>((resolve) => {
     const open = (): WebSocket => {
       const ws = new WebSocket(`${url.replace('http', 'ws')}/ws/chat?username=${tag}${i}`)
@@ -38,6 +47,7 @@ await Promise.all(
   })),
 )
 if (flood) {
+  await allIn
   const pump = () => {
     if (performance.now() > end) return finish()
     for (const ws of sockets) {
@@ -47,13 +57,11 @@ if (flood) {
     setImmediate(pump)
   }
   pump()
-} else {
-  const timer = setInterval(() => {
-    if (performance.now() > end) return clearInterval(timer), finish()
-    for (const ws of sockets) if (ws.readyState === WebSocket.OPEN) ws.send(`load ${sent++}`)
-  }, 1000 / perSecond)
 }
+let finished = false
 function finish() {
+  if (finished) return
+  finished = true
   const open = sockets.filter((ws) => ws.readyState === WebSocket.OPEN).length
   for (const ws of sockets) ws.close()
   console.log(JSON.stringify({ sent, reconnects, retries, open }))

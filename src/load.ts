@@ -42,7 +42,21 @@ const SUSTAINED_PROBES = 3
  */
 const OWN_SHARE = 0.5
 
+/**
+ * The fan-out budget (--max-fanout) is what this node serves with the cores to itself; on a
+ * machine whose other work leaves it a fraction of one, a node taking on all of it fell behind and
+ * was off the CPU for 0.6-1 s at a time (its heartbeats with it). The part it takes on is cut by
+ * SHARE_CUT at every probe more than SHARE_LATE_MS late (a turn over 100 ms), down to SHARE_MIN,
+ * and grows back by SHARE_STEP at every probe on time (from the floor to all of it in about a second).
+ */
+const SHARE_LATE_MS = 50
+const SHARE_CUT = 0.7
+const SHARE_MIN = 0.05
+const SHARE_STEP = 0.05
+
 export class LagMonitor {
+  /** The part of its fan-out budget the node takes on now (see SHARE_LATE_MS). */
+  fanoutShare = 1
   /** Recent lag: the latest drift, or a decaying memory of a larger one (shedding outlasts a spike a little). */
   lagMs = 0
   /** Worst drift seen, for /metrics and logs. */
@@ -94,6 +108,7 @@ export class LagMonitor {
     this.stopProbe = null
     this.lagMs = 0
     this.lateInARow = 0
+    this.fanoutShare = 1
   }
 
   private probe(): void {
@@ -108,6 +123,7 @@ export class LagMonitor {
     this.lagMs = Math.max(drift, this.lagMs * 0.5)
     this.maxLagMs = Math.max(this.maxLagMs, drift)
     this.lateInARow = drift > this.options.thresholdMs && own >= OWN_SHARE ? this.lateInARow + 1 : 0
+    this.fanoutShare = drift > SHARE_LATE_MS ? Math.max(SHARE_MIN, this.fanoutShare * SHARE_CUT) : Math.min(1, this.fanoutShare + SHARE_STEP)
     // Shedding starts once the loop is behind, not stalled once, and lasts while the memory of
     // the lag does (a little past the last late probe).
     if (this.lateInARow >= SUSTAINED_PROBES) this.shedding = true

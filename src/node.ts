@@ -68,6 +68,7 @@ export function createChatNode(config: ChatNodeConfig, io: NodeIo, fanout: Fanou
     sendTo: (to, message) => cluster.send(to, message),
     disconnect: (username, code, reason) => sockets.close(username, code, reason),
     fanoutPerSecond: config.maxFanout,
+    fanoutShare: () => load.fanoutShare,
     sendToUser: (username, json) => sockets.send(username, json),
     transcript,
     outbox,

@@ -152,3 +152,27 @@ test('the probe stops after a quiet second and starts again when a client is abo
   for (let i = 0; i < 60 && probing(); i++) fire((now += 20))
   expect(probing()).toBe(false)
 })
+
+test('the fan-out share: cut by 30 % at every probe a turn over 100 ms made late, down to 5 %; back by 5 % at every probe on time', () => {
+  const { clock, fire } = manualClock()
+  const load = new LagMonitor(clock, { intervalMs: 50, thresholdMs: 100, turnMs: 30 })
+  load.start()
+  let t = 990
+  fire(t) // still warming up
+  // A client asks before each probe, so the probe stays awake.
+  const probe = (lateMs: number) => (load.turn(), fire((t += 50 + lateMs)))
+  probe(0)
+  expect(load.fanoutShare).toBe(1)
+  probe(40) // a turn of 90 ms: not late enough to cut
+  expect(load.fanoutShare).toBe(1)
+  probe(60)
+  expect(load.fanoutShare).toBeCloseTo(0.7)
+  probe(300)
+  expect(load.fanoutShare).toBeCloseTo(0.49)
+  for (let i = 0; i < 20; i++) probe(500)
+  expect(load.fanoutShare).toBe(0.05)
+  probe(0)
+  expect(load.fanoutShare).toBeCloseTo(0.1)
+  for (let i = 0; i < 19; i++) probe(0) // about a second on time: all of it again
+  expect(load.fanoutShare).toBe(1)
+})

@@ -38,26 +38,29 @@ export class FanoutBudget {
     this.last = now
   }
 
-  /** Whether a message to `deliveries` users may be said now; takes them if so. */
-  take(deliveries: number, now: number): boolean {
+  /**
+   * Whether a message to `deliveries` users may be said now; takes them if so. `share` (0-1) is the
+   * part of the budget the node can serve now (LagMonitor.fanoutShare): it refills that much slower.
+   */
+  take(deliveries: number, now: number, share = 1): boolean {
     if (this.perSecond <= 0) return true
-    this.refill(now)
-    if (this.tokens < Math.min(deliveries, this.burst)) return false
+    this.refill(now, share)
+    if (this.tokens < Math.min(deliveries, this.burst * share)) return false
     this.tokens -= deliveries
     return true
   }
 
   /** Deliveries that happen whatever the budget (messages from other nodes): they use it up. */
-  spend(deliveries: number, now: number): void {
+  spend(deliveries: number, now: number, share = 1): void {
     if (this.perSecond <= 0) return
-    this.refill(now)
+    this.refill(now, share)
     // Down to one second's debt at most, so a burst from elsewhere refuses local users for at most a second.
     this.tokens = Math.max(-this.perSecond, this.tokens - deliveries)
   }
 
-  private refill(now: number): void {
+  private refill(now: number, share: number): void {
     const elapsed = Math.max(0, now - this.last)
     this.last = Math.max(this.last, now)
-    this.tokens = Math.min(this.burst, this.tokens + (elapsed * this.perSecond) / 1000)
+    this.tokens = Math.min(this.burst * share, this.tokens + (elapsed * this.perSecond * share) / 1000)
   }
 }

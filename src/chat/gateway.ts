@@ -62,6 +62,13 @@ const FRAMES_IN_TURN = 16
 /** How late a turn may run before a frame of any socket is refused (see `message`). */
 const LATE_TURN_MS = 100
 
+/**
+ * Sockets a turn of the loop admits however late it runs: the first opens of a process are slow
+ * (100-300 ms compiling), and a loaded machine makes any turn late, so without them a few users
+ * connecting together were refused for nothing. 32 cost 0.6-0.9 s on a
+ * machine at load 7 (and an election); 16 are 30-60 ms of work there.
+ */
+const JOINS_IN_TURN = 16
 
 /** The first pause lasts until the loop catches up (a probe, ~20 ms); a socket that keeps filling turns is paused up to this long. */
 const PAUSE_MIN_MS = 20
@@ -85,8 +92,8 @@ export class ChatGateway {
    * the next turns instead, a turn's budget at a time.
    */
   private leaving: string[] = []
-  /** The turn of the loop (LagMonitor.turn) that last admitted a socket. */
-  private joinTurn = -1
+  /** Sockets admitted in this turn of the loop (LagMonitor.turn). */
+  private joins = { turn: -1, sockets: 0 }
 
   constructor(private readonly d: GatewayDeps) {}
 
@@ -114,22 +121,23 @@ export class ChatGateway {
   }
 
   /**
-   * Whether a new socket may go ahead now. Asked once per socket, before the upgrade. A join costs
+   * Whether a new socket may go ahead now. Asked once per socket, just before its upgrade and
+   * open (Bun runs each request's handler to its upgrade before the next request's). A join costs
    * its own socket a `users` frame and a history, and the room a share of one presence frame and
    * one line (presence-batch.ts, presence-lines.ts), never a frame to every user: what bounds a
-   * storm is how long the loop spends on it. So sockets are admitted while the turn is on time
-   * (the first of a turn always is, so a storm goes on a turn at a time) and refused past the
-   * turn's budget or while the node sheds load: HTTP 503, and the page tries again.
+   * storm is how long the loop spends on it. The first JOINS_IN_TURN of a turn go in; past them,
+   * none once the turn is past its budget through the node's own work (500 sockets opening at
+   * once were admitted 130-150 to one turn that ran 0.3-0.8 s, and the leader's heartbeats with
+   * it: followers held an election). Refused: HTTP 503, and the page tries again.
    */
   admitsJoin(): boolean {
     const load = this.d.load
     if (!load) return true
     const turn = load.turn()
-    if (turn !== this.joinTurn) {
-      this.joinTurn = turn
-      return true
-    }
-    return !load.overloaded() && !load.busyBehind()
+    if (this.joins.turn !== turn) this.joins = { turn, sockets: 0 }
+    if (this.joins.sockets >= JOINS_IN_TURN && load.busyBehind()) return false
+    this.joins.sockets++
+    return true
   }
 
   message(id: string, data: unknown): void {

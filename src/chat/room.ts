@@ -40,6 +40,8 @@ export interface RoomDeps {
   disconnect: (username: string, code: number, reason: string) => void
   /** Chat deliveries to local users a second this node takes on (fanout-budget.ts); 0 or absent: no limit. */
   fanoutPerSecond?: number
+  /** The part of that budget the node can serve now (LagMonitor.fanoutShare); absent: all of it. */
+  fanoutShare?: () => number
   /** Sends one encoded frame to one local user (acks). */
   sendToUser: (username: string, json: string) => void
   transcript: Transcript
@@ -84,6 +86,8 @@ export class ChatRoom {
   private readonly batch: PresenceBatch
   /** Lines' encoded frames, while the transcript holds the lines. */
   private readonly encoded = new WeakMap<Line, string>()
+  /** The encoded recent history, and the state of the transcript it was encoded at. */
+  private history: { key: string; json: string | null } | undefined
   /** This node's joins and leaves on their way to the transcript, gathered in a big room. */
   private readonly lines: PresenceLines
   private linesTimer = false
@@ -150,8 +154,12 @@ export class ChatRoom {
       this.waiting.push({ socket, since: this.cursor, epoch: undefined, until: this.d.now() + RESUME_WAIT_MS, fresh: true })
       return
     }
-    const history = since === undefined ? this.recentHistory() : sameEpoch ? this.historyAfter(since) : { ...(this.recentHistory() ?? NO_LINES), complete: false }
-    if (history) socket.send(this.historyJson(history))
+    if (since === undefined) {
+      const json = this.recentHistoryJson()
+      if (json) socket.send(json)
+    } else {
+      socket.send(this.historyJson(sameEpoch ? this.historyAfter(since) : { ...(this.recentHistory() ?? NO_LINES), complete: false }))
+    }
     socket.subscribe()
   }
 
@@ -187,7 +195,7 @@ export class ChatRoom {
     if (text.length > this.d.maxMessageLength && [...text].length > this.d.maxMessageLength) {
       return err({ code: 'message_too_long', message: `messages are limited to ${this.d.maxMessageLength} characters` })
     }
-    if (!this.budget.take(messageCost(this.presence.localCount, this.members.size), this.d.now())) {
+    if (!this.budget.take(messageCost(this.presence.localCount, this.members.size), this.d.now(), this.d.fanoutShare?.())) {
       return err({ code: 'overloaded', message: 'this node is delivering all it can; this message was not delivered, send it again shortly' })
     }
     // Joins and leaves held so far come first: a user's join is never told after its first line.
@@ -343,11 +351,26 @@ export class ChatRoom {
     if (line.type === 'chat') {
       if (line.nodeAddress !== this.d.selfAddress) {
         this.stats.chatFromPeers++
-        this.budget.spend(this.presence.localCount, this.d.now())
+        this.budget.spend(this.presence.localCount, this.d.now(), this.d.fanoutShare?.())
       }
       this.stats.chatDelivered += this.presence.localCount
     }
     this.d.publish(this.lineJson(line))
+  }
+
+  /**
+   * The recent history a fresh connection gets, encoded once for every connection that joins
+   * before the transcript moves: it was most of a join's cost (5 ms of 7 on a loaded machine, 50
+   * lines encoded per socket), and a storm of joins paid it for each.
+   */
+  private recentHistoryJson(): string | null {
+    const t = this.d.transcript
+    const key = `${this.epoch}|${this.cursor}|${t.lastId}|${t.size}`
+    if (this.history?.key !== key) {
+      const history = this.recentHistory()
+      this.history = { key, json: history && this.historyJson(history) }
+    }
+    return this.history.json
   }
 
   private recentHistory(): History | null {

@@ -17,6 +17,16 @@ describe('fan-out budget', () => {
     expect(small.take(1, 0)).toBe(false)
   })
 
+  test('a share of the budget: refilled that much slower, and that much saved up at most', () => {
+    const budget = new FanoutBudget(10_000, 0)
+    expect(budget.take(1000, 0)).toBe(true)
+    expect(budget.take(100, 100, 0.05)).toBe(true) // 100 ms at 500 a second: 50, the share's whole burst, so a bigger message goes
+    expect(budget.take(50, 110, 0.05)).toBe(false) // 10 ms at 500 a second: 5
+    expect(budget.take(50, 1000, 0.05)).toBe(true) // no more than 50 saved up
+    expect(budget.take(1, 1000, 0.05)).toBe(false)
+    expect(budget.take(1000, 2000)).toBe(true) // all of it again
+  })
+
   test('deliveries from other nodes use the budget up (at most a second of debt); 0 turns it off', () => {
     const budget = new FanoutBudget(1000, 0)
     budget.spend(5000, 0)

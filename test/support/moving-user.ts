@@ -40,7 +40,17 @@ export class MovingUser {
   }
 
   async connect(): Promise<void> {
-    this.client = await connectUrl(chatUrl(this.httpUrl, this.username), this.username)
+    // A node lets a burst of new sockets in a turn's budget at a time and refuses the rest with 503
+    // (1006 to a WebSocket); the page tries again after a pause, and so does this user.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        this.client = await connectUrl(chatUrl(this.httpUrl, this.username), this.username)
+        break
+      } catch (error) {
+        if (attempt === 10 || !String(error).includes('closed with 1006')) throw error
+        await Bun.sleep(100 * attempt) // a retry's backoff, not a wait for a condition
+      }
+    }
     this.watch(this.client)
   }
 
