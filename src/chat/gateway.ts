@@ -86,12 +86,6 @@ export class ChatGateway {
   private readonly sessions = new Map<string, Session>()
   /** Sessions paused in a turn that went on too long, resumed together once the loop caught up. */
   private paused: Session[] = []
-  /**
-   * Users whose sockets closed in a turn that had gone on too long, in order: each leave tells
-   * every local user (O(users)), so 500 closing at once cost a second's turn; they leave over
-   * the next turns instead, a turn's budget at a time.
-   */
-  private leaving: string[] = []
   /** Sockets admitted in this turn of the loop (LagMonitor.turn). */
   private joins = { turn: -1, sockets: 0 }
 
@@ -106,8 +100,6 @@ export class ChatGateway {
     const checked = validateUsername(claim.value)
     if (!checked.ok) return this.refuse('bad_username', () => socket.close(CloseCode.badUsername, checked.error))
     const username = checked.value
-    // Back at once after a close whose leave is still to come: it comes first.
-    if (this.leaving.length > 0 && !this.d.room.available(username)) this.leaveNow(Infinity)
     if (!this.d.room.available(username)) return this.refuse('username_taken', () => socket.close(CloseCode.usernameTaken, 'username taken'))
     this.stats.admitted++
     this.sessions.set(id, new Session(username, socket, this.d.rateLimit, this.d.now()))
@@ -197,8 +189,6 @@ export class ChatGateway {
     const moving = JSON.stringify({ type: 'moving', reason: 'service restart', members } satisfies ServerMessage)
     const sessions = [...this.sessions]
     for (const [id] of sessions) this.close(id)
-    // Leaves put off by a late turn (see close) are done now too, or they would miss the flush.
-    this.leaveNow(Infinity)
     this.d.room.flushPresence()
     if (sessions.length > 0) await delivered()
     for (const [, session] of sessions) {
@@ -219,16 +209,9 @@ export class ChatGateway {
     this.sessions.delete(id)
     this.d.sockets.remove(session.username, session.socket)
     this.d.room.forget(session.socket)
-    if (this.leaving.length === 0 && !this.d.load?.behind()) return this.d.room.leave(session.username)
-    if (this.leaving.push(session.username) === 1) this.d.load?.whenOnTime(() => this.leaveNow())
-  }
-
-  /** Leaves that were put off, oldest first, until this turn's budget is used (`Infinity`: all of them). */
-  private leaveNow(budget?: number): void {
-    let i = 0
-    while (i < this.leaving.length && (budget === Infinity || !this.d.load?.behind())) this.d.room.leave(this.leaving[i++]!)
-    this.leaving = this.leaving.slice(i)
-    if (this.leaving.length > 0 && budget !== Infinity) this.d.load?.whenOnTime(() => this.leaveNow())
+    // At once, however late the turn: a leave costs the room a presence entry and a name in a
+    // gathered line (presence-batch.ts, presence-lines.ts), not a frame to every user.
+    this.d.room.leave(session.username)
   }
 
   private burstInLateTurn(session: Session, load: Load): boolean {
