@@ -25,6 +25,26 @@ afterEach(async () => {
   await stopAll(2000)
 })
 
+type Client = Awaited<ReturnType<typeof connectUser>>
+
+/**
+ * Sends again, as the page does, whatever of `near-1`..`near-n` the node has not acknowledged
+ * (it refused them while it shed, and said so): a few at a time, as the page paces its resends,
+ * since a burst is what a shedding node pauses. Until all are acknowledged.
+ */
+function resendUntilAcked(near: Client, sayNear: (i: number) => void, n: number, detail = () => ''): Promise<unknown> {
+  const acked = () => new Set(near.received((f) => f.type === 'ack').map((f) => f.clientMsgId))
+  return waitFor(
+    () => {
+      const done = acked()
+      let resent = 0
+      for (let i = 1; i <= n && resent < 8; i++) if (!done.has(`near-${i}`)) sayNear(i), resent++
+      return done.size === n
+    },
+    { timeoutMs: 20_000, intervalMs: 500, message: `the near user's messages acknowledged (${acked().size}/${n}${detail()})` },
+  )
+}
+
 const pct = (xs: number[], p: number) => (xs.length === 0 ? NaN : [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!)
 
 test('a client flooding the leader\'s node costs no member; the node\'s other user is served', async () => {
@@ -62,16 +82,7 @@ test('a client flooding the leader\'s node costs no member; the node\'s other us
   // What the node refused while it shed (it said so), the near user sends again, as the page does.
   const acked = () => new Set(near.received((f) => f.type === 'ack').map((f) => f.clientMsgId))
   const tookFirstTime = acked().size
-  await waitFor(
-    () => {
-      const done = acked()
-      // A few at a time, as the page paces its resends: a burst is what a shedding node pauses.
-      let resent = 0
-      for (let i = 1; i <= n && resent < 8; i++) if (!done.has(`near-${i}`)) sayNear(i), resent++
-      return done.size === n
-    },
-    { timeoutMs: 20_000, intervalMs: 500, message: `the near user's messages acknowledged (${acked().size}/${n}; errors ${near.received((f) => f.type === 'error').map((f) => f.code).slice(-3)}; closed ${near.isClosed()})` },
-  )
+  await resendUntilAcked(near, sayNear, n, () => `; errors ${near.received((f) => f.type === 'error').map((f) => f.code).slice(-3)}; closed ${near.isClosed()}`)
   await waitFor(() => far.received((f) => f.type === 'chat' && f.username === 'near').length >= n, { timeoutMs: 10_000, message: "the near user's messages at the far one" })
   await observer.stop()
   const nearSaid = far.received((f) => f.type === 'chat' && f.username === 'near').length
@@ -132,16 +143,7 @@ test(`${MANY} clients at the rate limit opening at once on the leader's node: no
   await Promise.all(load.map((p) => p.exited))
   clearInterval(talk)
   const reports = await Promise.all(load.map(async (p) => JSON.parse((await new Response(p.stdout as ReadableStream).text()).trim())))
-  const acked = () => new Set(near.received((f) => f.type === 'ack').map((f) => f.clientMsgId))
-  await waitFor(
-    () => {
-      const done = acked()
-      let resent = 0
-      for (let i = 1; i <= n && resent < 8; i++) if (!done.has(`near-${i}`)) sayNear(i), resent++
-      return done.size === n
-    },
-    { timeoutMs: 20_000, intervalMs: 500, message: `the near user's messages acknowledged (${acked().size}/${n})` },
-  )
+  await resendUntilAcked(near, sayNear, n)
   // Lines the far nodes took reach the near user (a line a far node shed, its user was told of).
   const taken = (u: (typeof users)[number]) => u.received((f) => f.type === 'chat' && f.username === u.username).length
   const seenAtNear = (name: string) => near.received((f) => f.type === 'chat' && f.username === name).length
