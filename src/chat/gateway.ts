@@ -165,18 +165,6 @@ export class ChatGateway {
   }
 
   /**
-   * True when a frame of connection `id` is to be dropped unread: its session is paused, and the
-   * frame was read before the pause took effect. Counted as refused. For a socket layer with work
-   * of its own per frame to skip (see http/app.ts); `message` drops such frames too.
-   */
-  dropsUnread(id: string): boolean {
-    if (!this.sessions.get(id)?.paused) return false
-    this.stats.framesIn++
-    this.stats.refused.overloaded = (this.stats.refused.overloaded ?? 0) + 1
-    return true
-  }
-
-  /**
    * A drain: every user leaves the room at once and the leaves go to the other members at once
    * (not at the end of a presence window); once `delivered` says the other members have them
    * (and every presence frame before them), each user is told where else to go (the other

@@ -43,6 +43,14 @@ function checkName(username: string): Result<string> {
   return checked
 }
 
+function checkNames(usernames: string[]): Result<true> {
+  for (const username of usernames) {
+    const name = checkName(username)
+    if (!name.ok) return name
+  }
+  return ok(true)
+}
+
 function checkUsers(users: ChatUser[]): Result<true> {
   const seen = new Set<string>()
   for (const user of users) {
@@ -62,10 +70,8 @@ export function checkProposal(peer: Peer, from: string, entries: TranscriptEntry
   for (const e of entries) {
     if (e.origin !== from) return err(`proposal from ${from.slice(0, 300)} claims origin ${JSON.stringify(e.origin.slice(0, 300))}`)
     if (e.nodeAddress !== peer.address) return err(`${e.type} claims node ${JSON.stringify(e.nodeAddress.slice(0, 256))}, sent by ${peer.address}`)
-    for (const username of e.type === 'chat' ? [e.username] : e.usernames) {
-      const name = checkName(username)
-      if (!name.ok) return name
-    }
+    const names = e.type === 'chat' ? checkName(e.username) : checkNames(e.usernames)
+    if (!names.ok) return names
     if (e.type === 'chat') {
       const text = checkMessageText(e.message, maxMessageLength)
       if (!text.ok) return text
@@ -85,11 +91,8 @@ export function checkPeerMessage(m: ChatMessage): Result<true> {
       return name.ok ? ok(true) : name
     }
     case 'presence_batch': {
-      for (const username of m.leaves) {
-        const name = checkName(username)
-        if (!name.ok) return name
-      }
-      return checkUsers(m.joins)
+      const leaves = checkNames(m.leaves)
+      return leaves.ok ? checkUsers(m.joins) : leaves
     }
   }
 }

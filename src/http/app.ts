@@ -156,8 +156,7 @@ function chatSocket(deps: AppDeps) {
       gateway.open(this.id, new BunClient(ws), claim!, resume!)
     }
     message(_ws: ServerWebSocket<Connection>, data: string | Buffer) {
-      // A paused socket still hands over what was read before the pause: dropped unread.
-      if (gateway.dropsUnread(this.id)) return
+      // A paused socket still hands over what was read before the pause: the gateway drops it unread.
       gateway.message(this.id, data)
     }
     close() {
