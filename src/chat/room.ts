@@ -24,6 +24,14 @@ const PRESENCE_WINDOW_MS = 50
 export const PAGE_MAX = 500
 /** How long a resume from a line this node has not applied yet may wait for it. */
 const RESUME_WAIT_MS = 10_000
+/**
+ * This node's lines in the cluster and not yet applied, past which its users' new lines are
+ * refused as `overloaded` while a leader is reachable. Every line waits behind those before it in
+ * the one log: with no such bound, one flooding client kept 10,000 in flight (the outbox's limit),
+ * and every user in the cluster saw lines 1.2-3.4 s late. A few hundred in flight carry far more
+ * than the users of a node may say (the fan-out budget) on a cluster that keeps up.
+ */
+export const LINES_IN_FLIGHT = 32
 
 export interface RoomDeps {
   selfAddress: string
@@ -197,6 +205,9 @@ export class ChatRoom {
     }
     if (!this.budget.take(messageCost(this.presence.localCount, this.members.size), this.d.now(), this.d.fanoutShare?.())) {
       return err({ code: 'overloaded', message: 'this node is delivering all it can; this message was not delivered, send it again shortly' })
+    }
+    if (this.d.outbox.size >= LINES_IN_FLIGHT && this.d.leaderId() !== null) {
+      return err({ code: 'overloaded', message: 'the cluster is carrying all it can from this node; this message was not delivered, send it again shortly' })
     }
     // Joins and leaves held so far come first: a user's join is never told after its first line.
     this.flushLines()

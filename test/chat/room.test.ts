@@ -3,6 +3,7 @@
 // rooms delivered in memory the way the cluster delivers it over TCP.
 import { describe, expect, test } from 'bun:test'
 import type { ChatMessage } from '../../src/chat/messages'
+import { LINES_IN_FLIGHT } from '../../src/chat/room'
 import { addr, RecordingSocket, RoomCluster, singleNode } from '../support/room-cluster'
 
 const ids = (lines: any[]) => lines.map((l) => l.id)
@@ -239,6 +240,27 @@ describe('ChatRoom transcript', () => {
       expect(n.published.filter((f) => f.type === 'presence').flatMap((f) => f.leaves.map((u: { username: string }) => u.username)).sort()).toEqual(['carol', 'dave'])
     }
     expect(net.node(1).lines()).toEqual(net.node(2).lines())
+  })
+
+  test(`a node takes ${LINES_IN_FLIGHT} lines ahead of the log, then refuses as overloaded until they are applied: a flood never queues the whole cluster behind it`, () => {
+    const net = RoomCluster.form(3)
+    for (const [n, name] of [[1, 'alice'], [2, 'bob']] as const) net.node(n).room.join(name)
+    net.settle()
+    const node = net.node(1)
+    let said = 0
+    while (node.room.say('alice', `a${said}`).ok) said++
+    expect(said).toBe(LINES_IN_FLIGHT) // the join's line is applied already: the window was empty
+    expect(node.room.say('alice', 'one more')).toMatchObject({ ok: false, error: { code: 'overloaded' } })
+    // Another node's user is not held back by it: its own window is empty.
+    expect(net.node(2).room.say('bob', 'b0').ok).toBe(true)
+    net.settle()
+    expect(node.room.pending).toBe(0)
+    expect(node.room.say('alice', 'after').ok).toBe(true)
+    net.settle()
+    const chat = (n: (typeof net.nodes)[number]) => n.transcript.after(0).flatMap((l) => (l.type === 'chat' ? [l.message] : []))
+    expect(chat(node).filter((m) => m.startsWith('a'))).toEqual([...Array.from({ length: said }, (_, i) => `a${i}`), 'after'])
+    expect(chat(node)).toContain('b0')
+    for (const n of net.nodes) expect(chat(n)).toEqual(chat(node))
   })
 
   test('a node cut off from the leader holds what its users say (pending) and refuses past --max-pending; after the heal it all lands once', () => {
