@@ -15,6 +15,12 @@ export interface Clock {
    * turn): work that many events in one turn cause is then done once, for all of them.
    */
   defer(fn: () => void): void
+  /**
+   * Calls `fn` once the callback now running has returned (a socket read: every frame in it
+   * handled), before the rest of the turn: what a peer is owed goes out without waiting behind
+   * the turn's other sockets.
+   */
+  soon(fn: () => void): void
 }
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error'
@@ -47,4 +53,6 @@ export const realClock: Clock = {
   },
   // After the I/O callbacks of this turn: every frame read in it is handled before the batch goes out.
   defer: (fn) => void setImmediate(fn),
+  // Bun runs the microtasks after each callback it makes into JavaScript (each socket's read).
+  soon: (fn) => queueMicrotask(fn),
 }

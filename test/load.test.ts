@@ -14,6 +14,7 @@ function manualClock() {
     every: (_ms, fn) => ((tick = fn), () => void (tick = null)),
     after: () => () => {},
     defer: (fn) => fn(),
+    soon: (fn) => fn(),
   }
   return { clock, fire: (atMs: number) => ((now = atMs), tick?.()), probing: () => tick !== null }
 }
@@ -111,7 +112,7 @@ test('late probes while this process hardly ran are the machine\'s, not load to 
 test('busyBehind: a long turn counts only when this process spent it on a CPU', () => {
   let now = 0
   let cpu = 0
-  const clock: Clock = { now: () => now, every: (_ms, fn) => ((tick = fn), () => {}), after: () => () => {}, defer: (fn) => fn() }
+  const clock: Clock = { now: () => now, every: (_ms, fn) => ((tick = fn), () => {}), after: () => () => {}, defer: (fn) => fn(), soon: (fn) => fn() }
   let tick = () => {}
   const load = new LagMonitor(clock, { intervalMs: 20, thresholdMs: 50, turnMs: 30 }, () => cpu)
   load.start()

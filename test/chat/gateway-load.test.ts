@@ -12,7 +12,7 @@ import { singleNode } from '../support/room-cluster'
 function setup(rateLimit = { perSecond: 20, burst: 40 }) {
   const { net, node } = singleNode({ maxMessageLength: 2000 })
   let fireProbe = () => {}
-  const clock = { now: () => net.now, every: (_ms: number, fn: () => void) => ((fireProbe = fn), () => {}), after: () => () => {}, defer: (fn: () => void) => fn() }
+  const clock = { now: () => net.now, every: (_ms: number, fn: () => void) => ((fireProbe = fn), () => {}), after: () => () => {}, defer: (fn: () => void) => fn(), soon: (fn: () => void) => fn() }
   const load = new LagMonitor(clock, { intervalMs: 20, thresholdMs: 100, turnMs: 30 })
   load.start()
   const probe = (ms: number) => {

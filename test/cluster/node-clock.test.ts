@@ -23,7 +23,7 @@ function busyClock(clock: VirtualClock, busy: { ms: number }): Clock {
     })
     return () => cancel()
   }
-  return { now: clock.now, after, defer: clock.defer, every: clock.every }
+  return { now: clock.now, after, defer: clock.defer, soon: clock.soon, every: clock.every }
 }
 
 async function threeNodes(leaderBusy: { ms: number }) {

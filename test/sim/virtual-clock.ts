@@ -32,6 +32,8 @@ export class VirtualClock implements Clock {
 
   /** At the same virtual instant, after everything already due then (timers run in the order they were set). */
   readonly defer = (fn: () => void): void => void this.after(0, fn)
+  /** As `defer`: the simulator has no turns within a turn, and a step's answers go at once in virtual time either way. */
+  readonly soon = this.defer
 
   readonly every = (ms: number, fn: () => void): (() => void) => {
     let cancelled = false
