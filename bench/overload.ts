@@ -94,6 +94,7 @@ async function scenario(name: string, nodeArgs: string[], load: (nodes: NodeHand
     const reports = await Promise.all(procs.map(async (p) => JSON.parse((await new Response(p.stdout as ReadableStream).text()).trim() || '{"sent":0}')))
     const sent = reports.reduce((a, r) => a + r.sent, 0)
     const retries = reports.reduce((a, r) => a + (r.retries ?? 0), 0)
+    const reconnects = reports.reduce((a, r) => a + (r.reconnects ?? 0), 0)
     const open = reports.reduce((a, r) => a + (r.open ?? 0), 0)
     // The load generator shares the machine's cores with the nodes: its CPU is part of the picture.
     const loadCpuS = procs.reduce((s, p) => s + (Number(p.resourceUsage()?.cpuTime.user ?? 0) + Number(p.resourceUsage()?.cpuTime.system ?? 0)) / 1e6, 0)
@@ -101,7 +102,7 @@ async function scenario(name: string, nodeArgs: string[], load: (nodes: NodeHand
     const metrics = await (await nodes[0]!.fetch('/metrics')).text()
     const shed = metrics.split('\n').find((l) => l.includes('overloaded') && !l.startsWith('#'))?.split(' ')[1] ?? '0'
     const maxLag = metrics.split('\n').find((l) => l.startsWith('nodejs_eventloop_lag_max_seconds'))?.split(' ')[1]
-    console.log(`== ${name}: load sent ${sent} messages in ${seconds} s (${open} load sockets open at the end, ${retries} connects refused and retried; load generator CPU ${loadCpuS.toFixed(1)} s at nice ${generatorNice}, machine load average ${loadavg()[0]!.toFixed(1)}); quiet p50/p99 at other nodes ${pct(quiet.atOthers, 50)}/${pct(quiet.atOthers, 99)} ms, at node 1 ${pct(quiet.atNode1, 50)}/${pct(quiet.atNode1, 99)} ms`)
+    console.log(`== ${name}: load sent ${sent} messages in ${seconds} s (${open} load sockets open at the end, ${retries} connects refused and retried, ${reconnects} reconnects after a close; load generator CPU ${loadCpuS.toFixed(1)} s at nice ${generatorNice}, machine load average ${loadavg()[0]!.toFixed(1)}); quiet p50/p99 at other nodes ${pct(quiet.atOthers, 50)}/${pct(quiet.atOthers, 99)} ms, at node 1 ${pct(quiet.atNode1, 50)}/${pct(quiet.atNode1, 99)} ms`)
     console.log(`   loaded: at other nodes' users p50/p99 ${pct(loaded.atOthers, 50)}/${pct(loaded.atOthers, 99)} ms (${loaded.atOthers.length} msgs; between nodes 2 and 3 only ${pct(loaded.apart, 50)}/${pct(loaded.apart, 99)} ms, quiet ${pct(quiet.apart, 50)}/${pct(quiet.apart, 99)} ms), at node 1's other user ${pct(loaded.atNode1, 50)}/${pct(loaded.atNode1, 99)} ms (${loaded.atNode1.length} msgs); probe errors ${loaded.errors.join('/')}`)
     console.log(`   membership: leaders seen ${observer.leaders().length}, elections ${observer.termsAdvanced()}, member-change snapshots ${observer.memberChanges()}; node 1 refused ${shed} frames as overloaded, worst event-loop delay under load ${Math.round(Number(maxLag) * 1000)} ms`)
   } finally {

@@ -31,6 +31,13 @@ export interface Load {
   turn(): number
 }
 
+/** The first message of a session refused for now and not yet sent again: its clientMsgId, the refusal's code, and until when later messages wait for it. */
+interface Held {
+  clientMsgId: string
+  code: 'rate_limited' | 'overloaded' | 'unavailable'
+  until: number
+}
+
 /** An admitted user's session; its message rate's bucket is part of it (one object per connection, not two). */
 class Session extends TokenBucket {
   /** Not read from (TCP backpressure) until the loop catches up; frames it had sent already are refused. */
@@ -42,6 +49,8 @@ class Session extends TokenBucket {
   /** Frames it sent in the current turn of the loop (`turn`). */
   turn = -1
   framesInTurn = 0
+  /** A message refused for now (rate, load): later ones wait for it (see `holdsOrder`). */
+  held: Held | null = null
 
   constructor(
     readonly username: string,
@@ -69,6 +78,12 @@ const LATE_TURN_MS = 100
  * machine at load 7 (and an election); 16 are 30-60 ms of work there.
  */
 const JOINS_IN_TURN = 16
+
+/**
+ * How long a session's later messages wait for one refused for now to be sent again: the page
+ * sends it again after 5 s, then after twice as long each time, up to 30 s.
+ */
+const HOLD_MS = 30_000
 
 /** The first pause lasts until the loop catches up (a probe, ~20 ms); a socket that keeps filling turns is paused up to this long. */
 const PAUSE_MIN_MS = 20
@@ -140,28 +155,59 @@ export class ChatGateway {
     // Bun hands over every frame it read from a socket in one turn: thousands from a flooding
     // client, and a turn that long starves the cluster's heartbeats. Past the turn's budget the
     // socket stops being read, and what it already sent is refused at the cost of a counter.
-    if (session.paused) return this.refuse('overloaded', () => {})
-    if (this.d.load && this.burstInLateTurn(session, this.d.load)) return this.refuse('overloaded', () => this.pause(session))
+    if (session.paused) return this.refuseForNow(session, data, 'overloaded', () => {})
+    if (this.d.load && this.burstInLateTurn(session, this.d.load)) return this.refuseForNow(session, data, 'overloaded', () => this.pause(session))
     // Many sockets a frame each: the turn is bounded too, by refusing (not pausing) past a later mark.
-    if (this.d.load?.behind(LATE_TURN_MS)) return this.refuse('overloaded', () => this.sendJson(session.socket, OVERLOADED))
+    if (this.d.load?.behind(LATE_TURN_MS)) return this.refuseForNow(session, data, 'overloaded', () => this.sendJson(session.socket, OVERLOADED))
     // Rate first: a flood of bad frames costs as little as a flood of good ones.
     const verdict = session.take(this.d.rateLimit, this.d.now())
     if (verdict === 'flood') {
       return this.refuse('flooding', () => this.drop(id, session, CloseCode.flooding, `over the rate limit more than ${FLOOD.refusalsMax} times in ${FLOOD.windowMs / 1000} s`))
     }
     if (verdict === 'refuse') {
-      return this.refuse('rate_limited', () =>
+      return this.refuseForNow(session, data, 'rate_limited', () =>
         this.send(session.socket, { type: 'error', code: 'rate_limited', message: `at most ${this.d.rateLimit.perSecond} messages per second; this one was not delivered` }),
       )
     }
-    if (this.d.load?.overloaded()) return this.refuse('overloaded', () => this.sendJson(session.socket, OVERLOADED))
+    if (session.held && this.holdsOrder(session, data)) {
+      const held = session.held
+      return this.refuse(held.code, () => this.send(session.socket, { type: 'error', code: held.code, message: `message ${held.clientMsgId} was not delivered and this one is after it: send that one again first (messages are taken in the order they were sent)` }))
+    }
+    if (this.d.load?.overloaded()) return this.refuseForNow(session, data, 'overloaded', () => this.sendJson(session.socket, OVERLOADED))
     const parsed = parseClientMessage(data)
     if (!parsed.ok) {
       if (data instanceof Uint8Array || data instanceof ArrayBuffer) return this.refuse('binary_frame', () => this.drop(id, session, CloseCode.unsupportedData, parsed.error))
       return this.refuse('bad_message', () => this.send(session.socket, { type: 'error', code: 'bad_message', message: parsed.error }))
     }
     const said = this.d.room.say(session.username, parsed.value.message, parsed.value.clientMsgId)
-    if (!said.ok) this.refuse(said.error.code, () => this.send(session.socket, { type: 'error', code: said.error.code, message: said.error.message }))
+    if (said.ok) session.held = null
+    else {
+      const { code, message } = said.error
+      const refusal = () => this.send(session.socket, { type: 'error', code, message })
+      if (code === 'overloaded' || code === 'unavailable') this.refuseForNow(session, data, code, refusal, parsed.value.clientMsgId)
+      else this.refuse(code, refusal)
+    }
+  }
+
+  /**
+   * Refuses a message for now (the sender may send it again: rate, load) and, when it has a
+   * clientMsgId and none is held yet, holds the session's later messages until it comes again.
+   * Taken meanwhile, they would land before it: a user's messages out of the order said.
+   */
+  private refuseForNow(session: Session, data: unknown, code: Held['code'], act: () => void, clientMsgId = session.held ? undefined : clientMsgIdOf(data)): void {
+    if (clientMsgId !== undefined && (session.held === null || session.held.clientMsgId === clientMsgId)) session.held = { clientMsgId, code, until: this.d.now() + HOLD_MS }
+    this.refuse(code, act)
+  }
+
+  /** Whether `data` waits behind the held message: it is not that message sent again, and the hold has not run out. */
+  private holdsOrder(session: Session, data: unknown): boolean {
+    const held = session.held!
+    if (this.d.now() > held.until) {
+      session.held = null
+      return false
+    }
+    // The held id is in the frame's text before it is worth parsing: most frames are not it.
+    return !(typeof data === 'string' && data.includes(held.clientMsgId) && clientMsgIdOf(data) === held.clientMsgId)
   }
 
   /**
@@ -261,4 +307,11 @@ export class ChatGateway {
     this.stats.refused[reason] = (this.stats.refused[reason] ?? 0) + 1
     act()
   }
+}
+
+/** The clientMsgId of a chat frame, if it is a valid one that has it (parsed only when it may: a flood's frames cost a search). */
+function clientMsgIdOf(data: unknown): string | undefined {
+  if (typeof data !== 'string' || !data.includes('"clientMsgId"')) return undefined
+  const parsed = parseClientMessage(data)
+  return parsed.ok ? parsed.value.clientMsgId : undefined
 }

@@ -143,6 +143,40 @@ describe('ChatGateway and the transcript', () => {
     expect(node.chats()).toEqual(texts)
   })
 
+  test('a message refused for now holds the later ones until it is sent again: a user\'s messages land in the order said', () => {
+    const { gateway, published, socket, advance } = setup({ perSecond: 20, burst: 2 })
+    const a = socket()
+    gateway.open('1', a.client, ok('alice'))
+    const say = (id: string) => gateway.message('1', JSON.stringify({ type: 'chat', message: id, clientMsgId: id }))
+    const errors = () => a.s.sent.filter((f: any) => f.type === 'error')
+    say('m1')
+    say('m2')
+    say('m3') // over the rate: refused for now
+    expect(errors().at(-1)).toMatchObject({ code: 'rate_limited' })
+    advance(1000) // the bucket is full again, but m4 is after m3
+    say('m4')
+    expect(errors().at(-1)).toMatchObject({ code: 'rate_limited', message: expect.stringContaining('m3') })
+    gateway.message('1', 'plain text waits too')
+    expect(errors()).toHaveLength(3)
+    expect(chats(published)).toEqual(['m1', 'm2'])
+    // Sent again in order, as the page does: m3, then m4 (the frames held back used the bucket too).
+    advance(1000)
+    say('m3')
+    say('m4')
+    expect(chats(published)).toEqual(['m1', 'm2', 'm3', 'm4'])
+    // A hold runs out: a sender that never sends the refused one again is served after HOLD_MS.
+    advance(1000)
+    say('m5')
+    say('m6')
+    say('m7') // refused for now
+    advance(29_000)
+    say('m8')
+    expect(chats(published)).toEqual(['m1', 'm2', 'm3', 'm4', 'm5', 'm6'])
+    advance(1_001)
+    say('m8')
+    expect(chats(published).at(-1)).toBe('m8')
+  })
+
   test('a node that holds --max-pending unsent lines refuses the next with `unavailable`', () => {
     const { gateway, node, net, socket } = setup(undefined, { maxPending: 2 })
     const a = socket()
