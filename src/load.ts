@@ -24,7 +24,9 @@ export interface LoadOptions {
 // start-up compiling) is not worth refusing users for. A probe every 50 ms (not 20: a timer that
 // wakes an idle node 50 times a second costs it about 0.6 % of a core here, 20 times about 0.25 %)
 // still finds a loop that is behind within 3 × (50 + 100) ms.
-export const DEFAULT_LOAD: LoadOptions = { intervalMs: 50, thresholdMs: 100, turnMs: 30 }
+// 10 ms of one turn for client frames: every peer frame read in the turn waits that long at most,
+// and twice per line on the leader (a proposal in, the acknowledgements back).
+export const DEFAULT_LOAD: LoadOptions = { intervalMs: 50, thresholdMs: 100, turnMs: 10 }
 /** Start-up (loading and compiling code, joining) stalls the loop once; it is not load to shed. */
 const WARM_UP_MS = 1000
 /** The probe stops once nobody has asked for this long (and nothing is shed or waiting). */
@@ -76,6 +78,8 @@ export class LagMonitor {
   /** Stops the probe timer; null while it is not running. */
   private stopProbe: (() => void) | null = null
   private askedAt = 0
+  /** When the client work of the turn now running began; null between turns (see `turnStart`). */
+  private turnAt: number | null = null
 
   /** `cpuMs`: CPU time this process has used (all its threads), ms; absent, every lateness counts as its own. */
   constructor(
@@ -144,7 +148,20 @@ export class LagMonitor {
    */
   behind(budgetMs = this.options.turnMs): boolean {
     this.asked()
-    return this.last > this.startedAt && this.clock.now() - this.last > this.options.intervalMs + budgetMs
+    const now = this.clock.now()
+    return (this.last > this.startedAt && now - this.last > this.options.intervalMs + budgetMs) || now - this.turnStart(now) > budgetMs
+  }
+
+  /**
+   * When this turn's first client work came (the first question asked in it): a turn that began
+   * just after a probe would otherwise run intervalMs + budgetMs before the probe's lateness showed
+   * it, and a flooding client's read of thousands of frames held the cluster's sockets that long.
+   */
+  private turnStart(now: number): number {
+    if (this.turnAt !== null) return this.turnAt
+    this.turnAt = now
+    this.clock.defer(() => (this.turnAt = null))
+    return now
   }
 
   /**

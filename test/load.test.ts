@@ -84,6 +84,26 @@ test('a turn late past its budget is `behind`; `whenOnTime` runs at the first pr
   expect(load.behind()).toBe(false)
 })
 
+test('a turn is also `behind` once its client work has run past the budget, however recent the last probe', () => {
+  let now = 0
+  let probe = () => {}
+  const endOfTurn: Array<() => void> = []
+  const clock: Clock = { now: () => now, every: (_ms, fn) => ((probe = fn), () => {}), after: () => () => {}, defer: (fn) => void endOfTurn.push(fn), soon: (fn) => fn() }
+  const endTurn = () => endOfTurn.splice(0).forEach((fn) => fn())
+  const load = new LagMonitor(clock, { intervalMs: 50, thresholdMs: 100, turnMs: 10 })
+  load.start()
+  for (now = 50; now <= 1100; now += 50) probe(), load.overloaded(), endTurn()
+  now = 1101 // a turn begins just after the probe at 1100: its first client frame
+  expect(load.behind()).toBe(false)
+  now = 1111
+  expect(load.behind()).toBe(false)
+  now = 1112 // 11 ms of client work in this turn; the next probe is not even due
+  expect(load.behind()).toBe(true)
+  expect(load.behind(100)).toBe(false)
+  endTurn()
+  expect(load.behind()).toBe(false) // the next turn starts afresh
+})
+
 test('late probes while this process hardly ran are the machine\'s, not load to shed; late while it was busy, they are', () => {
   const { clock, fire: fireAt } = manualClock()
   let cpu = 0

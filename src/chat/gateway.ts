@@ -78,6 +78,8 @@ const LATE_TURN_MS = 100
  * machine at load 7 (and an election); 16 are 30-60 ms of work there.
  */
 const JOINS_IN_TURN = 16
+/** How long a turn may run before joins past those are refused: longer than a frame's budget, as a refused join costs a retry of the whole handshake. */
+const JOIN_TURN_MS = 30
 
 /**
  * How long a session's later messages wait for one refused for now to be sent again: the page
@@ -142,7 +144,7 @@ export class ChatGateway {
     if (!load) return true
     const turn = load.turn()
     if (this.joins.turn !== turn) this.joins = { turn, sockets: 0 }
-    if (this.joins.sockets >= JOINS_IN_TURN && load.busyBehind()) return false
+    if (this.joins.sockets >= JOINS_IN_TURN && load.busyBehind(JOIN_TURN_MS)) return false
     this.joins.sockets++
     return true
   }
