@@ -25,13 +25,16 @@ export const PAGE_MAX = 500
 /** How long a resume from a line this node has not applied yet may wait for it. */
 const RESUME_WAIT_MS = 10_000
 /**
- * This node's lines in the cluster and not yet applied, past which its users' new lines are
- * refused as `overloaded` while a leader is reachable. Every line waits behind those before it in
- * the one log: with no such bound, one flooding client kept 10,000 in flight (the outbox's limit),
- * and every user in the cluster saw lines 1.2-3.4 s late. A few hundred in flight carry far more
- * than the users of a node may say (the fan-out budget) on a cluster that keeps up.
+ * When this node's users say more than the cluster applies, its lines queue in front of everyone's
+ * (there is one log): past LINES_AHEAD of them waiting, the oldest proposed more than LINE_WAIT_MS
+ * ago, its users' new lines are refused as `overloaded` while a leader is reachable. One flooding
+ * client (no rate limit) otherwise kept 10,000 in flight, and every user in the cluster saw lines
+ * 1.2-3.4 s late. Bursts that a working cluster takes within the wait (users moving together
+ * sending what they held) and what was held through a partition (it counts from its proposal after
+ * the heal) are not refused: a bare count of 32 refused both.
  */
-export const LINES_IN_FLIGHT = 32
+export const LINES_AHEAD = 64
+export const LINE_WAIT_MS = 50
 
 export interface RoomDeps {
   selfAddress: string
@@ -206,7 +209,8 @@ export class ChatRoom {
     if (!this.budget.take(messageCost(this.presence.localCount, this.members.size), this.d.now(), this.d.fanoutShare?.())) {
       return err({ code: 'overloaded', message: 'this node is delivering all it can; this message was not delivered, send it again shortly' })
     }
-    if (this.d.outbox.size >= LINES_IN_FLIGHT && this.d.leaderId() !== null) {
+    const outbox = this.d.outbox
+    if (outbox.size >= LINES_AHEAD && outbox.oldestWait(this.d.now()) > LINE_WAIT_MS && this.d.leaderId() !== null) {
       return err({ code: 'overloaded', message: 'the cluster is carrying all it can from this node; this message was not delivered, send it again shortly' })
     }
     // Joins and leaves held so far come first: a user's join is never told after its first line.

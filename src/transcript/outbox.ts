@@ -21,6 +21,8 @@ export class Outbox {
   private origin = ''
   private nextSeq = 1
   private pending: TranscriptEntry[] = []
+  /** When each of `pending` was last proposed (`add`, or `due` proposing it again). */
+  private proposedAt: number[] = []
   /** How many of `pending` are joins or leaves (presence-lines.ts holds the next ones back while any are). */
   private presence = 0
   /** When something was last accepted or the pending entries were last proposed. */
@@ -42,6 +44,15 @@ export class Outbox {
   }
 
   /**
+   * How long the oldest pending entry has waited since it was last proposed; 0 when none is
+   * pending. What is held through a partition counts from its proposal after the heal: only a
+   * queue in front of a working cluster makes this grow.
+   */
+  oldestWait(now: number): number {
+    return this.pending.length === 0 ? 0 : now - this.proposedAt[0]!
+  }
+
+  /**
    * A new incarnation of this node (its first, or a rejoin): it proposes under its new id, and
    * what is still pending is numbered afresh (keys unchanged, so nothing is taken twice).
    */
@@ -58,6 +69,7 @@ export class Outbox {
     const entry = { ...draft, origin: this.origin, seq: this.nextSeq++ } as TranscriptEntry
     if (this.pending.length === 0) this.movedAt = now
     this.pending.push(entry)
+    this.proposedAt.push(now)
     if (entry.type !== 'chat') this.presence++
     return entry
   }
@@ -93,6 +105,7 @@ export class Outbox {
 
   private shift(): TranscriptEntry {
     const entry = this.pending.shift()!
+    this.proposedAt.shift()
     if (entry.type !== 'chat') this.presence--
     return entry
   }
@@ -102,6 +115,7 @@ export class Outbox {
     if (this.pending.length === 0) return []
     if (!leaderChanged && now - this.movedAt < this.o.retryMs) return []
     this.movedAt = now
+    this.proposedAt.fill(now)
     return this.pending
   }
 }

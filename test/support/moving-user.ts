@@ -3,13 +3,16 @@
 // others), resuming after the last line it saw (`since`/`epoch`), and retries a name the new node
 // still thinks is taken (the old node's leave may not have arrived yet). What it says goes out
 // with a clientMsgId and is kept until acknowledged: said while between nodes, or unacknowledged
-// when its node went, it is sent again on the next connection. It records how long each move
+// when its node went, it is sent again on the next connection; refused for now (rate, load), all
+// that is unacknowledged is sent again, in order, a moment later. It records how long each move
 // took and every chat line it received (live or replayed), repeats included.
 import { chatUrl, connectUrl, type ChatClient, type Frame } from './ws-client'
 
 const SERVICE_RESTART = 1012
 const TAKEN = 4409
 const MOVE_DEADLINE_MS = 10_000
+/** After a refusal for now: the page waits 5 s; a test has less time. */
+const RESEND_AFTER_MS = 300
 
 export interface Move {
   from: string
@@ -31,6 +34,8 @@ export class MovingUser {
   private said = 0
   /** clientMsgId → text, in the order said, until acknowledged. */
   private readonly unacked = new Map<string, string>()
+  /** A resend after a refusal for now is scheduled. */
+  private resending = false
 
   constructor(
     readonly username: string,
@@ -88,6 +93,7 @@ export class MovingUser {
         for (const line of frame.messages as Frame[]) this.see(line)
       } else this.see(frame)
       if (frame.type === 'ack') this.unacked.delete(frame.clientMsgId as string)
+      if (frame.type === 'error' && ['rate_limited', 'overloaded', 'unavailable'].includes(frame.code as string)) this.resendSoon(client)
       if (frame.type === 'moving') members = (frame.members as Array<{ httpUrl: string }>).map((m) => m.httpUrl)
     })
     void client.closed.then(async (info) => {
@@ -99,6 +105,16 @@ export class MovingUser {
       if (!moved) return void this.failures.push(`could not move from ${from} to any of ${members.join(', ')}`)
       this.moves.push({ from, to: this.httpUrl, ms: performance.now() - closedAt, closedAt })
     })
+  }
+
+  /** As the page: what was refused for now goes again, with everything after it, in the order said (the node holds the later ones until then). */
+  private resendSoon(client: ChatClient): void {
+    if (this.resending) return
+    this.resending = true
+    setTimeout(() => {
+      this.resending = false
+      if (client === this.client && !client.isClosed()) for (const [clientMsgId, text] of this.unacked) this.sendTyped(clientMsgId, text)
+    }, RESEND_AFTER_MS)
   }
 
   private async moveTo(members: string[], since: number): Promise<boolean> {

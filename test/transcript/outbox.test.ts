@@ -22,6 +22,19 @@ describe('Outbox', () => {
     expect(o.size).toBe(2)
   })
 
+  test('oldestWait: how long the oldest pending entry has waited since it was last proposed; proposing it again starts the wait anew', () => {
+    const o = outbox(10, 500)
+    expect(o.oldestWait(100)).toBe(0)
+    o.add(chat('a'), 100)
+    o.add(chat('b'), 130)
+    expect(o.oldestWait(160)).toBe(60)
+    o.settle([{ origin: origin(1), seq: 1, key: 'a', id: 1 }], 170)
+    expect(o.oldestWait(170)).toBe(40) // b's wait
+    // Held through a partition, then proposed again to the new leader: it waits from then.
+    expect(o.due(2_000, true)).toHaveLength(1)
+    expect(o.oldestWait(2_010)).toBe(10)
+  })
+
   test('settles what the transcript took of its own origin, with ids; skipped ones are done without an id', () => {
     const o = outbox()
     for (const k of ['a', 'b', 'c', 'd']) o.add(chat(k), 0)
