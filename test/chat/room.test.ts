@@ -3,7 +3,7 @@
 // rooms delivered in memory the way the cluster delivers it over TCP.
 import { describe, expect, test } from 'bun:test'
 import type { ChatMessage } from '../../src/chat/messages'
-import { LINE_WAIT_MS, LINES_AHEAD } from '../../src/chat/room'
+import { LINE_WAIT_MS, LINES_AHEAD, LINES_AHEAD_MAX } from '../../src/chat/room'
 import { addr, RecordingSocket, RoomCluster, singleNode } from '../support/room-cluster'
 
 const ids = (lines: any[]) => lines.map((l) => l.id)
@@ -242,15 +242,20 @@ describe('ChatRoom transcript', () => {
     expect(net.node(1).lines()).toEqual(net.node(2).lines())
   })
 
-  test(`past ${LINES_AHEAD} lines waiting, the oldest proposed over ${LINE_WAIT_MS} ms ago, a node refuses its users' new lines as overloaded: a flood never queues the whole cluster behind it`, () => {
+  test(`past ${LINES_AHEAD} lines waiting, the oldest proposed over ${LINE_WAIT_MS} ms ago, or ${LINES_AHEAD_MAX} at all, a node refuses its users' new lines as overloaded: a flood never queues the whole cluster behind it`, () => {
     const net = RoomCluster.form(3)
     for (const [n, name] of [[1, 'alice'], [2, 'bob']] as const) net.node(n).room.join(name)
     net.settle()
     const node = net.node(1)
-    // A burst the cluster takes at once is not refused, however long.
-    for (let i = 0; i < 3 * LINES_AHEAD; i++) expect(node.room.say('alice', `a${i}`).ok).toBe(true)
-    net.now += LINE_WAIT_MS // not applied yet, but not waiting past the bound
+    // A burst the cluster takes at once is not refused, up to LINES_AHEAD_MAX.
+    for (let i = 0; i < LINES_AHEAD_MAX - 1; i++) expect(node.room.say('alice', `a${i}`).ok).toBe(true)
     expect(node.room.say('alice', 'in time').ok).toBe(true)
+    expect(node.room.say('alice', 'one too many')).toMatchObject({ ok: false, error: { code: 'overloaded' } })
+    net.settle()
+    // Fewer waiting, but for too long.
+    for (let i = 0; i < LINES_AHEAD; i++) expect(node.room.say('alice', `w${i}`).ok).toBe(true)
+    net.now += LINE_WAIT_MS // not applied yet, but not waiting past the bound
+    expect(node.room.say('alice', 'still in time').ok).toBe(true)
     net.now += 1
     expect(node.room.say('alice', 'one more')).toMatchObject({ ok: false, error: { code: 'overloaded' } })
     // Another node's user is not held back by it: nothing of its node is waiting.
@@ -260,7 +265,8 @@ describe('ChatRoom transcript', () => {
     expect(node.room.say('alice', 'after').ok).toBe(true)
     net.settle()
     const chat = (n: (typeof net.nodes)[number]) => n.transcript.after(0).flatMap((l) => (l.type === 'chat' ? [l.message] : []))
-    expect(chat(node).filter((m) => m !== 'b0')).toEqual([...Array.from({ length: 3 * LINES_AHEAD }, (_, i) => `a${i}`), 'in time', 'after'])
+    const said = [...Array.from({ length: LINES_AHEAD_MAX - 1 }, (_, i) => `a${i}`), 'in time', ...Array.from({ length: LINES_AHEAD }, (_, i) => `w${i}`), 'still in time', 'after']
+    expect(chat(node).filter((m) => m !== 'b0')).toEqual(said)
     expect(chat(node)).toContain('b0')
     for (const n of net.nodes) expect(chat(n)).toEqual(chat(node))
   })

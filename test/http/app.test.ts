@@ -102,7 +102,11 @@ describe('GET /api/messages', () => {
   function withLines(count: number, options: NodeOptions = {}) {
     const made = makeApp(options)
     made.room.join('alice')
-    for (let i = 1; i <= count; i++) made.room.say('alice', `m${i}`)
+    // A few at a time, as users say them: a node takes LINES_AHEAD_MAX at once (room.ts).
+    for (let i = 1; i <= count; i++) {
+      made.room.say('alice', `m${i}`)
+      if (i % 20 === 0) made.net.settle()
+    }
     made.net.settle()
     return made
   }
