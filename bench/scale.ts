@@ -7,7 +7,7 @@
 //   memory          RSS per idle connection on the node holding them, per remote user on the others
 //   idle CPU        per node, with no clients and with the N idle connections
 //   fan-out         the highest msg/s (a ladder of rates) at which C clients all receive every
-//                   message with p99 < 100 ms and nothing lost, and the latency at it
+//                   message with p99 < 100 ms and none refused or lost, and the latency at it
 //   generator CPU   the load generator's own CPU (its worker processes and this one), so a reader
 //                   can tell when the generator is the bottleneck
 //
@@ -522,7 +522,7 @@ function report(machine: string[], notes: string[], results: SystemResult[], tot
   out.push(...machine, ...notes)
   out.push(
     `storm: ${int(S.joinUsers)} connections to node 1, ${S.joinWidth} handshakes in flight, over ${S.workers} generator workers; ` +
-      `fan-out: ${S.fanoutClients} clients spread over the nodes, ${S.senders} senders, ${fmt(S.stepMs / 1000)} s per rate, pass = nothing lost and p99 < ${S.p99Ms} ms`,
+      `fan-out: ${S.fanoutClients} clients spread over the nodes, ${S.senders} senders, ${fmt(S.stepMs / 1000)} s per rate, pass = none refused or lost and p99 < ${S.p99Ms} ms`,
     `machine load before the run (1/5/15 min): ${shell('cut -d" " -f1-3 /proc/loadavg')}`,
   )
   const col = (fn: (r: SystemResult) => string) => results.map(fn)
@@ -559,7 +559,7 @@ function report(machine: string[], notes: string[], results: SystemResult[], tot
     // All server processes' CPU over the deliveries made: how a message's cost grows with the node count.
     ['  server CPU µs per delivery, all processes', ...col((r) => (best(r) ? fmt((sum(best(r)!.serverCpuPct) / 100) * 1e6 / (best(r)!.rate * S.fanoutClients), 2) : '-'))],
     ['  generator CPU % of a core at it (all / busiest worker)', ...col((r) => (best(r) ? `${fmt(best(r)!.generatorCpuPct, 0)} / ${fmt(best(r)!.generatorMaxWorkerPct, 0)}` : '-'))],
-    ['  first failing rate: msg/s, p99 ms, lost', ...col((r) => {
+    ['  first failing rate: msg/s, p99 ms, not delivered (refused as overloaded, or lost)', ...col((r) => {
       const f = r.steps.find((s) => !s.passed)
       return f ? `${int(f.rate)}, ${fmt(f.p99, 0)}, ${int(f.expected - f.received)}` : `none up to ${int(LADDER.at(-1)!)}`
     })],
