@@ -25,12 +25,21 @@ export interface ConnectionCaps {
 
 /** Bound on the addresses whose connect rate is remembered: full buckets are forgotten first. */
 const RATE_BUCKETS_MAX = 10_000
+/**
+ * How long a name closed for flooding (4429) may not connect again from the same address. A
+ * client that reconnected at once after each close did it about 100 times a second within the
+ * connect rate, each time a join and a leave line for every user in the cluster (their p99 rose by
+ * 30-100 ms). Per name and address: others behind the same address are not punished for it.
+ */
+export const FLOOD_PENALTY_MS = 10_000
 
 /** Open chat sockets, per client address and in all. */
 export class ConnectionCounts {
   private readonly byIp = new Map<string, number>()
   /** Per address: tokens left for new sockets, and when they were counted. */
   private readonly connects = new Map<string, { tokens: number; at: number }>()
+  /** `address name` → until when that name may not connect from that address (FLOOD_PENALTY_MS). */
+  private readonly penalties = new Map<string, number>()
   private total = 0
 
   constructor(private readonly caps: ConnectionCaps) {}
@@ -65,6 +74,22 @@ export class ConnectionCounts {
     this.connects.set(ip, bucket)
     if (this.connects.size > RATE_BUCKETS_MAX) this.forgetFull(now, rate, burst)
     return null
+  }
+
+  /** A socket of `name` from `ip` was closed for flooding. */
+  penalize(ip: string, name: string, now: number): void {
+    if (this.penalties.size >= RATE_BUCKETS_MAX) for (const [key, until] of this.penalties) if (until <= now) this.penalties.delete(key)
+    if (this.penalties.size < RATE_BUCKETS_MAX) this.penalties.set(`${ip} ${name}`, now + FLOOD_PENALTY_MS)
+  }
+
+  /** Whether `name` from `ip` is still kept out for flooding. */
+  penaltyRefusal(ip: string, name: string, now: number): UpgradeRefusal | null {
+    if (this.penalties.size === 0) return null
+    const key = `${ip} ${name}`
+    const until = this.penalties.get(key)
+    if (until === undefined) return null
+    if (until <= now) return void this.penalties.delete(key), null
+    return { status: 429, error: `closed for flooding: ${name.slice(0, 64)} may connect again from this address in ${Math.ceil((until - now) / 1000)} s` }
   }
 
   private forgetFull(now: number, rate: number, burst: number): void {

@@ -94,11 +94,12 @@ export class TopicFanout implements Fanout {
  * socket, where a record of five arrow functions cost six more heap cells (and their scope).
  */
 class BunClient implements ClientSocket {
-  constructor(private readonly ws: ServerWebSocket<unknown>) {}
+  constructor(private readonly ws: ServerWebSocket<{ flooded(): void }>) {}
   send(json: string) {
     return this.ws.send(json)
   }
   close(code?: number, reason?: string) {
+    if (code === CloseCode.flooding) this.ws.data.flooded()
     this.ws.close(code, reason)
   }
   subscribe() {
@@ -140,6 +141,8 @@ function chatSocket(deps: AppDeps) {
   class Connection {
     /** Set when the socket was counted under its address, so it is released once. */
     counted = false
+    /** The name it claimed, once open: kept out for a while if it is closed for flooding. */
+    private name: string | null = null
     constructor(
       readonly id: string,
       readonly ip: string,
@@ -153,7 +156,11 @@ function chatSocket(deps: AppDeps) {
       // Two upgrades racing past the check before the upgrade: the later one is closed here instead.
       if (!connections.acquire(this.ip)) return ws.close(CloseCode.tryAgainLater, 'too many connections')
       this.counted = true
+      if (claim!.ok) this.name = claim!.value
       gateway.open(this.id, new BunClient(ws), claim!, resume!)
+    }
+    flooded() {
+      if (this.name !== null) connections.penalize(this.ip, this.name, Date.now())
     }
     message(_ws: ServerWebSocket<Connection>, data: string | Buffer) {
       // A paused socket still hands over what was read before the pause: the gateway drops it unread.
@@ -176,6 +183,8 @@ function chatSocket(deps: AppDeps) {
     const resume = resumeParams(request.url)
     if (!resume.ok) return Response.json({ error: resume.error }, { status: 400 })
     const claim = await deps.identify(connectParams(request.url))
+    const kept = claim.ok ? connections.penaltyRefusal(ip, claim.value, Date.now()) : null
+    if (kept) return refuse(kept)
     const data = new Connection(String(++sockets), ip, claim, resume.value)
     if (server?.upgrade(request, { data })) return
     return Response.json({ error: 'expected a WebSocket upgrade' }, { status: 400 })

@@ -117,6 +117,10 @@ describe('rate limit', () => {
     const closed = await flooder.closed
     expect(closed.code).toBe(4429)
     expect(flooder.received((f) => f.type === 'error' && f.code === 'rate_limited').length).toBeGreaterThan(0)
+    // Reconnecting at once under the same name is refused for a while (HTTP 429 before the upgrade: no join, no leave).
+    const again = await upgrade(open, 'username=flooder')
+    expect(again.status).toBe(429)
+    expect((await again.json()).error).toContain('closed for flooding')
     // The other user is still connected and saw at most the burst of the flood, then the leave
     // line (after the flooder's lines in the transcript: one node's entries keep their order).
     await reader.next((f) => f.type === 'system' && f.event === 'leave' && f.username === 'flooder')

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { ConnectionCounts, originRefusal } from '../../src/http/admission'
+import { ConnectionCounts, FLOOD_PENALTY_MS, originRefusal } from '../../src/http/admission'
 
 describe('originRefusal', () => {
   test('any origin when none is configured; a listed origin passes, others get 403', () => {
@@ -69,4 +69,15 @@ describe('new connections a second per address', () => {
     for (let i = 0; i < 10; i++) expect(counts.connectRefusal('a', 5000)).toBeNull()
     expect(counts.connectRefusal('a', 1000)).not.toBeNull()
   })
+})
+
+test('a name closed for flooding is kept out from its address for FLOOD_PENALTY_MS; other names and addresses are not', () => {
+  const counts = new ConnectionCounts({ perIp: 10, total: 100 })
+  expect(counts.penaltyRefusal('a', 'mallory', 0)).toBeNull()
+  counts.penalize('a', 'mallory', 1000)
+  expect(counts.penaltyRefusal('a', 'mallory', 1000)).toEqual({ status: 429, error: 'closed for flooding: mallory may connect again from this address in 10 s' })
+  expect(counts.penaltyRefusal('a', 'alice', 1000)).toBeNull()
+  expect(counts.penaltyRefusal('b', 'mallory', 1000)).toBeNull()
+  expect(counts.penaltyRefusal('a', 'mallory', 1000 + FLOOD_PENALTY_MS - 1)).not.toBeNull()
+  expect(counts.penaltyRefusal('a', 'mallory', 1000 + FLOOD_PENALTY_MS)).toBeNull()
 })
