@@ -52,6 +52,9 @@ async function probe(nodes: NodeHandle[], ms: number) {
   const latencies: number[][] = nodes.map(() => [])
   /** Between nodes 2 and 3 only: what node 1's load costs users who never touch node 1. */
   const apart: number[] = []
+  /** At other nodes' users, lines sent after the load's first second (what a join storm at its start does not reach). */
+  const settled: number[] = []
+  const startedAt = Date.now()
   const users: ProbeUser[] = []
   // A node sheds new sockets while it is behind: try again, as the page does.
   for (const [r, node] of nodes.entries()) {
@@ -62,6 +65,7 @@ async function probe(nodes: NodeHandle[], ms: number) {
             const latency = Date.now() - sentAt
             latencies[r]!.push(latency)
             if (r > 0 && from !== names[0]) apart.push(latency)
+            if (r > 0 && sentAt - startedAt >= 1000) settled.push(latency)
           }),
         )
         break
@@ -77,7 +81,7 @@ async function probe(nodes: NodeHandle[], ms: number) {
   clearInterval(timer)
   await Bun.sleep(1500) // late deliveries still count
   for (const u of users) (u.ws.onclose = null), u.ws.close()
-  return { atNode1: latencies[0]!, atOthers: [...latencies[1]!, ...latencies[2]!], apart, errors: users.map((u) => u.errors) }
+  return { atNode1: latencies[0]!, atOthers: [...latencies[1]!, ...latencies[2]!], apart, settled, errors: users.map((u) => u.errors) }
 }
 
 async function scenario(name: string, nodeArgs: string[], load: (nodes: NodeHandle[]) => Bun.Subprocess[]) {
@@ -103,7 +107,7 @@ async function scenario(name: string, nodeArgs: string[], load: (nodes: NodeHand
     const shed = metrics.split('\n').find((l) => l.includes('overloaded') && !l.startsWith('#'))?.split(' ')[1] ?? '0'
     const maxLag = metrics.split('\n').find((l) => l.startsWith('nodejs_eventloop_lag_max_seconds'))?.split(' ')[1]
     console.log(`== ${name}: load sent ${sent} messages in ${seconds} s (${open} load sockets open at the end, ${retries} connects refused and retried, ${reconnects} reconnects after a close; load generator CPU ${loadCpuS.toFixed(1)} s at nice ${generatorNice}, machine load average ${loadavg()[0]!.toFixed(1)}); quiet p50/p99 at other nodes ${pct(quiet.atOthers, 50)}/${pct(quiet.atOthers, 99)} ms, at node 1 ${pct(quiet.atNode1, 50)}/${pct(quiet.atNode1, 99)} ms`)
-    console.log(`   loaded: at other nodes' users p50/p99 ${pct(loaded.atOthers, 50)}/${pct(loaded.atOthers, 99)} ms (${loaded.atOthers.length} msgs; between nodes 2 and 3 only ${pct(loaded.apart, 50)}/${pct(loaded.apart, 99)} ms, quiet ${pct(quiet.apart, 50)}/${pct(quiet.apart, 99)} ms), at node 1's other user ${pct(loaded.atNode1, 50)}/${pct(loaded.atNode1, 99)} ms (${loaded.atNode1.length} msgs); probe errors ${loaded.errors.join('/')}`)
+    console.log(`   loaded: at other nodes' users p50/p99 ${pct(loaded.atOthers, 50)}/${pct(loaded.atOthers, 99)} ms (${loaded.atOthers.length} msgs; between nodes 2 and 3 only ${pct(loaded.apart, 50)}/${pct(loaded.apart, 99)} ms, quiet ${pct(quiet.apart, 50)}/${pct(quiet.apart, 99)} ms; after the load's first second ${pct(loaded.settled, 50)}/${pct(loaded.settled, 99)} ms), at node 1's other user ${pct(loaded.atNode1, 50)}/${pct(loaded.atNode1, 99)} ms (${loaded.atNode1.length} msgs); probe errors ${loaded.errors.join('/')}`)
     console.log(`   membership: leaders seen ${observer.leaders().length}, elections ${observer.termsAdvanced()}, member-change snapshots ${observer.memberChanges()}; node 1 refused ${shed} frames as overloaded, worst event-loop delay under load ${Math.round(Number(maxLag) * 1000)} ms`)
   } finally {
     await stopAll(2000)
