@@ -75,6 +75,7 @@ export function createChatNode(config: ChatNodeConfig, io: NodeIo, fanout: Fanou
     propose: (entries) => cluster.propose(entries),
     selfId: () => cluster.selfId,
     leaderId: () => cluster.leaderId,
+    takesProposals: () => cluster.takesProposals,
     historyOnJoin: config.historyOnJoin ?? DEFAULTS.historyOnJoin,
     after: io.clock.after,
     gatherFrom: config.gatherFrom,

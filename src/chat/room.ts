@@ -26,14 +26,15 @@ export const PAGE_MAX = 500
 const RESUME_WAIT_MS = 10_000
 /**
  * When this node's users say more than the cluster applies, its lines queue in front of everyone's
- * (there is one log). Its users' new lines are refused as `overloaded`, while a leader is
- * reachable, once LINES_AHEAD of them wait and the oldest was proposed more than LINE_WAIT_MS ago,
+ * (there is one log). Its users' new lines are refused as `overloaded`, while the log takes its
+ * proposals (a leader is known and this incarnation is a member), once LINES_AHEAD of them wait and the oldest was proposed more than LINE_WAIT_MS ago,
  * or LINES_AHEAD_MAX wait. One flooding client (no rate limit) otherwise kept 10,000 in flight,
  * and every user in the cluster saw lines 1.2-3.4 s late; with the wait alone, bursts taken in one
  * turn still cost other nodes' users a p99 of 150 ms (32-39 ms with the cap). Bursts under the cap
  * that a working cluster takes within the wait (users moving together send what they held) and
- * what was held through a partition (it waits from its proposal after the heal) are not refused:
- * a bare count of 32 refused both.
+ * what was held through a partition (it waits from its proposal after the heal, or after the
+ * node's rejoin as a new incarnation is committed) are not refused: a bare count of 32 refused
+ * both, and a node rejoining after an 8 s isolation refused its user's lines for a second.
  */
 export const LINES_AHEAD = 64
 export const LINE_WAIT_MS = 50
@@ -65,6 +66,8 @@ export interface RoomDeps {
   /** This node's incarnation id (the origin of its entries) and the leader it knows. */
   selfId: () => string
   leaderId: () => string | null
+  /** Whether what this node proposes now goes into the log: a leader is known and this incarnation is a member (not while it rejoins). */
+  takesProposals: () => boolean
   /** Lines a new connection gets in its history frame; 0: none (a resume still replays). */
   historyOnJoin: number
   /** Runs `fn` once after `ms`: presence changes are coalesced with it; absent, each is told at once. */
@@ -213,7 +216,7 @@ export class ChatRoom {
       return err({ code: 'overloaded', message: 'this node is delivering all it can; this message was not delivered, send it again shortly' })
     }
     const outbox = this.d.outbox
-    if (outbox.size >= LINES_AHEAD && (outbox.size >= LINES_AHEAD_MAX || outbox.oldestWait(this.d.now()) > LINE_WAIT_MS) && this.d.leaderId() !== null) {
+    if (outbox.size >= LINES_AHEAD && (outbox.size >= LINES_AHEAD_MAX || outbox.oldestWait(this.d.now()) > LINE_WAIT_MS) && this.d.takesProposals()) {
       return err({ code: 'overloaded', message: 'the cluster is carrying all it can from this node; this message was not delivered, send it again shortly' })
     }
     // Joins and leaves held so far come first: a user's join is never told after its first line.
@@ -235,7 +238,9 @@ export class ChatRoom {
     this.settle()
     this.deliver()
     this.proposeLinesDue()
-    const leader = this.d.leaderId()
+    // The leader that takes our proposals: a rejoining incarnation knows one before it is a member
+    // again, and what it proposes meanwhile is dropped, so all it holds goes again once it is.
+    const leader = this.d.takesProposals() ? this.d.leaderId() : null
     const due = this.d.outbox.due(this.d.now(), leader !== this.lastLeader)
     this.lastLeader = leader
     // Proposed at the end of the turn (RoomDeps.propose), so this never runs inside itself.

@@ -191,6 +191,11 @@ export class Membership {
    * caller keeps them and proposes again later. Entries may be lost on the way (a leader that
    * fails before committing them); the application tells by what it sees applied.
    */
+  /** Whether what is proposed now goes into the log: this node leads, or it is a member that knows a leader. */
+  get takesProposals(): boolean {
+    return !this.removed && (this.role === 'leader' || (this.leaderId !== null && this.isCommittedMember()))
+  }
+
   propose(data: unknown[]): boolean {
     if (this.removed || data.length === 0) return false
     if (this.role === 'leader') return this.appendApp(data)

@@ -182,6 +182,11 @@ export class ClusterNode<A extends Typed> {
     return this.core.leaderId
   }
 
+  /** Whether a proposal now goes into the log (not while no leader is known, or while this incarnation is still joining). */
+  get takesProposals(): boolean {
+    return this.core.takesProposals
+  }
+
   /**
    * Proposes application entries to the replicated log (appended here when this node leads,
    * sent to the leader otherwise) at the end of this event-loop turn, together with whatever

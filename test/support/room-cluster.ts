@@ -99,6 +99,7 @@ export class RoomNode {
       },
       selfId: () => this.core.selfId,
       leaderId: () => this.core.leaderId,
+      takesProposals: () => this.core.takesProposals,
       historyOnJoin: options.historyOnJoin ?? 50,
       after: options.after,
     }
