@@ -8,6 +8,15 @@ import { addr, RecordingSocket, RoomCluster, singleNode } from '../support/room-
 
 const ids = (lines: any[]) => lines.map((l) => l.id)
 
+/** Three nodes with a user each, settled; a follower and the name of its user. */
+function threeUsers(options: Parameters<typeof RoomCluster.form>[1] = {}) {
+  const net = RoomCluster.form(3, options)
+  for (const [n, name] of [[1, 'alice'], [2, 'bob'], [3, 'carol']] as const) net.node(n).room.join(name)
+  net.settle()
+  const follower = net.nodes.find((n) => n.core.role !== 'leader')!
+  return { net, follower, name: follower.room.users().find((u) => u.nodeAddress === follower.address)!.username }
+}
+
 describe('ChatRoom presence', () => {
   test('user-list changes go out as one small presence frame each, never the whole list', () => {
     const net = RoomCluster.form(2)
@@ -206,11 +215,7 @@ describe('ChatRoom transcript', () => {
   })
 
   test('proposals lost on the way are proposed again and delivered once, in the order they were said', () => {
-    const net = RoomCluster.form(3)
-    for (const [n, name] of [[1, 'alice'], [2, 'bob'], [3, 'carol']] as const) net.node(n).room.join(name)
-    net.settle()
-    const follower = net.nodes.find((n) => n.core.role !== 'leader')!
-    const name = follower.room.users().find((u) => u.nodeAddress === follower.address)!.username
+    const { net, follower, name } = threeUsers()
     let lost = 0
     // Said in one turn, they go in one proposal; it is lost, and so is the first retry.
     let sent = 0
@@ -271,12 +276,8 @@ describe('ChatRoom transcript', () => {
     for (const n of net.nodes) expect(chat(n)).toEqual(chat(node))
   })
 
-  test('lines held through a partition are not a queue: after the heal, the node takes new lines while they go in', () => {
-    const net = RoomCluster.form(3)
-    for (const [n, name] of [[1, 'alice'], [2, 'bob'], [3, 'carol']] as const) net.node(n).room.join(name)
-    net.settle()
-    const cutOff = net.nodes.find((n) => n.core.role !== 'leader')!
-    const name = cutOff.room.users().find((u) => u.nodeAddress === cutOff.address)!.username
+  test('lines held through a partition all go in after the heal, once, and the node takes new lines as soon as it knows a leader again', () => {
+    const { net, follower: cutOff, name } = threeUsers()
     net.isolate(cutOff.address)
     for (let i = 0; i < 2 * LINES_AHEAD; i++) expect(cutOff.room.say(name, `held ${i}`).ok).toBe(true)
     net.tick(200) // 2 s cut off: everything it holds is old
@@ -293,11 +294,7 @@ describe('ChatRoom transcript', () => {
   })
 
   test('a node cut off from the leader holds what its users say (pending) and refuses past --max-pending; after the heal it all lands once', () => {
-    const net = RoomCluster.form(3, { maxPending: 3 })
-    for (const [n, name] of [[1, 'alice'], [2, 'bob'], [3, 'carol']] as const) net.node(n).room.join(name)
-    net.settle()
-    const cutOff = net.nodes.find((n) => n.core.role !== 'leader')!
-    const name = cutOff.room.users().find((u) => u.nodeAddress === cutOff.address)!.username
+    const { net, follower: cutOff, name } = threeUsers({ maxPending: 3 })
     net.isolate(cutOff.address)
     for (const text of ['a', 'b', 'c']) expect(cutOff.room.say(name, text, `id-${text}`).ok).toBe(true)
     expect(cutOff.room.say(name, 'd')).toMatchObject({ ok: false, error: { code: 'unavailable' } })
