@@ -5,6 +5,7 @@
 import { describe, expect, test } from 'bun:test'
 import { ChatGateway } from '../../src/chat/gateway'
 import { Sockets, type ClientSocket } from '../../src/chat/sockets'
+import { LINES_AHEAD_MAX } from '../../src/chat/room'
 import { LagMonitor } from '../../src/load'
 import { ok } from '../../src/result'
 import { singleNode } from '../support/room-cluster'
@@ -103,6 +104,32 @@ describe('ChatGateway under load', () => {
     // Alice quiet for a while (bob chatting keeps the probe awake): the next pause is short again.
     for (let t = 0; t < 1000; t += 20) probe(20), gateway.message('2', 'bob')
     expect(pausedFor()).toBe(20)
+  })
+
+  test('a socket that keeps sending into a full line window is paused after a burst, not answered frame by frame; a user saying one line then is told, not paused', () => {
+    const { gateway, chats, socket, probe } = setup({ perSecond: 0, burst: 0 })
+    const a = socket()
+    const b = socket()
+    gateway.open('1', a.client, ok('alice'))
+    gateway.open('2', b.client, ok('bob'))
+    const errorsBefore = a.s.sent.length
+    // A turn on time: nothing is late, only the window (LINES_AHEAD_MAX lines waiting) refuses.
+    for (let i = 0; i < 1000; i++) gateway.message('1', `flood ${i}`)
+    gateway.message('2', 'bob into the full window')
+    expect(a.s.paused).toBe(true)
+    expect(a.s.sent.slice(errorsBefore).filter((f) => f.type === 'error')).toEqual([expect.objectContaining({ code: 'overloaded' })])
+    expect(b.s.paused).toBe(false)
+    expect(b.s.sent.at(-1)).toMatchObject({ type: 'error', code: 'overloaded' })
+    // The window holds the two joins too.
+    const taken = LINES_AHEAD_MAX - 2
+    expect(chats()).toEqual(Array.from({ length: taken }, (_, i) => `flood ${i}`))
+    expect(gateway.stats.refused.overloaded).toBe(1000 - taken + 1)
+    // The window drained: once the pause is over, both are read and served again.
+    probe(20)
+    expect(a.s.paused).toBe(false)
+    gateway.message('1', 'alice again')
+    gateway.message('2', 'bob again')
+    expect(chats().slice(-2)).toEqual(['alice again', 'bob again'])
   })
 
   test('new sockets: however many users the room holds, a turn on time takes as many as come; past its budget, none after the first 16 of a turn', () => {
