@@ -46,6 +46,8 @@ class Session extends TokenBucket {
   strikes = 0
   pausedAt = -Infinity
   resumeAt = 0
+  /** Frames handed over since the last pause began (sent before it, or still sent after being told). */
+  unreadInPause = 0
   /** Frames it sent in the current turn of the loop (`turn`). */
   turn = -1
   framesInTurn = 0
@@ -86,6 +88,16 @@ const JOIN_TURN_MS = 30
  * sends it again after 5 s, then after twice as long each time, up to 30 s.
  */
 const HOLD_MS = 30_000
+
+/**
+ * Frames a paused socket may still hand over before it is closed as flooding (4429; the name is
+ * then kept out for a while, admission.ts). Bun reads a whole receive buffer at a time, so each
+ * resume of a client flooding with the rate limit off handed over up to hundreds of thousands of
+ * frames to refuse (a million in 10 s), and the core that took cost other nodes' users 10-15 ms of
+ * p99. A page sends at most a few lines it held after it is told; at the default rate limit 1,000
+ * frames are 50 s of messages.
+ */
+const UNREAD_IN_PAUSE_MAX = 1000
 
 /** The first pause lasts until the loop catches up (a probe, ~20 ms); a socket that keeps filling turns is paused up to this long. */
 const PAUSE_MIN_MS = 20
@@ -157,7 +169,10 @@ export class ChatGateway {
     // Bun hands over every frame it read from a socket in one turn: thousands from a flooding
     // client, and a turn that long starves the cluster's heartbeats. Past the turn's budget the
     // socket stops being read, and what it already sent is refused at the cost of a counter.
-    if (session.paused) return this.refuseForNow(session, data, 'overloaded', () => {})
+    if (session.paused) {
+      if (++session.unreadInPause > UNREAD_IN_PAUSE_MAX) return this.refuse('flooding', () => this.drop(id, session, CloseCode.flooding, `sent more than ${UNREAD_IN_PAUSE_MAX} messages after being told this node is overloaded`))
+      return this.refuseForNow(session, data, 'overloaded', () => {})
+    }
     if (this.d.load && this.burstInLateTurn(session, this.d.load)) return this.refuseForNow(session, data, 'overloaded', () => this.pause(session))
     // Many sockets a frame each: the turn is bounded too, by refusing (not pausing) past a later mark.
     if (this.d.load?.behind(LATE_TURN_MS)) return this.refuseForNow(session, data, 'overloaded', () => this.sendJson(session.socket, OVERLOADED))
@@ -275,6 +290,7 @@ export class ChatGateway {
     session.pausedAt = now
     session.resumeAt = now + Math.min(PAUSE_MAX_MS, PAUSE_MIN_MS * 2 ** session.strikes)
     session.paused = true
+    session.unreadInPause = 0
     session.socket.pause?.()
     this.sendJson(session.socket, OVERLOADED)
     if (this.paused.push(session) === 1) this.d.load?.whenOnTime(() => this.resumePaused())

@@ -132,6 +132,25 @@ describe('ChatGateway under load', () => {
     expect(chats().slice(-2)).toEqual(['alice again', 'bob again'])
   })
 
+  test('a paused socket that hands over more than 1,000 frames after it was told is closed as flooding; others go on', () => {
+    const { gateway, chats, socket } = setup({ perSecond: 0, burst: 0 })
+    const a = socket()
+    const b = socket()
+    gateway.open('1', a.client, ok('alice'))
+    gateway.open('2', b.client, ok('bob'))
+    // What Bun hands over of a receive buffer read before the pause: the window fills, then the socket is paused.
+    for (let i = 0; i < 1000; i++) gateway.message('1', `flood ${i}`)
+    expect(a.s.paused).toBe(true)
+    expect(a.s.closed).toBeNull()
+    for (let i = 0; i < 200; i++) gateway.message('1', 'more')
+    expect(a.s.closed).toEqual({ code: 4429, reason: 'sent more than 1000 messages after being told this node is overloaded' })
+    expect(gateway.stats.refused.flooding).toBe(1)
+    expect(gateway.sessionCount).toBe(1)
+    chats()
+    gateway.message('2', 'bob goes on')
+    expect(chats().at(-1)).toBe('bob goes on')
+  })
+
   test('new sockets: however many users the room holds, a turn on time takes as many as come; past its budget, none after the first 16 of a turn', () => {
     const { gateway, socket, probe, advance } = setup()
     for (let i = 0; i < 200; i++) gateway.open(String(i), socket().client, ok(`u${i}`))

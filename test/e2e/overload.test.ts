@@ -1,8 +1,9 @@
 // Overload never costs membership. (1) One client floods the leader's node as fast as it can, with
 // that node's per-connection rate limit off (the worst case), while users on it and on another
-// node chat. The node pauses the flooding socket whenever it fills a turn of the event loop
-// (src/chat/gateway.ts), so heartbeats go out on time: nobody is removed (the leader stays as a rule), and
-// the node's other user is still served. (2) 500 clients open sockets at the leader's node at once
+// node chat. The node pauses the flooding socket whenever it fills a turn of the event loop or
+// the line window, and closes it (4429) once it sends on regardless (src/chat/gateway.ts), so
+// heartbeats go out on time: nobody is removed (the leader stays as a rule), and the node's other
+// user is still served. (2) 500 clients open sockets at the leader's node at once
 // and each says 20 messages a second (the rate limit): the join storm is admitted a turn's budget at
 // a time (the rest 503 and retry), so no member is removed and the leader stays. `bun run
 // bench/overload.ts` measures the same at length (latencies against a quiet baseline); this checks
