@@ -3,7 +3,8 @@
 // measure delivery latency, first quiet, then while node 1 is loaded: (1) one client flooding as
 // fast as it can (node 1 runs with --rate-limit 0, the worst case), (2) many clients each at the
 // rate limit, spread over several processes. Reports p50/p99 at other nodes' users and at node 1's
-// other user, shed frames, and whether any member was removed or the leader changed.
+// other user, how often a user on node 1 saying a line every 2 s is heard at the first try, shed
+// frames, and whether any member was removed or the leader changed.
 import { loadavg } from 'node:os'
 import { parseArgs } from 'node:util'
 import { startCluster, stopAll, type NodeHandle } from '../test/support/cluster'
@@ -75,13 +76,18 @@ async function probe(nodes: NodeHandle[], ms: number) {
       }
     }
   }
+  // And a user on node 1 who says a line every 2 s, as a person does: is it still heard?
+  const talker = await openProbe(nodes[0]!.httpUrl, `t1${tag}`, () => {})
+  let talked = 0
   const open = (u: ProbeUser) => u.ws.readyState === WebSocket.OPEN
   const timer = setInterval(() => users.forEach((u) => open(u) && u.ws.send(JSON.stringify({ type: 'chat', message: `probe ${Date.now()}` }))), 100)
+  const talk = setInterval(() => open(talker) && (talked++, talker.ws.send(JSON.stringify({ type: 'chat', message: `talk ${talked}` }))), 2000)
   await Bun.sleep(ms) // the load's length is the measurement, not a wait for a condition
   clearInterval(timer)
+  clearInterval(talk)
   await Bun.sleep(1500) // late deliveries still count
-  for (const u of users) (u.ws.onclose = null), u.ws.close()
-  return { atNode1: latencies[0]!, atOthers: [...latencies[1]!, ...latencies[2]!], apart, settled, errors: users.map((u) => u.errors) }
+  for (const u of [...users, talker]) (u.ws.onclose = null), u.ws.close()
+  return { atNode1: latencies[0]!, atOthers: [...latencies[1]!, ...latencies[2]!], apart, settled, errors: users.map((u) => u.errors), talked, talkRefused: talker.errors }
 }
 
 async function scenario(name: string, nodeArgs: string[], load: (nodes: NodeHandle[]) => Bun.Subprocess[]) {
@@ -107,7 +113,7 @@ async function scenario(name: string, nodeArgs: string[], load: (nodes: NodeHand
     const shed = metrics.split('\n').find((l) => l.includes('overloaded') && !l.startsWith('#'))?.split(' ')[1] ?? '0'
     const maxLag = metrics.split('\n').find((l) => l.startsWith('nodejs_eventloop_lag_max_seconds'))?.split(' ')[1]
     console.log(`== ${name}: load sent ${sent} messages in ${seconds} s (${open} load sockets open at the end, ${retries} connects refused and retried, ${reconnects} reconnects after a close; load generator CPU ${loadCpuS.toFixed(1)} s at nice ${generatorNice}, machine load average ${loadavg()[0]!.toFixed(1)}); quiet p50/p99 at other nodes ${pct(quiet.atOthers, 50)}/${pct(quiet.atOthers, 99)} ms, at node 1 ${pct(quiet.atNode1, 50)}/${pct(quiet.atNode1, 99)} ms`)
-    console.log(`   loaded: at other nodes' users p50/p99 ${pct(loaded.atOthers, 50)}/${pct(loaded.atOthers, 99)} ms (${loaded.atOthers.length} msgs; between nodes 2 and 3 only ${pct(loaded.apart, 50)}/${pct(loaded.apart, 99)} ms, quiet ${pct(quiet.apart, 50)}/${pct(quiet.apart, 99)} ms; after the load's first second ${pct(loaded.settled, 50)}/${pct(loaded.settled, 99)} ms), at node 1's other user ${pct(loaded.atNode1, 50)}/${pct(loaded.atNode1, 99)} ms (${loaded.atNode1.length} msgs); probe errors ${loaded.errors.join('/')}`)
+    console.log(`   loaded: at other nodes' users p50/p99 ${pct(loaded.atOthers, 50)}/${pct(loaded.atOthers, 99)} ms (${loaded.atOthers.length} msgs; between nodes 2 and 3 only ${pct(loaded.apart, 50)}/${pct(loaded.apart, 99)} ms, quiet ${pct(quiet.apart, 50)}/${pct(quiet.apart, 99)} ms; after the load's first second ${pct(loaded.settled, 50)}/${pct(loaded.settled, 99)} ms), at node 1's other user ${pct(loaded.atNode1, 50)}/${pct(loaded.atNode1, 99)} ms (${loaded.atNode1.length} msgs); probe errors ${loaded.errors.join('/')}; a user on node 1 saying a line every 2 s: ${loaded.talked - loaded.talkRefused} of ${loaded.talked} taken at the first try`)
     console.log(`   membership: leaders seen ${observer.leaders().length}, elections ${observer.termsAdvanced()}, member-change snapshots ${observer.memberChanges()}; node 1 refused ${shed} frames as overloaded, worst event-loop delay under load ${Math.round(Number(maxLag) * 1000)} ms`)
   } finally {
     await stopAll(2000)

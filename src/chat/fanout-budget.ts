@@ -41,11 +41,18 @@ export class FanoutBudget {
   /**
    * Whether a message to `deliveries` users may be said now; takes them if so. `share` (0-1) is the
    * part of the budget the node can serve now (LagMonitor.fanoutShare): it refills that much slower.
+   * `light`: said by a user who had said nothing for a while (see LIGHT_MS in gateway.ts). Such a
+   * message may also take the budget into debt, down to one burst, which the others then wait out:
+   * when 500 users each at the rate limit keep the budget empty, refusing whoever comes next
+   * refused a user saying a line now and then as often as them (a third to two thirds of its
+   * lines). The debt is repaid from the same rate, so the node still takes on no more than
+   * `perSecond` over time, however many users are light.
    */
-  take(deliveries: number, now: number, share = 1): boolean {
+  take(deliveries: number, now: number, share = 1, light = false): boolean {
     if (this.perSecond <= 0) return true
     this.refill(now, share)
-    if (this.tokens < Math.min(deliveries, this.burst * share)) return false
+    const burst = this.burst * share
+    if (this.tokens < Math.min(deliveries, burst) - (light ? burst : 0)) return false
     this.tokens -= deliveries
     return true
   }

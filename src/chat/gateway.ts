@@ -51,6 +51,8 @@ class Session extends TokenBucket {
   /** Frames it sent in the current turn of the loop (`turn`). */
   turn = -1
   framesInTurn = 0
+  /** When its last chat frame came: a user who had said nothing for LIGHT_MS is `light`. */
+  lastFrameAt = -Infinity
   /** A message refused for now (rate, load): later ones wait for it (see `holdsOrder`). */
   held: Held | null = null
 
@@ -88,6 +90,13 @@ const JOIN_TURN_MS = 30
  * sends it again after 5 s, then after twice as long each time, up to 30 s.
  */
 const HOLD_MS = 30_000
+
+/**
+ * A user who sent nothing for this long before a message is `light`: when the node's fan-out
+ * budget is spent, its message may borrow from it (FanoutBudget.take). A person saying a line now
+ * and then is light; a client at the rate limit (20 a second) never is.
+ */
+const LIGHT_MS = 1000
 
 /**
  * Frames a paused socket may still hand over before it is closed as flooding (4429; the name is
@@ -165,6 +174,9 @@ export class ChatGateway {
     const session = this.sessions.get(id)
     if (!session) return
     this.stats.framesIn++
+    const now = this.d.now()
+    const light = now - session.lastFrameAt >= LIGHT_MS
+    session.lastFrameAt = now
     this.stats.bytesIn += typeof data === 'string' ? data.length : data instanceof Uint8Array ? data.byteLength : 0
     // Bun hands over every frame it read from a socket in one turn: thousands from a flooding
     // client, and a turn that long starves the cluster's heartbeats. Past the turn's budget the
@@ -196,7 +208,7 @@ export class ChatGateway {
       if (data instanceof Uint8Array || data instanceof ArrayBuffer) return this.refuse('binary_frame', () => this.drop(id, session, CloseCode.unsupportedData, parsed.error))
       return this.refuse('bad_message', () => this.send(session.socket, { type: 'error', code: 'bad_message', message: parsed.error }))
     }
-    const said = this.d.room.say(session.username, parsed.value.message, parsed.value.clientMsgId)
+    const said = this.d.room.say(session.username, parsed.value.message, parsed.value.clientMsgId, light)
     if (said.ok) session.held = null
     else {
       const { code, message } = said.error

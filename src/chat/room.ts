@@ -206,18 +206,20 @@ export class ChatRoom {
     return this.d.transcript.size
   }
 
-  say(username: string, text: string, clientMsgId?: string): SayResult {
+  /** `light`: the user had said nothing for a while; it may borrow from the fan-out budget (FanoutBudget.take). */
+  say(username: string, text: string, clientMsgId?: string, light = false): SayResult {
     if (text.trim() === '') return ok({ delivered: false })
     if (hasForbiddenControl(text)) return err({ code: 'bad_message', message: 'messages may not contain control characters other than newline and tab' })
     if (text.length > this.d.maxMessageLength && [...text].length > this.d.maxMessageLength) {
       return err({ code: 'message_too_long', message: `messages are limited to ${this.d.maxMessageLength} characters` })
     }
-    if (!this.budget.take(messageCost(this.presence.localCount, this.members.size), this.d.now(), this.d.fanoutShare?.())) {
-      return err({ code: 'overloaded', message: 'this node is delivering all it can; this message was not delivered, send it again shortly' })
-    }
+    // The line window first: a line it refuses must not use the budget up.
     const outbox = this.d.outbox
     if (outbox.size >= LINES_AHEAD && (outbox.size >= LINES_AHEAD_MAX || outbox.oldestWait(this.d.now()) > LINE_WAIT_MS) && this.d.takesProposals()) {
       return err({ code: 'overloaded', message: 'the cluster is carrying all it can from this node; this message was not delivered, send it again shortly' })
+    }
+    if (!this.budget.take(messageCost(this.presence.localCount, this.members.size), this.d.now(), this.d.fanoutShare?.(), light)) {
+      return err({ code: 'overloaded', message: 'this node is delivering all it can; this message was not delivered, send it again shortly' })
     }
     // Joins and leaves held so far come first: a user's join is never told after its first line.
     this.flushLines()

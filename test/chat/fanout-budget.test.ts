@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { FanoutBudget, messageCost } from '../../src/chat/fanout-budget'
+import { LINES_AHEAD_MAX } from '../../src/chat/room'
 import { RoomCluster, singleNode } from '../support/room-cluster'
 
 describe('fan-out budget', () => {
@@ -15,6 +16,24 @@ describe('fan-out budget', () => {
     const small = new FanoutBudget(100, 0)
     expect(small.take(500, 0)).toBe(true) // one message to more users than the burst
     expect(small.take(1, 0)).toBe(false)
+  })
+
+  test('a light message (its user had said nothing for a while) may take the budget into debt down to one burst, which the others then wait out', () => {
+    const budget = new FanoutBudget(10_000, 0)
+    expect(budget.take(1000, 0)).toBe(true) // the burst, spent
+    expect(budget.take(600, 0)).toBe(false)
+    expect(budget.take(600, 0, 1, true)).toBe(true) // 600 of debt
+    expect(budget.take(600, 0, 1, true)).toBe(false) // past one burst's debt
+    expect(budget.take(400, 0, 1, true)).toBe(true) // exactly one burst's debt
+    expect(budget.take(1, 0, 1, true)).toBe(false)
+    expect(budget.take(100, 100)).toBe(false) // the debt is repaid first: 100 ms refilled 1,000, back to 0
+    expect(budget.take(100, 110)).toBe(true)
+    // A message bigger than a burst: others' go when a whole burst is saved up, a light one's when the debt is repaid.
+    const small = new FanoutBudget(100, 0)
+    expect(small.take(500, 0, 1, true)).toBe(true) // 490 of debt
+    expect(small.take(500, 0, 1, true)).toBe(false)
+    expect(small.take(500, 4900)).toBe(false) // repaid, nothing saved up
+    expect(small.take(500, 4900, 1, true)).toBe(true)
   })
 
   test('a share of the budget: refilled that much slower, and that much saved up at most', () => {
@@ -55,6 +74,20 @@ describe('fan-out budget', () => {
     expect(room.say('a', 'four').ok).toBe(true)
     net.settle()
     expect(node.chats()).toEqual(['one', 'two', 'four'])
+  })
+
+  test('a line the line window refuses (the log is behind) does not use the budget up', () => {
+    // 2,000 a second: 200 deliveries at once, one per line (one local user).
+    const { net, node } = singleNode({ fanoutPerSecond: 2000, maxMessageLength: 100 })
+    node.room.join('a')
+    net.settle()
+    let taken = 0
+    for (let i = 0; i < 300; i++) if (node.room.say('a', `m${i}`).ok) taken++
+    expect(taken).toBe(LINES_AHEAD_MAX) // the window refused the rest
+    net.deliver() // applied, with no time passing
+    // What the window refused left the budget as it was: 200 - 128 still there.
+    for (let i = 0; i < 200 - LINES_AHEAD_MAX; i++) expect(node.room.say('a', `n${i}`).ok).toBe(true)
+    expect(node.room.say('a', 'one too many')).toMatchObject({ ok: false, error: { code: 'overloaded', message: expect.stringContaining('delivering all it can') } })
   })
 
   test('lines from other nodes are always delivered and use the budget up', () => {

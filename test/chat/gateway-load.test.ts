@@ -10,8 +10,8 @@ import { LagMonitor } from '../../src/load'
 import { ok } from '../../src/result'
 import { singleNode } from '../support/room-cluster'
 
-function setup(rateLimit = { perSecond: 20, burst: 40 }) {
-  const { net, node } = singleNode({ maxMessageLength: 2000 })
+function setup(rateLimit = { perSecond: 20, burst: 40 }, fanoutPerSecond?: number) {
+  const { net, node } = singleNode({ maxMessageLength: 2000, fanoutPerSecond })
   let fireProbe = () => {}
   const clock = { now: () => net.now, every: (_ms: number, fn: () => void) => ((fireProbe = fn), () => {}), after: () => () => {}, defer: (fn: () => void) => fn(), soon: (fn: () => void) => fn() }
   const load = new LagMonitor(clock, { intervalMs: 20, thresholdMs: 100, turnMs: 30 })
@@ -149,6 +149,32 @@ describe('ChatGateway under load', () => {
     chats()
     gateway.message('2', 'bob goes on')
     expect(chats().at(-1)).toBe('bob goes on')
+  })
+
+  test('with the fan-out budget spent by a busy user, a user who had said nothing for a second is still heard; its next line at once waits its turn', () => {
+    // 40 deliveries a second, 4 at once; each line costs 2 (two local users).
+    const { gateway, chats, socket, probe } = setup({ perSecond: 0, burst: 0 }, 40)
+    const a = socket()
+    const b = socket()
+    gateway.open('1', a.client, ok('alice'))
+    gateway.open('2', b.client, ok('bob'))
+    chats()
+    for (let t = 0; t < 1000; t += 20) probe(20) // a second on time
+    gateway.message('1', 'a1')
+    gateway.message('1', 'a2')
+    gateway.message('1', 'a3') // alice spoke a moment ago: the budget is spent
+    expect(a.s.sent.at(-1)).toMatchObject({ type: 'error', code: 'overloaded' })
+    gateway.message('2', 'b1') // bob had said nothing: heard
+    gateway.message('2', 'b2') // his next line at once: refused, as anyone's
+    expect(b.s.sent.at(-1)).toMatchObject({ type: 'error', code: 'overloaded' })
+    expect(chats()).toEqual(['a1', 'a2', 'b1'])
+    // The debt is repaid before a busy user is heard again: 2 deliveries owed and 2 for the line take 100 ms.
+    probe(20), probe(20)
+    gateway.message('1', 'a4')
+    expect(a.s.sent.at(-1)).toMatchObject({ type: 'error', code: 'overloaded' })
+    probe(20), probe(20), probe(20), probe(20)
+    gateway.message('1', 'a5')
+    expect(chats()).toEqual(['a1', 'a2', 'b1', 'a5'])
   })
 
   test('new sockets: however many users the room holds, a turn on time takes as many as come; past its budget, none after the first 16 of a turn', () => {
