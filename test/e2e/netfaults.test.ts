@@ -1,10 +1,11 @@
 // Real network faults: each node in its own network namespace, links cut with nft drop rules while
-// users chat with numbered messages (test/support/netfaults.ts). A short version of
-// `bun run netfaults`, which does 20 runs of each cut and the 8 s and 30 s isolations.
+// users chat with numbered messages as the page does (test/support/netfaults.ts); and the leader's
+// node loaded by clients on the LAN. A short version of `bun run netfaults`, which does 20 runs of
+// each cut, the 8 s and 30 s isolations, and longer loads.
 // Needs root with CAP_NET_ADMIN and nftables (scripts/deps.sh --netns); skips saying why otherwise.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { netnsUnavailable } from '../support/netns'
-import { cutLink, formatResult, isolateLeader, startLabCluster, type LabCluster } from '../support/netfaults'
+import { cutLink, formatResult, isolateLeader, overloadLeader, startLabCluster, type LabCluster } from '../support/netfaults'
 
 const unavailable = netnsUnavailable()
 if (unavailable) console.warn(`netfaults: skipped: ${unavailable}`)
@@ -39,4 +40,32 @@ describe.skipIf(unavailable !== null)('real network faults (network namespaces, 
     // What the isolated node's user said is held and goes in after its rejoin; what the others said reaches it then.
     expect(r.tally).toMatchObject({ lost: 0, duplicated: 0, reordered: 0 })
   }, 60_000)
+})
+
+describe.skipIf(unavailable !== null)('the leader\'s node overloaded by clients on the LAN (network namespaces)', () => {
+  let cluster: LabCluster
+  beforeAll(async () => {
+    // No rate limit (the flood's worst case) and room for 500 clients from one address.
+    cluster = await startLabCluster(3, ['--rate-limit', '0', '--max-connections-per-ip', '600'])
+  }, 60_000)
+  afterAll(() => cluster?.stop(), 30_000)
+
+  test('one client flooding as fast as it can for 5 s costs no member and no message', async () => {
+    const r = await overloadLeader(cluster, 'flood', 5)
+    console.log(`netfaults: ${formatResult(r)}; the flood sent ${r.loadSent}`)
+    expect(r.loadSent).toBeGreaterThan(1000) // it did flood (the node closes it once it sends on after being paused)
+    expect(r.memberChanges).toBe(0)
+    expect(r.tally).toMatchObject({ lost: 0, duplicated: 0, reordered: 0 })
+    expect(r.healMs).not.toBeNull()
+  }, 60_000)
+
+  test('500 clients each at the rate limit for 8 s cost no member, no leader and no message', async () => {
+    const r = await overloadLeader(cluster, 'many', 8)
+    console.log(`netfaults: ${formatResult(r)}; the 500 clients sent ${r.loadSent}`)
+    expect(r.loadSent).toBeGreaterThan(20_000)
+    expect(r.memberChanges).toBe(0)
+    expect(r.elections).toBe(0)
+    expect(r.tally).toMatchObject({ lost: 0, duplicated: 0, reordered: 0 })
+    expect(r.healMs).not.toBeNull()
+  }, 90_000)
 })

@@ -34,6 +34,8 @@ export class MovingUser {
   private said = 0
   /** clientMsgId → text, in the order said, until acknowledged. */
   private readonly unacked = new Map<string, string>()
+  /** Refusals for now (rate, load, unavailable) it was told of. */
+  refusals = 0
   /** A resend after a refusal for now is scheduled. */
   private resending = false
 
@@ -93,7 +95,7 @@ export class MovingUser {
         for (const line of frame.messages as Frame[]) this.see(line)
       } else this.see(frame)
       if (frame.type === 'ack') this.unacked.delete(frame.clientMsgId as string)
-      if (frame.type === 'error' && ['rate_limited', 'overloaded', 'unavailable'].includes(frame.code as string)) this.resendSoon(client)
+      if (frame.type === 'error' && ['rate_limited', 'overloaded', 'unavailable'].includes(frame.code as string)) this.refusals++, this.resendSoon(client)
       if (frame.type === 'moving') members = (frame.members as Array<{ httpUrl: string }>).map((m) => m.httpUrl)
     })
     void client.closed.then(async (info) => {

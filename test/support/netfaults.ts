@@ -5,9 +5,9 @@
 // Users chat with numbered messages (`u2#17`) throughout; an observer polls every node's
 // /api/cluster-info and records leaders, terms, member changes and when the cluster is one view
 // again (every member Up and reachable, one leader, one commit index on every node).
-import { startNode, waitFor, waitForConvergence, type NodeHandle } from './cluster'
+import { REPO_ROOT, startNode, waitFor, waitForConvergence, type NodeHandle } from './cluster'
 import { createLab, type Lab } from './netns'
-import { connectUser, type ChatClient } from './ws-client'
+import { MovingUser } from './moving-user'
 
 const CLUSTER_PORT = 7355
 const HTTP_PORT = 8080
@@ -59,11 +59,17 @@ export interface Tally {
   lost: number
   duplicated: number
   reordered: number
+  /** Refusals for now (rate, load) the users were told of; they sent those messages again, as the page does. */
+  refusals: number
 }
 
-/** One user per node sending numbered messages; counts what every other user received. */
+/**
+ * One user per node sending numbered messages as the page does (MovingUser: a clientMsgId, kept
+ * until acknowledged, sent again after a refusal for now); counts what every other user received.
+ * A message refused and sent again is not lost: lost is said and never received.
+ */
 export class Chatters {
-  private readonly users: ChatClient[] = []
+  private readonly users: MovingUser[] = []
   private readonly sent: number[] = []
   private timer: ReturnType<typeof setInterval> | null = null
 
@@ -71,19 +77,22 @@ export class Chatters {
     const chatters = new Chatters()
     const tag = Math.random().toString(36).slice(2, 6)
     for (const [i, node] of nodes.entries()) {
-      chatters.users.push(await connectUser(node.httpUrl, `u${i + 1}${tag}`))
+      const user = new MovingUser(`u${i + 1}${tag}`, node.httpUrl)
+      await user.connect()
+      chatters.users.push(user)
       chatters.sent.push(0)
     }
-    chatters.timer = setInterval(() => chatters.users.forEach((user, i) => user.isClosed() || user.sendChat(`${user.username}#${++chatters.sent[i]!}`)), intervalMs)
+    chatters.timer = setInterval(() => chatters.users.forEach((user, i) => user.client.isClosed() || user.send(`${user.username}#${++chatters.sent[i]!}`)), intervalMs)
     return chatters
   }
 
-  /** Stops sending, waits (up to `settleMs`) for the last messages to arrive, closes, and counts. */
+  /** Stops sending, waits (up to `settleMs`) for every message to be acknowledged and to arrive, closes, and counts. */
   async finish(settleMs = 5000): Promise<Tally> {
     if (this.timer) clearInterval(this.timer)
-    await waitFor(() => this.users.every((_, r) => this.users.every((__, s) => r === s || this.numbers(r, s).includes(this.sent[s]!))), { timeoutMs: settleMs, intervalMs: 50 }).catch(() => {})
-    const tally: Tally = { sent: 0, lost: 0, duplicated: 0, reordered: 0 }
-    for (const [s] of this.users.entries()) tally.sent += this.sent[s]!
+    const arrived = () => this.users.every((_, r) => this.users.every((__, s) => r === s || this.numbers(r, s).includes(this.sent[s]!)))
+    await waitFor(() => this.users.every((u) => u.pending === 0) && arrived(), { timeoutMs: settleMs, intervalMs: 50 }).catch(() => {})
+    const tally: Tally = { sent: 0, lost: 0, duplicated: 0, reordered: 0, refusals: 0 }
+    for (const [s, user] of this.users.entries()) (tally.sent += this.sent[s]!), (tally.refusals += user.refusals)
     for (const [r] of this.users.entries()) {
       for (const [s] of this.users.entries()) {
         if (r === s) continue
@@ -98,14 +107,13 @@ export class Chatters {
         }
       }
     }
-    await Promise.all(this.users.map((user) => user.close()))
+    await Promise.all(this.users.map((user) => user.stop()))
     return tally
   }
 
   private numbers(receiver: number, sender: number): number[] {
-    const name = this.users[sender]!.username
-    const prefix = `${name}#`
-    return this.users[receiver]!.received((f) => f.type === 'chat' && f.username === name && typeof f.message === 'string' && f.message.startsWith(prefix)).map((f) => Number(f.message.slice(prefix.length)))
+    const prefix = `${this.users[sender]!.username}#`
+    return this.users[receiver]!.chats.filter((f) => typeof f.message === 'string' && f.message.startsWith(prefix)).map((f) => Number((f.message as string).slice(prefix.length)))
   }
 }
 
@@ -211,7 +219,7 @@ export interface FaultResult {
   leaders: number
   elections: number
   memberChanges: number
-  /** ms from the heal to one view again (null: not within the wait). */
+  /** ms from the heal (or the load's end) to one view again (null: not within the wait). */
   healMs: number | null
   /** Snapshots in which the isolated node showed another member set while cut off. */
   isolatedChanged?: number
@@ -270,8 +278,41 @@ async function fault(c: LabCluster, name: string, cut: () => void, heal: () => v
   }
 }
 
+/** What loads the leader's node: one client flooding as fast as it can, or 500 clients each at the rate limit (20/s). */
+export type Load = 'flood' | 'many'
+
+/**
+ * Loads the leader's node for `seconds` from the root namespace (over the bridge, as clients on
+ * the LAN) with bench/load-client.ts while users chat, and measures: overload must cost no member
+ * and no message. The flood needs `--rate-limit 0` on the nodes (else the rate limit closes it at
+ * once), 500 clients `--max-connections-per-ip` over 500 (they share the root's address).
+ */
+export async function overloadLeader(c: LabCluster, load: Load, seconds: number): Promise<FaultResult & { loadSent: number }> {
+  const leader = await settled(c)
+  const chatters = await Chatters.start(c.nodes)
+  const observer = await Observer.start(c.nodes)
+  const url = c.nodes[leader - 1]!.httpUrl
+  const client = (clients: number, rate: string, tag: string) =>
+    Bun.spawn(['bun', 'run', `${REPO_ROOT}/bench/load-client.ts`, url, String(clients), rate, String(seconds), tag], { stdout: 'pipe', stderr: 'inherit' })
+  const procs = load === 'flood' ? [client(1, 'flood', 'flood')] : [client(250, '20', 'la'), client(250, '20', 'lb')]
+  let loadSent = 0
+  let endedAt = 0
+  try {
+    await Bun.sleep(500) // chat flowing before the load
+    await Promise.all(procs.map((p) => p.exited))
+    endedAt = performance.now()
+    for (const p of procs) loadSent += JSON.parse((await new Response(p.stdout as ReadableStream).text()).trim() || '{"sent":0}').sent
+    await Bun.sleep(500) // chat flowing after the load too
+  } finally {
+    for (const p of procs) p.kill()
+    await observer.stop()
+  }
+  const tally = await chatters.finish(15_000)
+  return { name: `leader ${leader} loaded (${load}) ${seconds} s`, tally, leaders: observer.leaders().length, elections: observer.termsAdvanced(), memberChanges: observer.memberChanges(), healMs: observer.oneViewAfter(endedAt), loadSent }
+}
+
 export function formatResult(r: FaultResult): string {
   const heal = r.healMs === null ? 'never' : `${Math.round(r.healMs)} ms`
   const iso = r.isolatedChanged === undefined ? '' : `, isolated side changed ${r.isolatedChanged}`
-  return `${r.name}: sent ${r.tally.sent}, lost ${r.tally.lost}, dup ${r.tally.duplicated}, reordered ${r.tally.reordered}; leaders ${r.leaders}, elections ${r.elections}, member-change snapshots ${r.memberChanges}; one view ${heal} after heal${iso}`
+  return `${r.name}: users sent ${r.tally.sent} (${r.tally.refusals} refusals, sent again), lost ${r.tally.lost}, dup ${r.tally.duplicated}, reordered ${r.tally.reordered}; leaders ${r.leaders}, elections ${r.elections}, member-change snapshots ${r.memberChanges}; one view ${heal} after${r.name.includes('loaded') ? ' the load' : ' heal'}${iso}`
 }
