@@ -294,7 +294,9 @@ export async function overloadLeader(c: LabCluster, load: Load, seconds: number)
   const url = c.nodes[leader - 1]!.httpUrl
   const client = (clients: number, rate: string, tag: string) =>
     Bun.spawn(['bun', 'run', `${REPO_ROOT}/bench/load-client.ts`, url, String(clients), rate, String(seconds), tag], { stdout: 'pipe', stderr: 'inherit' })
-  const procs = load === 'flood' ? [client(1, 'flood', 'flood')] : [client(250, '20', 'la'), client(250, '20', 'lb')]
+  // Names of their own: a name closed for flooding is kept out for a while, and the next run's flooder is another client.
+  const tag = Math.random().toString(36).slice(2, 6)
+  const procs = load === 'flood' ? [client(1, 'flood', `flood${tag}`)] : [client(250, '20', `la${tag}`), client(250, '20', `lb${tag}`)]
   let loadSent = 0
   let endedAt = 0
   try {
