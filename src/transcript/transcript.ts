@@ -14,7 +14,7 @@
 //     admitted on two nodes at once is closed on one, see presence.ts), a leave only when it
 //     empties the set; one entry (one or many names of one node) makes at most one line, with
 //     the names it tells of; when a node is removed from the cluster, its users online nowhere
-//     else leave in one line.
+//     else leave in one line, their names sorted (the same on every node, restored or not).
 import type { Entry } from '../cluster/messages'
 import type { StateMachine } from '../cluster/membership'
 import { addressOf, nodeId } from '../cluster/address'
@@ -232,6 +232,9 @@ export class Transcript implements StateMachine {
     const gone: string[] = []
     for (const name of [...this.online.keys()]) if (this.goOffline(name, address)) gone.push(name)
     if (gone.length === 0) return
+    // In an order every node agrees on: the map's order is the order names came online here, and a
+    // transcript restored from a snapshot (who is online, grouped by node) learnt them in another.
+    gone.sort()
     // The removal carries no time of its own; the last line's is the closest the log knows.
     const timestamp = this.lines[this.lines.length - 1]?.timestamp ?? 0
     this.push({ type: 'system', id, event: 'leave', usernames: gone, timestamp })

@@ -290,6 +290,25 @@ describe('snapshot and restore', () => {
     expect(copy.coveredFrom).toBe(t.coveredFrom)
   })
 
+  test('a removed member\'s users leave in one line that reads the same on a transcript restored from a snapshot (seed 215787)', () => {
+    const { t, log } = fresh(20)
+    log.add(2)
+    log.join(2, 1, 'carol')
+    log.join(1, 1, 'alice')
+    log.join(2, 2, 'bob')
+    log.join(1, 2, 'bob') // moving: online at both
+    // The snapshot groups who is online by node, so the copy learns bob before alice.
+    const copy = new Transcript(20)
+    copy.restore(log.index, structuredClone(t.snapshot()))
+    const after = new HandLog([t, copy])
+    after.index = log.index
+    after.clock = log.clock
+    after.leave(2, 3, 'bob') // now online at node 1 only
+    after.remove(1)
+    expect(texts(t).at(-1)).toBe('leave:alice,bob')
+    expect(copy.after(0)).toEqual(t.after(0))
+  })
+
   test('the snapshot of an empty log restores an empty transcript; (0, null) resets one', () => {
     const { t } = busy(10)
     t.restore(0, null)
