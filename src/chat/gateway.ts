@@ -213,10 +213,11 @@ export class ChatGateway {
     else {
       const { code, message } = said.error
       const refusal = () => this.send(session.socket, { type: 'error', code, message })
-      // A socket still sending into a full line window past FRAMES_IN_TURN frames is what fills it:
-      // it stops being read, as in a late turn, instead of being answered frame by frame. One client
-      // flooding with the rate limit off was otherwise read and refused 100,000 times a second, and
-      // the core that took left other nodes' users a p99 of 24-28 ms (quiet: 8-10).
+      // A socket still sending past FRAMES_IN_TURN frames into this refusal (the line window or the
+      // fan-out budget) is what fills it: it stops being read, as in a late turn, instead of being
+      // answered frame by frame. One client flooding with the rate limit off was otherwise read
+      // and refused 100,000 times a second, and the core that took left other nodes' users a p99
+      // of 24-28 ms (quiet: 8-10).
       if (code === 'overloaded' && session.framesInTurn > FRAMES_IN_TURN) this.refuseForNow(session, data, code, () => this.pause(session), parsed.value.clientMsgId)
       else if (code === 'overloaded' || code === 'unavailable') this.refuseForNow(session, data, code, refusal, parsed.value.clientMsgId)
       else this.refuse(code, refusal)
