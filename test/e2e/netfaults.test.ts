@@ -5,7 +5,16 @@
 // Needs root with CAP_NET_ADMIN and nftables (scripts/deps.sh --netns); skips saying why otherwise.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { netnsUnavailable } from '../support/netns'
-import { cutLink, formatResult, isolateLeader, overloadLeader, startLabCluster, type LabCluster } from '../support/netfaults'
+import { cutLink, formatResult, isolateLeader, overloadLeader, startLabCluster, type FaultResult, type LabCluster } from '../support/netfaults'
+
+/** Nobody removed, no election (unless `elections` is false), nothing lost, repeated or reordered, and one view again after. */
+function expectUndisturbed(r: FaultResult & { loadSent?: number }, { elections = true } = {}): void {
+  console.log(`netfaults: ${formatResult(r)}${r.loadSent === undefined ? '' : `; the load sent ${r.loadSent}`}`)
+  expect(r.memberChanges).toBe(0)
+  if (elections) expect({ leaders: r.leaders, elections: r.elections }).toEqual({ leaders: 1, elections: 0 })
+  expect(r.tally).toMatchObject({ lost: 0, duplicated: 0, reordered: 0 })
+  expect(r.healMs).not.toBeNull()
+}
 
 const unavailable = netnsUnavailable()
 if (unavailable) console.warn(`netfaults: skipped: ${unavailable}`)
@@ -20,13 +29,7 @@ describe.skipIf(unavailable !== null)('real network faults (network namespaces, 
   for (const pair of ['followers', 'leader-follower'] as const) {
     test(`a 2 s cut between ${pair} costs no member, no leader and no message (2 runs)`, async () => {
       for (let run = 0; run < 2; run++) {
-        const r = await cutLink(cluster, pair, 2000)
-        console.log(`netfaults: ${formatResult(r)}`)
-        expect(r.memberChanges).toBe(0)
-        expect(r.leaders).toBe(1)
-        expect(r.elections).toBe(0)
-        expect(r.tally).toMatchObject({ lost: 0, duplicated: 0, reordered: 0 })
-        expect(r.healMs).not.toBeNull()
+        expectUndisturbed(await cutLink(cluster, pair, 2000))
       }
     }, 60_000)
   }
@@ -52,20 +55,14 @@ describe.skipIf(unavailable !== null)('the leader\'s node overloaded by clients 
 
   test('one client flooding as fast as it can for 5 s costs no member and no message', async () => {
     const r = await overloadLeader(cluster, 'flood', 5)
-    console.log(`netfaults: ${formatResult(r)}; the flood sent ${r.loadSent}`)
+    // No election either, as a rule; as in overload.test.ts, a busy CI machine may still cause one, so it is printed, not failed.
+    expectUndisturbed(r, { elections: false })
     expect(r.loadSent).toBeGreaterThan(1000) // it did flood (the node closes it once it sends on after being paused)
-    expect(r.memberChanges).toBe(0)
-    expect(r.tally).toMatchObject({ lost: 0, duplicated: 0, reordered: 0 })
-    expect(r.healMs).not.toBeNull()
   }, 60_000)
 
   test('500 clients each at the rate limit for 8 s cost no member, no leader and no message', async () => {
     const r = await overloadLeader(cluster, 'many', 8)
-    console.log(`netfaults: ${formatResult(r)}; the 500 clients sent ${r.loadSent}`)
+    expectUndisturbed(r)
     expect(r.loadSent).toBeGreaterThan(20_000)
-    expect(r.memberChanges).toBe(0)
-    expect(r.elections).toBe(0)
-    expect(r.tally).toMatchObject({ lost: 0, duplicated: 0, reordered: 0 })
-    expect(r.healMs).not.toBeNull()
   }, 90_000)
 })
