@@ -219,15 +219,18 @@ describe('chat page on a 2-node cluster', () => {
       await Promise.all([listed(pageA, expected, 'page A'), listed(pageB, expected, 'page B')])
       expect(await pageA.locator('#users-count').textContent()).toBe(String(expected.length))
       // The chat tells of each join once, in lines shared by many once the room holds 100 users.
+      // How many share a line depends on how fast they arrive (a line a node at most every few
+      // ms): 196 lines on a quiet 2-core machine, 201 on a busy one. Fewer lines than joins is the
+      // claim; a line per join past the first 100 would not be.
       const joinLines = await toldOnce(pageA, 'joined', names.length)
       console.log(`300 joins told in ${joinLines} lines`)
-      expect(joinLines).toBeLessThan(200)
+      expect(joinLines).toBeLessThan(names.length - 50)
       await storm.closeAll()
       const remaining = expected.filter((u) => u.name === ALICE || u.name === MINSU)
       await Promise.all([listed(pageA, remaining, 'page A'), listed(pageB, remaining, 'page B')])
       const leaveLines = await toldOnce(pageA, 'left', names.length)
       console.log(`300 leaves told in ${leaveLines} lines`)
-      expect(leaveLines).toBeLessThan(200)
+      expect(leaveLines).toBeLessThan(names.length - 50)
     } finally {
       await storm.closeAll()
     }
