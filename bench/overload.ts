@@ -46,6 +46,18 @@ function openProbe(url: string, username: string, onProbe: (from: string, sentAt
   })
 }
 
+/** `openProbe`, tried again as the page does: a node sheds new sockets while it is behind. */
+async function openRetrying(url: string, username: string, onProbe: (from: string, sentAt: number) => void): Promise<ProbeUser> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await openProbe(url, username, onProbe)
+    } catch (error) {
+      if (attempt === 10) throw error
+      await Bun.sleep(200 * attempt) // a retry's backoff, not a wait for a condition
+    }
+  }
+}
+
 /** Probe users: each sends `probe <ms>` every 100 ms; returns latencies by who received them. */
 async function probe(nodes: NodeHandle[], ms: number) {
   const tag = Math.random().toString(36).slice(2, 6)
@@ -57,27 +69,18 @@ async function probe(nodes: NodeHandle[], ms: number) {
   const settled: number[] = []
   const startedAt = Date.now()
   const users: ProbeUser[] = []
-  // A node sheds new sockets while it is behind: try again, as the page does.
   for (const [r, node] of nodes.entries()) {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        users.push(
-          await openProbe(node.httpUrl, names[r]!, (from, sentAt) => {
-            const latency = Date.now() - sentAt
-            latencies[r]!.push(latency)
-            if (r > 0 && from !== names[0]) apart.push(latency)
-            if (r > 0 && sentAt - startedAt >= 1000) settled.push(latency)
-          }),
-        )
-        break
-      } catch (error) {
-        if (attempt === 10) throw error
-        await Bun.sleep(200 * attempt) // a retry's backoff, not a wait for a condition
-      }
-    }
+    users.push(
+      await openRetrying(node.httpUrl, names[r]!, (from, sentAt) => {
+        const latency = Date.now() - sentAt
+        latencies[r]!.push(latency)
+        if (r > 0 && from !== names[0]) apart.push(latency)
+        if (r > 0 && sentAt - startedAt >= 1000) settled.push(latency)
+      }),
+    )
   }
   // And a user on node 1 who says a line every 2 s, as a person does: is it still heard?
-  const talker = await openProbe(nodes[0]!.httpUrl, `t1${tag}`, () => {})
+  const talker = await openRetrying(nodes[0]!.httpUrl, `t1${tag}`, () => {})
   let talked = 0
   const open = (u: ProbeUser) => u.ws.readyState === WebSocket.OPEN
   const timer = setInterval(() => users.forEach((u) => open(u) && u.ws.send(JSON.stringify({ type: 'chat', message: `probe ${Date.now()}` }))), 100)

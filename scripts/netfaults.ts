@@ -24,11 +24,11 @@ if (why) {
   process.exit(2)
 }
 
-function summary(name: string, results: FaultResult[], after = 'heal') {
+function summary(name: string, results: FaultResult[]) {
   const bad = results.filter((r) => r.tally.lost || r.tally.duplicated || r.tally.reordered || r.memberChanges || r.leaders > 1 || r.elections)
   const heals = results.map((r) => r.healMs ?? Infinity).sort((a, b) => a - b)
   console.log(
-    `== ${name}: ${results.length} runs, ${bad.length} disturbed; lost ${sum(results, (r) => r.tally.lost)}, dup ${sum(results, (r) => r.tally.duplicated)}, reordered ${sum(results, (r) => r.tally.reordered)}, runs with member changes ${results.filter((r) => r.memberChanges).length}, with leader change ${results.filter((r) => r.leaders > 1 || r.elections).length}; one view after ${after}: median ${Math.round(heals[Math.floor(heals.length / 2)]!)} ms, worst ${Math.round(heals.at(-1)!)} ms`,
+    `== ${name}: ${results.length} runs, ${bad.length} disturbed; lost ${sum(results, (r) => r.tally.lost)}, dup ${sum(results, (r) => r.tally.duplicated)}, reordered ${sum(results, (r) => r.tally.reordered)}, runs with member changes ${results.filter((r) => r.memberChanges).length}, with leader change ${results.filter((r) => r.leaders > 1 || r.elections).length}; one view after ${results[0]?.after ?? 'heal'}: median ${Math.round(heals[Math.floor(heals.length / 2)]!)} ms, worst ${Math.round(heals.at(-1)!)} ms`,
   )
 }
 const sum = (rs: FaultResult[], f: (r: FaultResult) => number) => rs.reduce((s, r) => s + f(r), 0)
@@ -68,7 +68,7 @@ try {
           console.log(`  ${i + 1}: ${formatResult(r)}; the load sent ${r.loadSent}`)
           results.push(r)
         }
-        summary(`leader's node loaded 10 s (${load})`, results, 'the load')
+        summary(`leader's node loaded 10 s (${load})`, results)
       }
     } finally {
       await loaded.stop()

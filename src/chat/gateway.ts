@@ -189,7 +189,7 @@ export class ChatGateway {
     // Many sockets a frame each: the turn is bounded too, by refusing (not pausing) past a later mark.
     if (this.d.load?.behind(LATE_TURN_MS)) return this.refuseForNow(session, data, 'overloaded', () => this.sendJson(session.socket, OVERLOADED))
     // Rate first: a flood of bad frames costs as little as a flood of good ones.
-    const verdict = session.take(this.d.rateLimit, this.d.now())
+    const verdict = session.take(this.d.rateLimit, now)
     if (verdict === 'flood') {
       return this.refuse('flooding', () => this.drop(id, session, CloseCode.flooding, `over the rate limit more than ${FLOOD.refusalsMax} times in ${FLOOD.windowMs / 1000} s`))
     }

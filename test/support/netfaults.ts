@@ -219,8 +219,10 @@ export interface FaultResult {
   leaders: number
   elections: number
   memberChanges: number
-  /** ms from the heal (or the load's end) to one view again (null: not within the wait). */
+  /** ms from the heal (or the load's end, see `after`) to one view again (null: not within the wait). */
   healMs: number | null
+  /** What `healMs` counts from: `heal`, or `the load` (its end). */
+  after: 'heal' | 'the load'
   /** Snapshots in which the isolated node showed another member set while cut off. */
   isolatedChanged?: number
 }
@@ -274,6 +276,7 @@ async function fault(c: LabCluster, name: string, cut: () => void, heal: () => v
     elections: observer.termsAdvanced(),
     memberChanges: observer.memberChanges(),
     healMs: observer.oneViewAfter(healedAt),
+    after: 'heal',
     ...(isolated ? { isolatedChanged: observer.changesSeenBy(isolated, cutAt, healedAt) } : {}),
   }
 }
@@ -296,11 +299,12 @@ export async function overloadLeader(c: LabCluster, load: Load, seconds: number)
     Bun.spawn(['bun', 'run', `${REPO_ROOT}/bench/load-client.ts`, url, String(clients), rate, String(seconds), tag], { stdout: 'pipe', stderr: 'inherit' })
   // Names of their own: a name closed for flooding is kept out for a while, and the next run's flooder is another client.
   const tag = Math.random().toString(36).slice(2, 6)
-  const procs = load === 'flood' ? [client(1, 'flood', `flood${tag}`)] : [client(250, '20', `la${tag}`), client(250, '20', `lb${tag}`)]
+  const procs: Bun.Subprocess[] = []
   let loadSent = 0
   let endedAt = 0
   try {
     await Bun.sleep(500) // chat flowing before the load
+    procs.push(...(load === 'flood' ? [client(1, 'flood', `flood${tag}`)] : [client(250, '20', `la${tag}`), client(250, '20', `lb${tag}`)]))
     await Promise.all(procs.map((p) => p.exited))
     endedAt = performance.now()
     for (const p of procs) loadSent += JSON.parse((await new Response(p.stdout as ReadableStream).text()).trim() || '{"sent":0}').sent
@@ -310,11 +314,11 @@ export async function overloadLeader(c: LabCluster, load: Load, seconds: number)
     await observer.stop()
   }
   const tally = await chatters.finish(15_000)
-  return { name: `leader ${leader} loaded (${load}) ${seconds} s`, tally, leaders: observer.leaders().length, elections: observer.termsAdvanced(), memberChanges: observer.memberChanges(), healMs: observer.oneViewAfter(endedAt), loadSent }
+  return { name: `leader ${leader} loaded (${load}) ${seconds} s`, tally, leaders: observer.leaders().length, elections: observer.termsAdvanced(), memberChanges: observer.memberChanges(), healMs: observer.oneViewAfter(endedAt), after: 'the load', loadSent }
 }
 
 export function formatResult(r: FaultResult): string {
   const heal = r.healMs === null ? 'never' : `${Math.round(r.healMs)} ms`
   const iso = r.isolatedChanged === undefined ? '' : `, isolated side changed ${r.isolatedChanged}`
-  return `${r.name}: users sent ${r.tally.sent} (${r.tally.refusals} refusals, sent again), lost ${r.tally.lost}, dup ${r.tally.duplicated}, reordered ${r.tally.reordered}; leaders ${r.leaders}, elections ${r.elections}, member-change snapshots ${r.memberChanges}; one view ${heal} after${r.name.includes('loaded') ? ' the load' : ' heal'}${iso}`
+  return `${r.name}: users sent ${r.tally.sent} (${r.tally.refusals} refusals, sent again), lost ${r.tally.lost}, dup ${r.tally.duplicated}, reordered ${r.tally.reordered}; leaders ${r.leaders}, elections ${r.elections}, member-change snapshots ${r.memberChanges}; one view ${heal} after ${r.after}${iso}`
 }
